@@ -1,0 +1,321 @@
+"""The engine: publish batching, the subscription index, fan-out, replay and backpressure.
+
+Hot path (``_deliver``): events arrive from the backend in batches; each matching *view*
+(subscribers with the same selectors and claims) gets the batch's bytes joined once, and every
+member's transport gets those same bytes in one ``write``. No task, queue or await per
+subscriber; a member whose unsent bytes pass the bound is dropped by its face (see
+``server``), never slowing the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+
+from .backends import Backend, Replay
+from .events import Event, StoredEvent
+from .sse import HEARTBEAT
+from .subscriber import Subscriber, ViewKey
+from .topics import ALL, TopicMatcher, is_template
+
+log = logging.getLogger("ssehub.hub")
+
+_REPLAY_CHUNK = 64 * 1024
+_ROUTE_CACHE_MAX = 10_000
+
+Preamble = Callable[[Replay | None], bytes]
+"""Builds the first bytes of a stream (HTTP head, first comment, gap notice) once the
+replay is known, since the response's Last-Event-ID header depends on it."""
+
+
+class _View:
+    """Subscribers that see exactly the same events, so they can share one buffer."""
+
+    __slots__ = ("_writes", "allowed", "live", "matcher", "selectors", "waiting")
+
+    def __init__(self, key: ViewKey, matcher: TopicMatcher) -> None:
+        self.selectors, self.allowed = key
+        self.matcher = matcher
+        self.live: dict[Subscriber, None] = {}
+        self.waiting: dict[Subscriber, None] = {}  # replaying: live bytes are held for them
+        self._writes: tuple[Callable[[bytes], None], ...] | None = None
+
+    def wants(self, event: StoredEvent) -> bool:
+        """Whether this view's subscribers receive ``event`` (topics, then privacy)."""
+        return self.matcher.match_any(self.selectors, event.topics) and (
+            not event.private or self.may_see(event.topics)
+        )
+
+    def may_see(self, topics: tuple[str, ...]) -> bool:
+        return self.allowed is not None and self.matcher.match_any(self.allowed, topics)
+
+    def send(self, data: bytes, hub: Hub) -> int:
+        """Write ``data`` to every live member; hold it for replaying ones. Returns writes."""
+        writes = self._writes
+        if writes is None:
+            writes = self._writes = tuple(s.write for s in self.live)
+        for write in writes:
+            write(data)
+        if self.waiting:
+            for sub in tuple(self.waiting):
+                held = sub.held
+                assert held is not None
+                held.append(data)
+                sub.held_size += len(data)
+                if sub.held_size > hub.max_buffer:
+                    log.info("dropping a subscriber whose replay fell behind the live stream")
+                    hub.detach(sub)
+                    sub.stream.abort()
+        return len(writes)
+
+    def beat(self) -> None:
+        for sub in self.live:
+            sub.write(HEARTBEAT)
+
+    def changed(self) -> None:
+        self._writes = None
+
+
+class Hub:
+    """Publishes through a backend and fans its events out to subscribers.
+
+    One Hub per event loop; the server, the ASGI app and in-process code share it.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        heartbeat: float = 15.0,
+        max_buffer: int = 1 << 20,
+        matcher: TopicMatcher | None = None,
+    ) -> None:
+        self.backend = backend
+        self.heartbeat = heartbeat
+        self.max_buffer = max_buffer
+        self.matcher = matcher or TopicMatcher()
+        self.published = 0
+        self.deliveries = 0
+        self._views: dict[ViewKey, _View] = {}
+        self._exact: dict[str, set[_View]] = {}
+        self._templates: dict[str, set[_View]] = {}
+        self._everything: set[_View] = set()
+        self._routes: dict[tuple[str, ...], tuple[_View, ...]] = {}
+        self._dispatched = 0
+        self._pending: list[tuple[Event, asyncio.Future[StoredEvent]]] = []
+        self._committing = False
+        self._idle: asyncio.Event | None = None  # set by close() to hear the last commit end
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._beat_handle: asyncio.TimerHandle | None = None
+        self._subscribers = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind to the running loop and start following the backend."""
+        self._loop = asyncio.get_running_loop()
+        await self.backend.start(self._deliver)
+        if self.heartbeat > 0:
+            self._beat_handle = self._loop.call_later(self.heartbeat, self._beat)
+
+    async def close(self) -> None:
+        """Stop heartbeats, wait for publishes in flight, close the backend."""
+        if self._beat_handle is not None:
+            self._beat_handle.cancel()
+        if self._committing:
+            self._idle = asyncio.Event()
+            await self._idle.wait()
+        await self.backend.close()
+
+    @property
+    def subscriber_count(self) -> int:
+        return self._subscribers
+
+    # -- publishing --------------------------------------------------------------------------
+
+    def publish(self, event: Event) -> asyncio.Future[StoredEvent]:
+        """Queue ``event``; the future resolves once the backend has accepted it.
+
+        Publishes of one loop iteration go to the backend as one batch (one transaction on
+        durable backends); a batch waits for the previous one, which keeps publish order.
+        """
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("Hub.start() has not been awaited")
+        future: asyncio.Future[StoredEvent] = loop.create_future()
+        self._pending.append((event, future))
+        if not self._committing:
+            self._committing = True
+            loop.call_soon(self._commit_next)
+        return future
+
+    def _commit_next(self) -> None:
+        batch, self._pending = self._pending, []
+        if not batch:
+            self._committing = False
+            if self._idle is not None:
+                self._idle.set()
+            return
+        assert self._loop is not None
+        self._loop.create_task(self._commit(batch))
+
+    async def _commit(self, batch: list[tuple[Event, asyncio.Future[StoredEvent]]]) -> None:
+        try:
+            stored = await self.backend.append([event for event, _ in batch])
+        except Exception as exc:  # every publisher of the batch hears about it
+            log.warning("backend refused a batch of %d events: %s", len(batch), exc)
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+        else:
+            self.published += len(stored)
+            for (_, future), accepted in zip(batch, stored, strict=True):
+                if not future.done():
+                    future.set_result(accepted)
+        self._commit_next()
+
+    # -- fan-out -----------------------------------------------------------------------------
+
+    def _deliver(self, events: Sequence[StoredEvent]) -> None:
+        """The backend's sink: route a batch of events to views, one write per subscriber."""
+        if not events:
+            return
+        touched: dict[_View, list[bytes]] = {}
+        routes = self._routes
+        for event in events:
+            views = routes.get(event.topics)
+            if views is None:
+                views = self._route(event.topics)
+            for view in views:
+                if event.private and not view.may_see(event.topics):
+                    continue
+                chunks = touched.get(view)
+                if chunks is None:
+                    touched[view] = [event.wire]
+                else:
+                    chunks.append(event.wire)
+        self._dispatched = events[-1].position
+        deliveries = 0
+        for view, chunks in touched.items():
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            deliveries += view.send(data, self) * len(chunks)
+        self.deliveries += deliveries
+
+    def _route(self, topics: tuple[str, ...]) -> tuple[_View, ...]:
+        found: set[_View] = set(self._everything)
+        for topic in topics:
+            exact = self._exact.get(topic)
+            if exact:
+                found |= exact
+        match = self.matcher.match
+        for selector, views in self._templates.items():
+            if any(match(selector, topic) for topic in topics):
+                found |= views
+        routes = self._routes
+        if len(routes) >= _ROUTE_CACHE_MAX:
+            routes.clear()
+        views_found = routes[topics] = tuple(found)
+        return views_found
+
+    def _beat(self) -> None:
+        for view in tuple(self._views.values()):
+            view.beat()
+        assert self._loop is not None
+        self._beat_handle = self._loop.call_later(self.heartbeat, self._beat)
+
+    # -- subscribing -------------------------------------------------------------------------
+
+    async def subscribe(
+        self, sub: Subscriber, last_event_id: str | None, preamble: Preamble
+    ) -> Replay | None:
+        """Register ``sub``, replay what it missed, then make it live; gap-free, no duplicates.
+
+        Registration comes first and live events are held meanwhile; history is read only up
+        to the last position already dispatched, so the held events start right after it.
+        """
+        view = self._join(sub)
+        try:
+            replay = None
+            if last_event_id is not None:
+                replay = await self.backend.since(last_event_id, self._dispatched)
+            if sub not in view.waiting:
+                return replay
+            sub.write(preamble(replay))
+            if replay is not None:
+                await self._replay(sub, view, replay)
+            while sub.held:
+                data = b"".join(sub.held)
+                sub.held, sub.held_size = [], 0
+                sub.write(data)
+                await sub.stream.drain()
+            if sub in view.waiting:
+                del view.waiting[sub]
+                sub.held = None
+                view.live[sub] = None
+                view.changed()
+            return replay
+        except BaseException:
+            self.detach(sub)
+            raise
+
+    async def _replay(self, sub: Subscriber, view: _View, replay: Replay) -> None:
+        chunk: list[bytes] = []
+        size = 0
+        for event in replay.events:
+            if not view.wants(event):
+                continue
+            chunk.append(event.wire)
+            size += len(event.wire)
+            if size >= _REPLAY_CHUNK:
+                sub.write(b"".join(chunk))
+                chunk, size = [], 0
+                await sub.stream.drain()
+                if sub not in view.waiting:
+                    return
+        if chunk:
+            sub.write(b"".join(chunk))
+            await sub.stream.drain()
+
+    def _join(self, sub: Subscriber) -> _View:
+        view = self._views.get(sub.key)
+        if view is None:
+            view = self._views[sub.key] = _View(sub.key, self.matcher)
+            for selector in view.selectors:
+                if selector == ALL:
+                    self._everything.add(view)
+                elif is_template(selector):
+                    self._templates.setdefault(selector, set()).add(view)
+                else:
+                    self._exact.setdefault(selector, set()).add(view)
+            self._routes.clear()
+        sub.held, sub.held_size = [], 0
+        view.waiting[sub] = None
+        self._subscribers += 1
+        return view
+
+    def detach(self, sub: Subscriber) -> None:
+        """Forget ``sub``; safe to call more than once and from inside a fan-out."""
+        view = self._views.get(sub.key)
+        if view is None:
+            return
+        if sub in view.live:
+            del view.live[sub]
+            view.changed()
+        elif sub in view.waiting:
+            del view.waiting[sub]
+        else:
+            return
+        sub.held = None
+        self._subscribers -= 1
+        if not view.live and not view.waiting:
+            del self._views[sub.key]
+            for selector in view.selectors:
+                for index in (self._exact, self._templates):
+                    views = index.get(selector)
+                    if views is not None:
+                        views.discard(view)
+                        if not views:
+                            del index[selector]
+            self._everything.discard(view)
+            self._routes.clear()

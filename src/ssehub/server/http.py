@@ -1,0 +1,61 @@
+"""HTTP/1.1 framing helpers: the request record and response heads, shared by the server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from http import HTTPStatus
+
+from ..errors import HubError
+from ..mercure import LINK
+
+_SERVER = b"Server: ssehub\r\n"
+
+
+@dataclass(slots=True)
+class Request:
+    """One parsed request; header names are lower-cased, repeated headers joined."""
+
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    keep_alive: bool = True
+
+
+def head(
+    status: int,
+    headers: list[tuple[str, str]],
+    content_length: int | None,
+    keep_alive: bool,
+) -> bytes:
+    """A response head; without a content length the body runs until the connection closes."""
+    lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n".encode("latin-1"), _SERVER]
+    for name, value in headers:
+        lines.append(f"{name}: {value}\r\n".encode("latin-1", "replace"))
+    if content_length is not None:
+        lines.append(b"Content-Length: %d\r\n" % content_length)
+    lines.append(b"Connection: keep-alive\r\n\r\n" if keep_alive else b"Connection: close\r\n\r\n")
+    return b"".join(lines)
+
+
+def response(
+    status: int,
+    body: bytes,
+    content_type: str = "text/plain; charset=utf-8",
+    headers: tuple[tuple[str, str], ...] = (),
+    keep_alive: bool = True,
+) -> bytes:
+    """A complete response with a body."""
+    all_headers = [("Content-Type", content_type), *headers]
+    return head(status, all_headers, len(body), keep_alive) + body
+
+
+def error_response(error: HubError, keep_alive: bool) -> bytes:
+    """The one place a refused request becomes bytes: status, one-line reason, its headers."""
+    return response(
+        error.status,
+        error.reason.encode("utf-8") + b"\n",
+        headers=(("Link", LINK), *error.headers),
+        keep_alive=keep_alive,
+    )

@@ -1,0 +1,334 @@
+"""One connection: httptools parsing, pipelined publishes answered in order, or one stream.
+
+A connection is either a request/response connection (keep-alive, pipelining) or, after a
+subscribe, an event stream. For a stream the transport's own ``write`` is what the hub's
+fan-out calls, and the transport's high-water mark is the slow-consumer bound: crossing it
+calls ``pause_writing``, which drops the connection (the client resumes with Last-Event-ID).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, cast
+
+import httptools
+
+from ..errors import HubError
+from .http import Request, error_response
+
+if TYPE_CHECKING:
+    from ..events import StoredEvent
+    from ..subscriber import Subscriber
+    from .app import App
+
+log = logging.getLogger("ssehub.server")
+
+if TYPE_CHECKING:
+    # An answer: ready bytes, or a publish waiting for its backend.
+    Pending = asyncio.Future[StoredEvent] | bytes
+
+_REPLAY_HIGH_WATER = 256 * 1024
+
+
+class _Refused(Exception):
+    """Raised inside a parser callback to stop parsing; the HubError is kept on the protocol."""
+
+
+class HttpProtocol(asyncio.Protocol):
+    """The asyncio protocol of one client connection."""
+
+    __slots__ = (
+        "_body",
+        "_body_size",
+        "_closed",
+        "_drain",
+        "_expiry",
+        "_head_size",
+        "_headers",
+        "_in_head",
+        "_inflight",
+        "_parser",
+        "_paused_reading",
+        "_queue",
+        "_refusal",
+        "_starting",
+        "_url",
+        "app",
+        "loop",
+        "subscriber",
+        "transport",
+    )
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self._parser: httptools.HttpRequestParser | None = None
+        self._url = b""
+        self._headers: dict[str, str] = {}
+        self._head_size = 0
+        self._in_head = True
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._refusal: HubError | None = None
+        self._queue: deque[Request] = deque()
+        self._inflight: deque[tuple[Pending, bool]] = deque()  # answer, keep-alive
+        self._paused_reading = False
+        self._closed = False
+        self.subscriber: Subscriber | None = None
+        self._starting: asyncio.Task[None] | None = None
+        self._drain: asyncio.Future[None] | None = None
+        self._expiry: asyncio.TimerHandle | None = None
+
+    # -- asyncio callbacks ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports quack like asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        self._parser = httptools.HttpRequestParser(self)
+        self.app.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self.app.connections.discard(self)
+        if self.subscriber is not None:
+            self.app.hub.detach(self.subscriber)
+        if self._expiry is not None:
+            self._expiry.cancel()
+        if self._starting is not None and not self._starting.done():
+            self._starting.cancel()
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_exception(ConnectionResetError("subscriber went away"))
+        self._parser = None
+
+    def data_received(self, data: bytes) -> None:
+        parser = self._parser
+        if parser is None or self.subscriber is not None:
+            return  # a stream's client has nothing more to say; ignore what it sends
+        try:
+            parser.feed_data(data)
+        except _Refused:
+            pass
+        except httptools.HttpParserUpgrade:
+            self._refusal = HubError(400, "protocol upgrades are not supported")
+        except httptools.HttpParserError as exc:
+            if self._refusal is None:
+                self._refusal = HubError(400, f"malformed HTTP request: {exc}")
+        if (
+            self._refusal is None
+            and self._in_head
+            and self._head_size + len(self._url) > (self.app.settings.max_head_size)
+        ):
+            self._refusal = HubError(431, "request head too large")
+        if self._refusal is not None:
+            self._refuse()
+            return
+        self._process()
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too
+
+    def pause_writing(self) -> None:
+        sub = self.subscriber
+        if sub is not None and sub.held is None:
+            # Live and past the bound: a slow consumer. Drop it rather than slow anyone.
+            log.info("closing a slow subscriber (over %d unsent bytes)", self.app.hub.max_buffer)
+            self.app.hub.detach(sub)
+            self.abort()
+        else:
+            if self._drain is None or self._drain.done():
+                self._drain = self.loop.create_future()
+            if sub is None and self.transport is not None:
+                # A publisher not reading its answers: stop reading its requests too.
+                self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+        if self.subscriber is None and self.transport is not None and not self._paused_reading:
+            self.transport.resume_reading()
+
+    # -- httptools callbacks -------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = {}
+        self._head_size = 0
+        self._in_head = True
+        self._body = []
+        self._body_size = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self.app.settings.max_url_length:
+            self._stop(HubError(414, f"URL longer than {self.app.settings.max_url_length} bytes"))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size + len(self._url) > self.app.settings.max_head_size:
+            self._stop(HubError(431, "request head too large"))
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        old = self._headers.get(key)
+        if old is None:
+            self._headers[key] = text
+        else:
+            self._headers[key] = old + ("; " if key == "cookie" else ", ") + text
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        limit = self.app.settings.max_body_size
+        length = self._headers.get("content-length", "")
+        if length.isdigit() and int(length) > limit:
+            self._stop(HubError(413, f"body larger than {limit} bytes"))
+        if self._headers.get("expect", "").lower() == "100-continue" and self.transport:
+            # curl and others wait for this before sending a body over 1 KiB.
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        self._body_size += len(body)
+        if self._body_size > self.app.settings.max_body_size:
+            self._stop(HubError(413, f"body larger than {self.app.settings.max_body_size} bytes"))
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        parser = self._parser
+        assert parser is not None
+        parsed = httptools.parse_url(self._url or b"/")
+        request = Request(
+            parser.get_method().decode("ascii", "replace"),
+            (parsed.path or b"/").decode("latin-1"),
+            (parsed.query or b"").decode("latin-1"),
+            self._headers,
+            b"".join(self._body),
+            parser.should_keep_alive(),
+        )
+        self._queue.append(request)
+        if len(self._queue) >= self.app.settings.max_pipelined and not self._paused_reading:
+            assert self.transport is not None
+            self.transport.pause_reading()
+            self._paused_reading = True
+
+    def _stop(self, error: HubError) -> None:
+        self._refusal = error
+        raise _Refused
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def _process(self) -> None:
+        """Start every queued request that can start; answers leave in request order."""
+        queue = self._queue
+        while queue and self.subscriber is None and not self._closed:
+            request = queue[0]
+            if self.app.is_stream(request):
+                if self._inflight:
+                    return  # answer earlier pipelined requests first
+                queue.popleft()
+                self._start_stream(request)
+                return
+            queue.popleft()
+            pending = self.app.handle(request)
+            if not request.keep_alive:
+                queue.clear()
+            self._inflight.append((pending, request.keep_alive))
+            if isinstance(pending, asyncio.Future) and not pending.done():
+                pending.add_done_callback(self._answered)
+        self._flush_answers()
+        if self._paused_reading and len(queue) < self.app.settings.max_pipelined // 2:
+            assert self.transport is not None
+            self._paused_reading = False
+            self.transport.resume_reading()
+
+    def _answered(self, _: asyncio.Future[StoredEvent]) -> None:
+        self._flush_answers()
+        if self._queue:
+            self._process()
+
+    def _flush_answers(self) -> None:
+        inflight = self._inflight
+        out: list[bytes] = []
+        keep_alive = True
+        while inflight and keep_alive:
+            front, front_keep_alive = inflight[0]
+            if isinstance(front, bytes):
+                out.append(front)
+            elif front.done():
+                out.append(self.app.published(front, front_keep_alive))
+            else:
+                break
+            inflight.popleft()
+            keep_alive = front_keep_alive
+        if out and not self._closed:
+            transport = self.transport
+            assert transport is not None
+            transport.write(out[0] if len(out) == 1 else b"".join(out))
+            if not keep_alive:
+                inflight.clear()
+                self._queue.clear()
+                transport.close()
+
+    def _refuse(self) -> None:
+        """Answer a request the parser could not accept, then close: framing is lost."""
+        error = self._refusal
+        assert error is not None
+        self._queue.clear()
+        self._inflight.append((error_response(error, keep_alive=False), False))
+        self._parser = None
+        self._flush_answers()
+
+    # -- streams -------------------------------------------------------------------------------
+
+    def _start_stream(self, request: Request) -> None:
+        try:
+            opened = self.app.open_stream(request, self)
+        except HubError as error:
+            self._inflight.append((error_response(error, request.keep_alive), request.keep_alive))
+            self._flush_answers()
+            return
+        sub, last_event_id, preamble, expires = opened
+        assert self.transport is not None
+        self.subscriber = sub
+        self._queue.clear()
+        self.transport.set_write_buffer_limits(high=_REPLAY_HIGH_WATER)
+        if expires is not None:
+            self._expiry = self.loop.call_at(self.loop.time() + expires, self._expired)
+        self._starting = self.loop.create_task(self._run_stream(sub, last_event_id, preamble))
+
+    async def _run_stream(
+        self, sub: Subscriber, last_event_id: str | None, preamble: App.Preamble
+    ) -> None:
+        try:
+            await self.app.hub.subscribe(sub, last_event_id, preamble)
+        except ConnectionResetError:
+            return
+        except asyncio.CancelledError:
+            return
+        if not self._closed and self.transport is not None:
+            # Live from here: past this many unsent bytes the subscriber is dropped.
+            self.transport.set_write_buffer_limits(high=self.app.hub.max_buffer)
+        self._starting = None
+
+    def _expired(self) -> None:
+        log.info("closing a subscriber whose token expired")
+        if self.subscriber is not None:
+            self.app.hub.detach(self.subscriber)
+        if self.transport is not None:
+            self.transport.close()
+
+    # -- Stream, for the hub -----------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self._closed:
+            self.transport.write(data)
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    async def drain(self) -> None:
+        if self._closed:
+            raise ConnectionResetError("subscriber went away")
+        if self._drain is not None and not self._drain.done():
+            await self._drain

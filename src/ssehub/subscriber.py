@@ -1,0 +1,52 @@
+"""One subscriber's side of the engine: what it asked for, what it may see, its stream."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+
+class Stream(Protocol):
+    """What the engine needs from a connection; the server's protocol and the ASGI face
+    implement it. ``write`` must not block: it buffers, and the face enforces the bound."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def abort(self) -> None:
+        """Drop the connection now, unsent bytes included (slow consumer, expiry)."""
+        ...
+
+    async def drain(self) -> None:
+        """Wait until the buffered bytes fall under the face's low-water mark."""
+        ...
+
+
+ViewKey = tuple[frozenset[str], frozenset[str] | None]
+
+
+class Subscriber:
+    """A subscription of one connection: topic selectors and the private-update claims.
+
+    ``allowed`` holds the selectors of the token's ``mercure.subscribe`` claim; ``None``
+    (anonymous) sees no private update. Subscribers with equal keys share one view and so
+    one buffer per fan-out.
+    """
+
+    __slots__ = ("allowed", "held", "held_size", "key", "selectors", "stream", "write")
+
+    def __init__(
+        self,
+        stream: Stream,
+        selectors: tuple[str, ...],
+        allowed: frozenset[str] | None,
+        write: Callable[[bytes], None] | None = None,
+    ) -> None:
+        self.stream = stream
+        # What the fan-out loop calls; a face may pass its transport's own ``write`` so that a
+        # delivery is one call into the event loop, with no Python frame of ours in between.
+        self.write: Callable[[bytes], None] = write or stream.write
+        self.selectors = selectors
+        self.allowed = allowed
+        self.key: ViewKey = (frozenset(selectors), allowed)
+        self.held: list[bytes] | None = None
+        self.held_size = 0

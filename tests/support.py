@@ -1,0 +1,272 @@
+"""Test support: a real `ssehub serve` process and small socket-level clients."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from urllib.parse import urlencode
+
+import httpx
+import jwt
+
+from ssehub.sse import Decoder, ServerEvent
+
+KEY = "test-key-0123456789-0123456789-abcdef"
+HUB = "/.well-known/mercure"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def make_token(
+    key: str = KEY,
+    publish: Sequence[str] | None = None,
+    subscribe: Sequence[str] | None = None,
+    exp: float | None = None,
+    algorithm: str = "HS256",
+) -> str:
+    mercure: dict[str, list[str]] = {}
+    if publish is not None:
+        mercure["publish"] = list(publish)
+    if subscribe is not None:
+        mercure["subscribe"] = list(subscribe)
+    claims: dict[str, object] = {"mercure": mercure}
+    if exp is not None:
+        claims["exp"] = int(exp)
+    return jwt.encode(claims, key, algorithm=algorithm)
+
+
+@dataclass
+class HubProcess:
+    """`ssehub serve` started as a user would, on a free port."""
+
+    port: int
+    proc: subprocess.Popen[bytes]
+    key: str = KEY
+    publisher_token: str = field(default="")
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return self.base + HUB
+
+    def publish(
+        self,
+        topics: str | Sequence[str],
+        data: str = "",
+        token: str | None = None,
+        **fields: str,
+    ) -> httpx.Response:
+        form: list[tuple[str, str]] = [
+            ("topic", t) for t in ([topics] if isinstance(topics, str) else topics)
+        ]
+        form.append(("data", data))
+        form.extend(fields.items())
+        return httpx.post(
+            self.url,
+            content=urlencode(form),
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "Authorization": f"Bearer {token or self.publisher_token}",
+            },
+            timeout=10,
+        )
+
+    def subscribe(
+        self,
+        topics: str | Sequence[str],
+        *,
+        token: str | None = None,
+        last_event_id: str | None = None,
+        query: Sequence[tuple[str, str]] = (),
+        headers: dict[str, str] | None = None,
+        rcvbuf: int | None = None,
+    ) -> SSEClient:
+        params: list[tuple[str, str]] = [
+            ("topic", t) for t in ([topics] if isinstance(topics, str) else topics)
+        ]
+        params.extend(query)
+        all_headers = dict(headers or {})
+        if token is not None:
+            all_headers["Authorization"] = f"Bearer {token}"
+        if last_event_id is not None:
+            all_headers["Last-Event-ID"] = last_event_id
+        return SSEClient(self.port, HUB + "?" + urlencode(params), all_headers, rcvbuf)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_hub(*args: str, key: str | None = KEY) -> HubProcess:
+    port = free_port()
+    cmd = [sys.executable, "-m", "ssehub.cli", "serve", "--port", str(port), *args]
+    if key is not None:
+        cmd += ["--jwt-key", key]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SSEHUB_")}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            _, err = proc.communicate()
+            raise RuntimeError(f"ssehub serve exited: {err.decode()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+        except OSError:
+            time.sleep(0.05)
+    else:
+        proc.kill()
+        raise RuntimeError("ssehub serve did not start listening")
+    hub = HubProcess(port, proc, key or "")
+    if key is not None:
+        hub.publisher_token = make_token(key, publish=["*"])
+    return hub
+
+
+class SSEClient:
+    """A subscriber on a raw socket: sends the GET, parses the head, decodes events."""
+
+    def __init__(
+        self, port: int, target: str, headers: dict[str, str], rcvbuf: int | None = None
+    ) -> None:
+        self.sock = socket.socket()
+        if rcvbuf is not None:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(10)
+        self.sock.connect(("127.0.0.1", port))
+        lines = [f"GET {target} HTTP/1.1", f"Host: 127.0.0.1:{port}"]
+        lines += [f"{k}: {v}" for k, v in headers.items()]
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        self.decoder = Decoder()
+        self.pending: list[ServerEvent] = []
+        self.closed = False
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError(f"closed before the response head: {buf!r}")
+            buf += chunk
+        head, _, rest = buf.partition(b"\r\n\r\n")
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        self.status = int(status_line.split()[1])
+        self.headers = {}
+        for line in header_lines:
+            name, _, value = line.partition(":")
+            self.headers[name.strip().lower()] = value.strip()
+        self.body = b""
+        if self.status != 200:
+            length = int(self.headers.get("content-length", "0"))
+            while len(rest) < length:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    break
+                rest += chunk
+            self.body = rest
+        else:
+            self.pending.extend(self.decoder.feed(rest))
+
+    def events(self, count: int, timeout: float = 10.0) -> list[ServerEvent]:
+        """The next ``count`` events; raises TimeoutError if they do not come in time."""
+        deadline = time.monotonic() + timeout
+        while len(self.pending) < count:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"got {len(self.pending)} of {count} events: {self.pending}")
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            if not chunk:
+                self.closed = True
+                raise ConnectionError(f"stream closed after {len(self.pending)} events")
+            self.pending.extend(self.decoder.feed(chunk))
+        out, self.pending = self.pending[:count], self.pending[count:]
+        return out
+
+    def no_event(self, wait: float = 0.5) -> bool:
+        """True if no event arrives within ``wait`` seconds."""
+        try:
+            got = self.events(1, timeout=wait)
+        except TimeoutError:
+            return True
+        self.pending[:0] = got
+        return False
+
+    def wait_closed(self, timeout: float = 10.0) -> bool:
+        """True once the hub closes the stream (events meanwhile are kept)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                chunk = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            except ConnectionResetError:
+                self.closed = True
+                return True
+            if not chunk:
+                self.closed = True
+                return True
+            self.pending.extend(self.decoder.feed(chunk))
+        return False
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> SSEClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def raw_request(port: int, data: bytes, timeout: float = 5.0) -> bytes:
+    """Send raw bytes, read until the hub closes or goes quiet."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        out = b""
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                out += chunk
+        except TimeoutError:
+            pass
+        return out
+
+
+def iter_responses(raw: bytes) -> Iterator[tuple[int, dict[str, str], bytes]]:
+    """Split pipelined HTTP responses with Content-Length bodies."""
+    while raw:
+        head, sep, rest = raw.partition(b"\r\n\r\n")
+        if not sep:
+            return
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        headers = {}
+        for line in lines:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        length = int(headers.get("content-length", "0"))
+        yield int(status_line.split()[1]), headers, rest[:length]
+        raw = rest[length:]

@@ -1,0 +1,92 @@
+"""The memory backend: ids, order, history bounded by count and age, replay by position."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+import pytest
+
+from ssehub.backends import EARLIEST
+from ssehub.backends.memory import MemoryBackend
+from ssehub.events import Event, StoredEvent
+
+
+async def append(backend: MemoryBackend, *ids: str | None) -> list[StoredEvent]:
+    return await backend.append([Event(("t",), f"d{i}", id=x) for i, x in enumerate(ids)])
+
+
+def test_ids_positions_and_sink_order() -> None:
+    async def go() -> None:
+        seen: list[Sequence[StoredEvent]] = []
+        backend = MemoryBackend(history_size=10)
+        await backend.start(seen.append)
+        first = await append(backend, None, "custom")
+        second = await append(backend, None)
+        assert [e.position for e in first + second] == [1, 2, 3]
+        assert first[0].id.startswith("urn:uuid:")
+        assert first[1].id == "custom"
+        assert first[0].id != second[0].id
+        assert [list(b) for b in seen] == [first, second]
+        assert b"id: custom\n" in first[1].wire
+        assert backend.last_id == second[0].id
+
+    asyncio.run(go())
+
+
+def test_since_found_earliest_unknown_and_upto() -> None:
+    async def go() -> None:
+        backend = MemoryBackend(history_size=3)
+        events = await append(backend, "a", "b", "c", "d", "e")
+        replay = await backend.since("c", upto=5)
+        assert replay.found
+        assert [e.id for e in replay.events] == ["d", "e"]
+        assert [e.id for e in (await backend.since("c", upto=4)).events] == ["d"]
+        earliest = await backend.since(EARLIEST, upto=5)
+        assert earliest.found
+        assert [e.id for e in earliest.events] == ["c", "d", "e"]
+        evicted = await backend.since("a", upto=5)
+        assert not evicted.found
+        assert [e.id for e in evicted.events] == ["c", "d", "e"]
+        assert not (await backend.since("nope", upto=5)).found
+        assert events[-1].id == backend.last_id
+
+    asyncio.run(go())
+
+
+def test_reused_id_resumes_after_its_latest_use() -> None:
+    async def go() -> None:
+        backend = MemoryBackend(history_size=3)
+        await append(backend, "x", "y", "x", "z")
+        assert [e.id for e in (await backend.since("x", upto=9)).events] == ["z"]
+        await append(backend, "w")  # evicts the first x; the second one stays
+        assert [e.id for e in (await backend.since("x", upto=9)).events] == ["z", "w"]
+
+    asyncio.run(go())
+
+
+def test_retention_by_age(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def go() -> None:
+        now = [1000.0]
+        monkeypatch.setattr(time, "time", lambda: now[0])
+        backend = MemoryBackend(history_size=100, history_max_age=10)
+        await append(backend, "old")
+        now[0] += 6
+        await append(backend, "new")
+        now[0] += 6
+        replay = await backend.since(EARLIEST, upto=99)
+        assert [e.id for e in replay.events] == ["new"]
+        assert not (await backend.since("old", upto=99)).found
+
+    asyncio.run(go())
+
+
+def test_zero_history_keeps_nothing() -> None:
+    async def go() -> None:
+        backend = MemoryBackend(history_size=0)
+        await append(backend, "a")
+        assert backend.last_id == EARLIEST
+        assert list((await backend.since(EARLIEST, upto=9)).events) == []
+
+    asyncio.run(go())

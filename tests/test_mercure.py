@@ -1,0 +1,94 @@
+"""The Mercure request rules, sans-I/O: publish forms and subscribe queries."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+import pytest
+
+from ssehub.errors import HubError
+from ssehub.events import Event
+from ssehub.mercure import FORM, parse_publish, parse_subscribe, query_token
+
+
+def form(*pairs: tuple[str, str]) -> bytes:
+    return urlencode(pairs).encode()
+
+
+def test_publish_fields() -> None:
+    body = form(
+        ("topic", "https://example.com/a"),
+        ("topic", "https://example.com/alt"),
+        ("data", "  x\r\ny"),
+        ("private", ""),
+        ("id", "https://example.com/e/1"),
+        ("type", "update"),
+        ("retry", "2500"),
+        ("unknown", "ignored"),
+    )
+    assert parse_publish(body, FORM + "; charset=utf-8") == Event(
+        ("https://example.com/a", "https://example.com/alt"),
+        "  x\r\ny",
+        True,
+        "https://example.com/e/1",
+        "update",
+        2500,
+    )
+
+
+def test_publish_defaults() -> None:
+    assert parse_publish(form(("topic", "t")), FORM) == Event(("t",))
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "word"),
+    [
+        (form(("data", "x")), FORM, 400, "topic"),
+        (form(("topic", "")), FORM, 400, "topic"),
+        (form(("topic", "t"), ("id", "#frag")), FORM, 400, "#"),
+        (form(("topic", "t"), ("id", "a\nb")), FORM, 400, "control"),
+        (form(("topic", "t"), ("id", "a\x00b")), FORM, 400, "control"),
+        (form(("topic", "t"), ("id", "earliest")), FORM, 400, "reserved"),
+        (form(("topic", "t"), ("type", "a\rb")), FORM, 400, "type"),
+        (form(("topic", "t"), ("retry", "-1")), FORM, 400, "retry"),
+        (form(("topic", "t"), ("retry", "1.5")), FORM, 400, "retry"),
+        (form(("topic", "t"), ("retry", "١٢")), FORM, 400, "retry"),
+        (form(("topic", "t")), "application/json", 415, FORM),
+        (form(("topic", "t")), None, 415, FORM),
+        (b"topic=%FF", FORM, 400, "UTF-8"),
+        (b"topic=\xff", FORM, 400, "UTF-8"),
+    ],
+)
+def test_publish_refusals(body: bytes, content_type: str | None, status: int, word: str) -> None:
+    with pytest.raises(HubError) as caught:
+        parse_publish(body, content_type)
+    assert caught.value.status == status
+    assert word in caught.value.reason
+    assert "\n" not in caught.value.reason
+
+
+def test_subscribe_query_and_header_precedence() -> None:
+    query = urlencode(
+        [
+            ("topic", "a"),
+            ("topic", "b/{id}"),
+            ("topic", "a"),
+            ("lastEventID", "q"),
+            ("authorization", "tok"),
+        ]
+    )
+    sub = parse_subscribe(query, None, 10)
+    assert sub.topics == ("a", "b/{id}")
+    assert sub.last_event_id == "q"
+    assert sub.authorization == "tok"
+    assert parse_subscribe(query, "h", 10).last_event_id == "h"
+    assert query_token(query) == "tok"
+    assert query_token("topic=a") is None
+
+
+def test_subscribe_refusals() -> None:
+    with pytest.raises(HubError, match="topic") as missing:
+        parse_subscribe("lastEventID=x", None, 10)
+    assert missing.value.status == 400
+    with pytest.raises(HubError, match="too many topics"):
+        parse_subscribe(urlencode([("topic", str(i)) for i in range(11)]), None, 10)
