@@ -124,9 +124,8 @@ class Decoder:
         elif name == "id":
             if "\x00" not in value:
                 self._id_buffer = value
-        elif name == "retry":
-            if value and value.isascii() and value.isdigit():
-                self.retry = self._retry_seen = int(value)
+        elif name == "retry" and value and value.isascii() and value.isdigit():
+            self.retry = self._retry_seen = int(value)
 
     def _dispatch(self, events: list[ServerEvent]) -> None:
         self.last_event_id = self._id_buffer

@@ -136,7 +136,7 @@ class TopicMatcher:
 
     def match(self, selector: str, topic: str) -> bool:
         """Mercure's rule: ``*``, then equality, then URI template matching."""
-        if selector == ALL or selector == topic:
+        if selector in (ALL, topic):
             return True
         templates = self._templates
         if selector in templates:

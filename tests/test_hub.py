@@ -1,0 +1,207 @@
+"""The engine in process: coalescing, shared buffers, privacy, and the replay handshake."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from ssehub import Event, Hub, MemoryBackend, StoredEvent
+from ssehub.backends import EARLIEST, Replay
+from ssehub.sse import Decoder
+from ssehub.subscriber import Subscriber
+
+
+class FakeStream:
+    """Records every write; ``drain`` can be made to wait, like a slow socket."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.aborted = False
+        self.gate: asyncio.Event | None = None
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    async def drain(self) -> None:
+        if self.gate is not None:
+            await self.gate.wait()
+
+    def ids(self) -> list[str]:
+        decoder = Decoder()
+        return [e.id for e in decoder.feed(b"".join(self.writes[1:]))]
+
+
+def preamble(replay: Replay | None) -> bytes:
+    return b":\n"
+
+
+async def started(history: int = 100) -> Hub:
+    hub = Hub(MemoryBackend(history_size=history), heartbeat=0)
+    await hub.start()
+    return hub
+
+
+async def attach(
+    hub: Hub,
+    topics: Sequence[str],
+    allowed: frozenset[str] | None = None,
+    last_event_id: str | None = None,
+) -> FakeStream:
+    stream = FakeStream()
+    await hub.subscribe(Subscriber(stream, tuple(topics), allowed), last_event_id, preamble)
+    return stream
+
+
+def test_one_write_per_subscriber_per_iteration_and_shared_bytes() -> None:
+    async def go() -> None:
+        hub = await started()
+        streams = [await attach(hub, ["a"]) for _ in range(50)]
+        futures = [hub.publish(Event(("a",), f"e{i}")) for i in range(20)]
+        await asyncio.gather(*futures)
+        for stream in streams:
+            assert len(stream.writes) == 2  # the preamble, then one write for all 20 events
+            assert stream.ids() == [f.result().id for f in futures]
+        # Subscribers with the same view got the very same bytes object: encoded and joined once.
+        assert len({id(s.writes[1]) for s in streams}) == 1
+        assert hub.deliveries == 50 * 20
+
+    asyncio.run(go())
+
+
+def test_routing_exact_template_all_and_once_per_event() -> None:
+    async def go() -> None:
+        hub = await started()
+        exact = await attach(hub, ["https://example.com/books/1"])
+        template = await attach(hub, ["https://example.com/books/{id}"])
+        everything = await attach(hub, ["*"])
+        both = await attach(hub, ["https://example.com/books/1", "https://example.com/books/{id}"])
+        other = await attach(hub, ["https://example.com/authors/{id}"])
+        alternate = await attach(hub, ["urn:alt"])
+        stored = await hub.publish(Event(("https://example.com/books/1", "urn:alt"), "x"))
+        await asyncio.sleep(0)
+        for stream in (exact, template, everything, both, alternate):
+            assert stream.ids() == [stored.id]
+        assert other.ids() == []
+
+    asyncio.run(go())
+
+
+def test_private_updates_need_matching_claims() -> None:
+    async def go() -> None:
+        hub = await started()
+        anonymous = await attach(hub, ["*"])
+        unrelated = await attach(hub, ["*"], frozenset({"https://example.com/other"}))
+        allowed = await attach(hub, ["*"], frozenset({"https://example.com/users/foo/{?topic}"}))
+        topics = (
+            "https://example.com/books/1",
+            "https://example.com/users/foo/?topic=https%3A%2F%2Fexample.com%2Fbooks%2F1",
+        )
+        private = await hub.publish(Event(topics, "secret", private=True))
+        public = await hub.publish(Event(topics, "public"))
+        assert allowed.ids() == [private.id, public.id]
+        assert anonymous.ids() == [public.id]
+        assert unrelated.ids() == [public.id]
+
+    asyncio.run(go())
+
+
+def test_resume_holds_live_events_without_gap_or_duplicate() -> None:
+    async def go() -> None:
+        hub = await started()
+        first = [await hub.publish(Event(("t",), str(i))) for i in range(5)]
+        stream = FakeStream()
+        stream.gate = asyncio.Event()  # the replay's drain blocks: live events must be held
+        sub = Subscriber(stream, ("t",), None)
+        task = asyncio.create_task(hub.subscribe(sub, first[1].id, preamble))
+        await asyncio.sleep(0)
+        live = [await hub.publish(Event(("t",), f"live{i}")) for i in range(3)]
+        assert sub.held  # held, not written, while the replay waits
+        stream.gate.set()
+        replay = await task
+        assert replay is not None and replay.found
+        later = await hub.publish(Event(("t",), "later"))
+        expected = [e.id for e in first[2:] + live + [later]]
+        assert stream.ids() == expected
+
+    asyncio.run(go())
+
+
+def test_evicted_id_is_reported_not_found() -> None:
+    async def go() -> None:
+        hub = await started(history=3)
+        events = [await hub.publish(Event(("t",), str(i))) for i in range(6)]
+        stream = FakeStream()
+        replay = await hub.subscribe(Subscriber(stream, ("t",), None), events[0].id, preamble)
+        assert replay is not None and not replay.found
+        assert stream.ids() == [e.id for e in events[3:]]
+        earliest = FakeStream()
+        replay = await hub.subscribe(Subscriber(earliest, ("t",), None), EARLIEST, preamble)
+        assert replay is not None and replay.found
+        assert earliest.ids() == [e.id for e in events[3:]]
+
+    asyncio.run(go())
+
+
+def test_replay_that_falls_too_far_behind_is_dropped() -> None:
+    async def go() -> None:
+        hub = Hub(MemoryBackend(), heartbeat=0, max_buffer=1000)
+        await hub.start()
+        await hub.publish(Event(("t",), "old"))
+        stream = FakeStream()
+        stream.gate = asyncio.Event()
+        sub = Subscriber(stream, ("t",), None)
+        task = asyncio.create_task(hub.subscribe(sub, EARLIEST, preamble))
+        await asyncio.sleep(0)
+        for _ in range(20):
+            await hub.publish(Event(("t",), "x" * 100))
+        assert stream.aborted
+        assert hub.subscriber_count == 0
+        stream.gate.set()
+        await task
+
+    asyncio.run(go())
+
+
+def test_detach_during_fan_out_and_view_cleanup() -> None:
+    async def go() -> None:
+        hub = await started()
+        streams = [await attach(hub, ["t"]) for _ in range(3)]
+        assert hub.subscriber_count == 3
+        subs = next(iter(hub._views.values())).live
+        for sub in list(subs):
+            hub.detach(sub)
+            hub.detach(sub)  # twice is harmless
+        assert hub.subscriber_count == 0
+        assert not hub._views
+        await hub.publish(Event(("t",), "nobody"))
+        assert all(len(s.writes) == 1 for s in streams)
+
+    asyncio.run(go())
+
+
+def test_publish_failure_reaches_every_publisher_of_the_batch() -> None:
+    class Flaky(MemoryBackend):
+        broken = True
+
+        async def append(self, events: Sequence[Event]) -> list[StoredEvent]:
+            if self.broken:
+                raise ConnectionError("disk on fire")
+            return await super().append(events)
+
+    async def go() -> None:
+        backend = Flaky()
+        hub = Hub(backend, heartbeat=0)
+        await hub.start()
+        stream = await attach(hub, ["t"])
+        futures = [hub.publish(Event(("t",))) for _ in range(3)]
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        assert all(isinstance(r, ConnectionError) for r in results)
+        assert stream.ids() == []
+        backend.broken = False  # the commit chain goes on after a failed batch
+        stored = await hub.publish(Event(("t",)))
+        assert stream.ids() == [stored.id]
+
+    asyncio.run(go())
