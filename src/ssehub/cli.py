@@ -30,6 +30,20 @@ def main() -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", envvar=_env("host"), help="Address to listen on.")
 @click.option("--port", default=8000, type=int, envvar=_env("port"), help="Port to listen on.")
+@click.option(
+    "--store",
+    default="memory",
+    envvar=_env("store"),
+    help="Where history lives: memory, sqlite:PATH (durable), redis://HOST:PORT/DB "
+    "(shared by several hubs; ?prefix=NAME picks the keys).",
+)
+@click.option(
+    "--workers",
+    default=1,
+    type=click.IntRange(min=1),
+    envvar=_env("workers"),
+    help="Processes sharing the port (SO_REUSEPORT); needs a shared --store.",
+)
 @click.option("--jwt-key", envvar=_env("jwt_key"), help="Key for both publishers and subscribers.")
 @click.option(
     "--publisher-jwt-key", envvar=_env("publisher_jwt_key"), help=_KEY_HELP.format(who="publisher")
@@ -120,7 +134,10 @@ def serve(jwt_key: str | None, demo: bool | None, log_level: str, **options: Any
     if options["publisher_jwt_key"] is None and options["subscriber_jwt_key"] is None:
         made_key = secrets.token_urlsafe(32)
         options["publisher_jwt_key"] = options["subscriber_jwt_key"] = made_key
-    settings = Settings(demo=made_key is not None if demo is None else demo, **options)
+    try:
+        settings = Settings(demo=made_key is not None if demo is None else demo, **options)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
     if made_key is not None:
         _print_first_run(settings, made_key)
 
@@ -133,8 +150,10 @@ def serve(jwt_key: str | None, demo: bool | None, log_level: str, **options: Any
             "allowed" if settings.anonymous else "refused"
         )
         age = f"{settings.history_max_age:g}s" if settings.history_max_age else "no age limit"
+        workers = f", {settings.workers} workers" if settings.workers > 1 else ""
         click.echo(
-            f"  store: memory (history {settings.history_size} events, {age}); {auth}; "
+            f"  store: {_shown_store(settings.store)} (history {settings.history_size} events, "
+            f"{age}{workers}); {auth}; "
             f"heartbeat {settings.heartbeat:g}s; demo page {'on' if settings.demo else 'off'}",
             err=True,
         )
@@ -142,6 +161,16 @@ def serve(jwt_key: str | None, demo: bool | None, log_level: str, **options: Any
     from .server import run
 
     run(settings, started=started)
+
+
+def _shown_store(store: str) -> str:
+    """The store URL without a password."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(store)
+    if parts.password:
+        return store.replace(f":{parts.password}@", ":***@")
+    return store
 
 
 def _print_first_run(settings: Settings, key: str) -> None:

@@ -115,7 +115,7 @@ class Hub:
     async def start(self) -> None:
         """Bind to the running loop and start following the backend."""
         self._loop = asyncio.get_running_loop()
-        await self.backend.start(self._deliver)
+        self._dispatched = await self.backend.start(self._deliver)
         if self.heartbeat > 0:
             self._beat_handle = self._loop.call_later(self.heartbeat, self._beat)
 

@@ -14,6 +14,8 @@ class Settings:
     port: int = 8000
     publisher_jwt_key: str | None = None
     subscriber_jwt_key: str | None = None
+    store: str = "memory"
+    workers: int = 1
     jwt_algorithm: str = "HS256"
     anonymous: bool = False
     heartbeat: float = 15.0
@@ -29,6 +31,13 @@ class Settings:
     demo: bool = True
 
     def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ValueError("workers must be >= 1")
+        if self.workers > 1 and self.store == "memory":
+            raise ValueError(
+                "--workers needs a shared store: each process would keep its own memory history"
+                " (use --store redis://…)"
+            )
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:

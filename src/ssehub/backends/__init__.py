@@ -35,8 +35,11 @@ class Backend(Protocol):
     keeps one publish burst one fan-out.
     """
 
-    async def start(self, sink: Sink) -> None:
-        """Begin feeding ``sink`` with every event accepted from now on, in order."""
+    async def start(self, sink: Sink) -> int:
+        """Begin feeding ``sink`` with every event accepted from now on, in order.
+
+        Returns the position of the newest event already stored (0 if none): replay may read
+        up to there before the sink has delivered anything (a restarted durable hub)."""
         ...
 
     async def append(self, events: Sequence[Event]) -> list[StoredEvent]:
@@ -57,9 +60,29 @@ class Backend(Protocol):
         ...
 
 
+def open_backend(store: str, history_size: int, history_max_age: float) -> Backend:
+    """The backend a ``--store`` value names: ``memory``, ``sqlite:PATH`` or ``redis://…``."""
+    if store == "memory":
+        from .memory import MemoryBackend
+
+        return MemoryBackend(history_size, history_max_age)
+    if store.startswith("sqlite:"):
+        from .sqlite import SQLiteBackend
+
+        path = store.removeprefix("sqlite:").removeprefix("//")
+        if not path:
+            raise ValueError("sqlite store needs a path: --store sqlite:/var/lib/ssehub.db")
+        return SQLiteBackend(path, history_size, history_max_age)
+    if store.startswith(("redis://", "rediss://", "unix://")):
+        from .redis import RedisBackend
+
+        return RedisBackend(store, history_size, history_max_age)
+    raise ValueError(f"unknown store {store!r}: use memory, sqlite:PATH or redis://HOST:PORT/DB")
+
+
 def new_event_id() -> str:
     """A unique IRI for an event whose publisher gave no id."""
     return f"urn:uuid:{uuid.uuid4()}"
 
 
-__all__ = ["EARLIEST", "Backend", "Replay", "Sink", "new_event_id"]
+__all__ = ["EARLIEST", "Backend", "Replay", "Sink", "new_event_id", "open_backend"]

@@ -24,8 +24,9 @@ class MemoryBackend:
         self._position = 0
         self._sink: Sink | None = None
 
-    async def start(self, sink: Sink) -> None:
+    async def start(self, sink: Sink) -> int:
         self._sink = sink
+        return self._position
 
     async def close(self) -> None:
         self._sink = None

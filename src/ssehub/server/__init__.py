@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import signal
 import socket
 import time
 from collections.abc import Callable
 
-from ..backends.memory import MemoryBackend
+from ..backends import open_backend
 from ..hub import Hub
 from ..settings import Settings
 from .app import App
@@ -25,10 +27,11 @@ async def serve(
     *,
     started: Callable[[list[socket.socket]], None] | None = None,
     stop: asyncio.Event | None = None,
+    clock: bool = True,
 ) -> None:
     """Run a hub until ``stop`` is set (or SIGINT/SIGTERM), then close every connection."""
     loop = asyncio.get_running_loop()
-    backend = MemoryBackend(settings.history_size, settings.history_max_age)
+    backend = open_backend(settings.store, settings.history_size, settings.history_max_age)
     hub = Hub(backend, heartbeat=settings.heartbeat, max_buffer=settings.max_write_buffer)
     await hub.start()
     app = App(settings, hub)
@@ -38,6 +41,7 @@ async def serve(
         settings.port,
         backlog=4096,
         reuse_address=True,
+        reuse_port=settings.workers > 1,
     )
     stop = stop or asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -45,7 +49,7 @@ async def serve(
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):  # not the main thread
             break
-    clock = _Clock(app) if settings.demo else None
+    ticking = _Clock(app) if settings.demo and clock else None
     sockets = list(server.sockets)
     if started is not None:
         started(sockets)
@@ -53,8 +57,8 @@ async def serve(
         await stop.wait()
     finally:
         log.info("shutting down: closing %d connections", len(app.connections))
-        if clock is not None:
-            clock.cancel()
+        if ticking is not None:
+            ticking.cancel()
         server.close()
         for conn in list(app.connections):
             if conn.transport is not None:
@@ -80,10 +84,44 @@ class _Clock:
 
 
 def run(settings: Settings, started: Callable[[list[socket.socket]], None] | None = None) -> None:
-    """Serve with uvloop until interrupted."""
+    """Serve until interrupted; with ``workers > 1``, that many processes share the port."""
+    if settings.workers == 1:
+        _run_one(settings, started, clock=True)
+        return
+    children = []
+    for number in range(settings.workers):
+        pid = os.fork()
+        if pid == 0:  # a worker: serve, then leave without running the parent's cleanup
+            code = 0
+            try:
+                _run_one(settings, started if number == 0 else None, clock=number == 0)
+            except BaseException:
+                log.exception("worker %d failed", number)
+                code = 1
+            os._exit(code)
+        children.append(pid)
+
+    def forward(sig: int, _: object) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, sig)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    worst = 0
+    for child in children:
+        _, status = os.waitpid(child, 0)
+        worst = max(worst, os.waitstatus_to_exitcode(status))
+    if worst:
+        raise SystemExit(worst)
+
+
+def _run_one(
+    settings: Settings, started: Callable[[list[socket.socket]], None] | None, clock: bool
+) -> None:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
-        asyncio.run(serve(settings, started=started))
+        asyncio.run(serve(settings, started=started, clock=clock))
     else:
-        uvloop.run(serve(settings, started=started))
+        uvloop.run(serve(settings, started=started, clock=clock))
