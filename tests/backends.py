@@ -28,15 +28,15 @@ def _answers(port: int) -> bool:
         return False
 
 
-_spawned: list[subprocess.Popen[bytes]] = []
+_spawned: list[tuple[subprocess.Popen[bytes], int]] = []
 
 
 def redis_server() -> str:
     """A Redis URL: the machine's on 6379, or one started here. CI insists (no skip)."""
     if _answers(6379):
         return "redis://127.0.0.1:6379/0"
-    if _spawned and _spawned[0].poll() is None:
-        return f"redis://127.0.0.1:{_spawned[0].args[2]}/0"  # type: ignore[index]
+    if _spawned and _spawned[0][0].poll() is None:
+        return f"redis://127.0.0.1:{_spawned[0][1]}/0"
     binary = shutil.which("redis-server")
     if binary is None:
         if os.environ.get("SSEHUB_REQUIRE_REDIS"):
@@ -47,7 +47,7 @@ def redis_server() -> str:
         [binary, "--port", str(port), "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,
     )
-    _spawned.append(proc)
+    _spawned.append((proc, port))
     deadline = time.monotonic() + 10
     while not _answers(port):
         if time.monotonic() > deadline:

@@ -35,9 +35,9 @@ class Opened:
     async def publish(self, *ids: str | None, topic: str = "t") -> list[StoredEvent]:
         return await self.backend.append([Event((topic,), f"data {x}", id=x) for x in ids])
 
-    async def delivered(self, count: int, timeout: float = 5.0) -> list[StoredEvent]:
+    async def delivered(self, count: int, within: float = 5.0) -> list[StoredEvent]:
         """Wait until the sink holds ``count`` events (Redis delivers through its reader)."""
-        deadline = asyncio.get_running_loop().time() + timeout
+        deadline = asyncio.get_running_loop().time() + within
         while len(self.sunk) < count:
             if asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError(f"sink got {len(self.sunk)} of {count}")
