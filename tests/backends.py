@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import socket
@@ -19,7 +20,7 @@ from ssehub.backends import Backend, open_backend
 from .support import free_port
 
 
-def _answers(port: int) -> bool:
+def answers(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
             s.sendall(b"PING\r\n")
@@ -31,9 +32,15 @@ def _answers(port: int) -> bool:
 _spawned: list[tuple[subprocess.Popen[bytes], int]] = []
 
 
+@atexit.register
+def _stop_spawned() -> None:
+    for proc, _ in _spawned:
+        proc.terminate()
+
+
 def redis_server() -> str:
     """A Redis URL: the machine's on 6379, or one started here. CI insists (no skip)."""
-    if _answers(6379):
+    if answers(6379):
         return "redis://127.0.0.1:6379/0"
     if _spawned and _spawned[0][0].poll() is None:
         return f"redis://127.0.0.1:{_spawned[0][1]}/0"
@@ -49,7 +56,7 @@ def redis_server() -> str:
     )
     _spawned.append((proc, port))
     deadline = time.monotonic() + 10
-    while not _answers(port):
+    while not answers(port):
         if time.monotonic() > deadline:
             raise RuntimeError("redis-server did not start")
         time.sleep(0.05)

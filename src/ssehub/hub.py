@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 from .backends import Backend, Replay
+from .errors import HubError
 from .events import Event, StoredEvent
 from .sse import HEARTBEAT
 from .subscriber import Subscriber, ViewKey
@@ -238,7 +239,12 @@ class Hub:
         try:
             replay = None
             if last_event_id is not None:
-                replay = await self.backend.since(last_event_id, self._dispatched)
+                try:
+                    replay = await self.backend.since(last_event_id, self._dispatched)
+                except (ConnectionError, OSError) as exc:
+                    raise HubError(
+                        503, f"history is unavailable: {exc}", (("Retry-After", "1"),)
+                    ) from exc
             if sub not in view.waiting:
                 return replay
             sub.write(preamble(replay))

@@ -220,6 +220,12 @@ class RedisBackend:
         return out
 
     async def since(self, last_id: str, upto: int) -> Replay:
+        try:
+            return await self._since(last_id, upto)
+        except (RedisError, OSError) as exc:
+            raise ConnectionError(f"Redis is unavailable: {exc}") from exc
+
+    async def _since(self, last_id: str, upto: int) -> Replay:
         start, found = "-", True
         if last_id != EARLIEST:
             anchor = cast(bytes | None, await self._redis.hget(self.index_key, last_id))

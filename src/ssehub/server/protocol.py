@@ -301,9 +301,13 @@ class HttpProtocol(asyncio.Protocol):
     ) -> None:
         try:
             await self.app.hub.subscribe(sub, last_event_id, preamble)
-        except ConnectionResetError:
+        except (ConnectionResetError, asyncio.CancelledError):
             return
-        except asyncio.CancelledError:
+        except HubError as error:  # raised before the stream's head was written
+            log.warning("refusing a subscriber: %s", error.reason)
+            if self.transport is not None and not self._closed:
+                self.transport.write(error_response(error, keep_alive=False))
+                self.transport.close()
             return
         if not self._closed and self.transport is not None:
             # Live from here: past this many unsent bytes the subscriber is dropped.
