@@ -132,9 +132,9 @@ def test_bounds() -> None:
         Decoder(max_event=10).feed(b"data: 123456\ndata: 123456\n")
 
 
-text = st.text(st.characters(blacklist_categories=("Cs",)))
-ids = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n\x00"))
-types = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"))
+text = st.text(st.characters(codec="utf-8"))
+ids = st.text(st.characters(codec="utf-8", blacklist_characters="\r\n\x00"))
+types = st.text(st.characters(codec="utf-8", blacklist_characters="\r\n"))
 retries = st.none() | st.integers(min_value=0, max_value=2**31)
 
 
