@@ -163,26 +163,26 @@ def test_concurrent_publishers_get_one_total_order(url: str) -> None:
         assert ids(await hub.delivered(200)) == ids(stored)
 
 
-def test_restart_continues_history(url: str) -> None:
-    if url == "memory":
-        pytest.skip("memory history does not outlive its process, by design")
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])  # memory history ends with its process
+def test_restart_continues_history(kind: str) -> None:
+    with store_url(kind) as url:
+        asyncio.run(_restart(url))
 
-    async def go() -> None:
-        first = make_backend(url)
-        await first.start(lambda batch: None)
-        events = await first.append([Event(("t",), str(i), id=f"r{i}") for i in range(3)])
-        await first.close()
-        again = make_backend(url)
-        start = await again.start(lambda batch: None)
-        try:
-            assert start == events[-1].position
-            assert again.last_id == "r2"
-            replay = await again.since("r0", start)
-            assert replay.found
-            assert ids(replay.events) == ["r1", "r2"]
-            [later] = await again.append([Event(("t",), "later")])
-            assert later.position > start
-        finally:
-            await again.close()
 
-    asyncio.run(go())
+async def _restart(url: str) -> None:
+    first = make_backend(url)
+    await first.start(lambda batch: None)
+    events = await first.append([Event(("t",), str(i), id=f"r{i}") for i in range(3)])
+    await first.close()
+    again = make_backend(url)
+    start = await again.start(lambda batch: None)
+    try:
+        assert start == events[-1].position
+        assert again.last_id == "r2"
+        replay = await again.since("r0", start)
+        assert replay.found
+        assert ids(replay.events) == ["r1", "r2"]
+        [later] = await again.append([Event(("t",), "later")])
+        assert later.position > start
+    finally:
+        await again.close()
