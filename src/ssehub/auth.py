@@ -1,16 +1,32 @@
-"""Who may publish and subscribe to what: JWS from header, query or cookie, via PyJWT."""
+"""Who may publish and subscribe to what: JWS from header, query or cookie, via PyJWT.
+
+Keys come as an HMAC secret, a PEM key (text or ``@path``), or a JWKS (``@path.json`` or an
+``http(s)://`` URL fetched off the event loop and refreshed). Only the configured algorithms
+are accepted, never ``none``, and PyJWT refuses an asymmetric key used as an HMAC secret, so
+an RS/HS confusion fails with a reason instead of verifying.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import jwt
 
 from .errors import HubError
 from .topics import TopicMatcher
 
+log = logging.getLogger("ssehub.auth")
+
 COOKIE = "mercureAuthorization"
+_JWKS_REFRESH = 300.0
+_JWKS_RETRY = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,10 +38,22 @@ class Claims:
     expires: float | None
 
 
-def _unauthorized(reason: str) -> HubError:
-    quoted = reason.replace("\\", "\\\\").replace('"', '\\"')
-    challenge = f'Bearer error="invalid_token", error_description="{quoted}"'
-    return HubError(401, reason, (("WWW-Authenticate", challenge),))
+def _challenge(error: str | None, reason: str) -> tuple[tuple[str, str], ...]:
+    value = 'Bearer realm="ssehub"'
+    if error is not None:
+        quoted = reason.replace("\\", "\\\\").replace('"', "'")
+        value += f', error="{error}", error_description="{quoted}"'
+    return (("WWW-Authenticate", value),)
+
+
+def unauthorized(reason: str, error: str | None = "invalid_token") -> HubError:
+    """401 with the reason in the body and in ``WWW-Authenticate`` (RFC 6750)."""
+    return HubError(401, reason, _challenge(error, reason))
+
+
+def forbidden(reason: str) -> HubError:
+    """403: a valid token whose claims do not cover the request."""
+    return HubError(403, reason, _challenge("insufficient_scope", reason))
 
 
 def read_cookie(header: str | None, name: str) -> str | None:
@@ -40,32 +68,97 @@ def read_cookie(header: str | None, name: str) -> str | None:
 
 
 def find_token(
-    header: str | None, query: str | None, cookie_header: str | None
+    header: str | None, query: str | None, cookie_header: str | None, cookie_name: str = COOKIE
 ) -> tuple[str, str] | None:
     """The token and its carrier, by the spec's precedence: header, then query, then cookie."""
     if header is not None:
         scheme, _, token = header.strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise _unauthorized("Authorization header must be 'Bearer <token>'")
+            raise unauthorized("Authorization header must be 'Bearer <token>'", "invalid_request")
         return token.strip(), "Authorization header"
     if query:
         return query, "authorization query parameter"
-    cookie = read_cookie(cookie_header, COOKIE)
+    cookie = read_cookie(cookie_header, cookie_name)
     if cookie:
-        return cookie, f"{COOKIE} cookie"
+        return cookie, f"{cookie_name} cookie"
     return None
 
 
-def _selectors(claim: object, name: str, carrier: str) -> tuple[str, ...] | None:
-    if claim is None:
-        return None
-    if not isinstance(claim, list) or not all(isinstance(s, str) for s in claim):
-        raise HubError(403, f"token from the {carrier}: {name} must be an array of strings")
-    return tuple(claim)
+class KeySet:
+    """The key(s) that verify one kind of token."""
+
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+        self._key: Any = None
+        self._jwks: dict[str, Any] = {}
+        self._url: str | None = None
+        self._fetched = 0.0
+        self._refreshing: asyncio.Task[None] | None = None
+        if spec.startswith(("http://", "https://")):
+            self._url = spec
+        elif spec.startswith("@"):
+            text = Path(spec[1:]).read_text()
+            if text.lstrip().startswith("{"):
+                self._load_jwks(text)
+            else:
+                self._key = text
+        else:
+            self._key = spec
+
+    @property
+    def is_jwks(self) -> bool:
+        return self._key is None
+
+    def _load_jwks(self, text: str) -> None:
+        keys = jwt.PyJWKSet.from_json(text)
+        self._jwks = {k.key_id or "": k for k in keys.keys}
+
+    async def refresh(self) -> None:
+        """Fetch a JWKS URL again (in a thread: urllib blocks)."""
+        url = self._url
+        if url is None:
+            return
+
+        def fetch() -> str:
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                return str(answer.read().decode("utf-8"))
+
+        try:
+            self._load_jwks(await asyncio.to_thread(fetch))
+            self._fetched = time.monotonic()
+        except (OSError, ValueError, jwt.PyJWKSetError) as exc:
+            log.warning("could not fetch the JWKS at %s: %s", url, exc)
+            self._fetched = time.monotonic() - _JWKS_REFRESH + _JWKS_RETRY
+
+    def _schedule_refresh(self) -> None:
+        if self._url is None or (self._refreshing is not None and not self._refreshing.done()):
+            return
+        if time.monotonic() - self._fetched < _JWKS_REFRESH and self._jwks:
+            return
+        try:
+            self._refreshing = asyncio.get_running_loop().create_task(self.refresh())
+        except RuntimeError:  # no loop: a synchronous caller (tests, tools)
+            asyncio.run(self.refresh())
+
+    def key_for(self, token: str, carrier: str) -> Any:
+        """The verification key for ``token`` (by ``kid`` for a JWKS)."""
+        if self._key is not None:
+            return self._key
+        self._schedule_refresh()
+        try:
+            kid = jwt.get_unverified_header(token).get("kid") or ""
+        except jwt.DecodeError:
+            raise unauthorized(f"token from the {carrier} is not a well-formed JWS") from None
+        found = self._jwks.get(kid)
+        if found is None and not kid and len(self._jwks) == 1:
+            found = next(iter(self._jwks.values()))  # one key and no kid: that key
+        if found is None:
+            raise unauthorized(f"token from the {carrier} names key id {kid!r}, not in the JWKS")
+        return found.key
 
 
 class Authenticator:
-    """Verifies tokens with the publisher's or the subscriber's key."""
+    """Verifies tokens with the publisher's or the subscriber's keys."""
 
     def __init__(
         self,
@@ -73,57 +166,93 @@ class Authenticator:
         subscriber_key: str | None,
         algorithm: str = "HS256",
         matcher: TopicMatcher | None = None,
+        *,
+        leeway: float = 0.0,
+        audience: str | None = None,
+        issuer: str | None = None,
     ) -> None:
-        self.publisher_key = publisher_key
-        self.subscriber_key = subscriber_key
-        self.algorithm = algorithm
+        self.publisher_keys = KeySet(publisher_key) if publisher_key else None
+        self.subscriber_keys = KeySet(subscriber_key) if subscriber_key else None
+        self.algorithms = [a.strip() for a in algorithm.split(",") if a.strip()]
+        if any(a.lower() == "none" for a in self.algorithms):
+            raise ValueError("the 'none' algorithm would accept unsigned tokens")
         self.matcher = matcher or TopicMatcher()
+        self.leeway = leeway
+        self.audience = audience
+        self.issuer = issuer
 
-    def verify(self, token: str, carrier: str, key: str) -> Claims:
-        """Check signature and time claims; 401 with the reason when anything is wrong."""
+    async def start(self) -> None:
+        """Fetch JWKS URLs once before the first request."""
+        for keys in (self.publisher_keys, self.subscriber_keys):
+            if keys is not None:
+                await keys.refresh()
+
+    def verify(self, token: str, carrier: str, keys: KeySet) -> Claims:
+        """Check signature, algorithm and time/audience/issuer claims; 401 with the reason."""
+        of = f"token from the {carrier}"
         try:
-            payload = jwt.decode(token, key, algorithms=[self.algorithm])
+            payload = jwt.decode(
+                token,
+                keys.key_for(token, carrier),
+                algorithms=self.algorithms,
+                leeway=self.leeway,
+                audience=self.audience,
+                issuer=self.issuer,
+                options={"verify_aud": self.audience is not None},
+            )
         except jwt.ExpiredSignatureError:
-            raise _unauthorized(f"token from the {carrier} has expired") from None
+            raise unauthorized(f"{of} has expired (exp)") from None
         except jwt.ImmatureSignatureError:
-            raise _unauthorized(f"token from the {carrier} is not valid yet (nbf/iat)") from None
+            raise unauthorized(f"{of} is not valid yet (nbf or iat in the future)") from None
+        except jwt.InvalidAudienceError:
+            raise unauthorized(f"{of} is for another audience (aud)") from None
+        except jwt.InvalidIssuerError:
+            raise unauthorized(f"{of} comes from another issuer (iss)") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise unauthorized(f"{of} lacks the {exc.claim!r} claim") from None
         except jwt.InvalidSignatureError:
-            raise _unauthorized(f"token from the {carrier} has a bad signature") from None
+            raise unauthorized(f"{of} has a bad signature") from None
         except jwt.InvalidAlgorithmError:
-            raise _unauthorized(
-                f"token from the {carrier} is not signed with {self.algorithm}"
+            alg = _header_alg(token)
+            raise unauthorized(
+                f"{of} is signed with {alg}; this hub accepts {', '.join(self.algorithms)}"
+            ) from None
+        except jwt.InvalidKeyError:
+            raise unauthorized(
+                f"{of} cannot be verified with the configured key (wrong algorithm family)"
             ) from None
         except jwt.DecodeError:
-            raise _unauthorized(f"token from the {carrier} is not a well-formed JWS") from None
+            raise unauthorized(f"{of} is not a well-formed JWS") from None
         except jwt.InvalidTokenError as exc:
-            raise _unauthorized(f"token from the {carrier} was refused: {exc}") from None
+            raise unauthorized(f"{of} was refused: {exc}") from None
         mercure = payload.get("mercure")
         if mercure is None:
             mercure = {}
         if not isinstance(mercure, dict):
-            raise HubError(403, f"token from the {carrier}: the mercure claim must be an object")
+            raise forbidden(f"{of}: the mercure claim must be an object")
         exp = payload.get("exp")
         return Claims(
-            _selectors(mercure.get("publish"), "mercure.publish", carrier) or (),
-            _selectors(mercure.get("subscribe"), "mercure.subscribe", carrier),
+            _selectors(mercure.get("publish"), "mercure.publish", of) or (),
+            _selectors(mercure.get("subscribe"), "mercure.subscribe", of),
             float(exp) if isinstance(exp, int | float) else None,
         )
 
     def publisher(self, found: tuple[str, str] | None, topics: Iterable[str]) -> Claims:
         """Claims of a publisher allowed to publish to every topic, else 401/403."""
-        if self.publisher_key is None:
-            raise HubError(403, "publishing is disabled: the hub has no publisher key")
+        if self.publisher_keys is None:
+            raise forbidden("publishing is disabled: the hub has no publisher key")
         if found is None:
-            raise _unauthorized(
+            raise unauthorized(
                 "no token: send 'Authorization: Bearer <jwt>', the authorization query "
-                f"parameter or the {COOKIE} cookie"
+                "parameter or the cookie",
+                None,
             )
-        claims = self.verify(*found, self.publisher_key)
+        claims = self.verify(*found, self.publisher_keys)
         if not claims.publish:
-            raise HubError(403, f"token from the {found[1]} has no mercure.publish selectors")
+            raise forbidden(f"token from the {found[1]} has no mercure.publish selectors")
         for topic in topics:
             if not any(self.matcher.match(s, topic) for s in claims.publish):
-                raise HubError(403, f"mercure.publish does not cover topic {topic!r}")
+                raise forbidden(f"mercure.publish does not cover topic {topic!r}")
         return claims
 
     def subscriber(self, found: tuple[str, str] | None, anonymous: bool) -> Claims | None:
@@ -131,10 +260,29 @@ class Authenticator:
         if found is None:
             if anonymous:
                 return None
-            raise _unauthorized(
+            raise unauthorized(
                 "no token: this hub does not allow anonymous subscribers; send a JWT in the "
-                f"{COOKIE} cookie, the authorization query parameter or an Authorization header"
+                "cookie, the authorization query parameter or an Authorization header",
+                None,
             )
-        if self.subscriber_key is None:
-            raise _unauthorized("this hub has no subscriber key and cannot verify tokens")
-        return self.verify(*found, self.subscriber_key)
+        if self.subscriber_keys is None:
+            raise unauthorized("this hub has no subscriber key and cannot verify tokens")
+        return self.verify(*found, self.subscriber_keys)
+
+
+def _header_alg(token: str) -> str:
+    try:
+        return str(jwt.get_unverified_header(token).get("alg"))
+    except jwt.DecodeError:
+        return "an unreadable algorithm"
+
+
+def _selectors(claim: object, name: str, of: str) -> tuple[str, ...] | None:
+    if claim is None:
+        return None
+    if not isinstance(claim, list) or not all(isinstance(s, str) for s in claim):
+        raise forbidden(f"{of}: {name} must be an array of strings")
+    return tuple(claim)
+
+
+__all__ = ["COOKIE", "Authenticator", "Claims", "KeySet", "find_token"]

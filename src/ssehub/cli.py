@@ -1,4 +1,4 @@
-"""The ``ssehub`` command."""
+"""The ``ssehub`` command; its ``serve`` options are made from the fields of Settings."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ import logging
 import secrets
 import socket
 import sys
+from collections.abc import Callable
+from dataclasses import fields
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 import jwt
@@ -14,128 +17,84 @@ import jwt
 from . import __version__
 from .settings import Settings
 
-_KEY_HELP = "HMAC secret (or key) that verifies {who} JWTs."
+_TYPES: dict[str, Any] = {
+    "str": str,
+    "str | None": str,
+    "int": click.IntRange(min=0),
+    "int | None": click.IntRange(min=0),
+    "float": click.FloatRange(min=0),
+}
 
 
-def _env(name: str) -> str:
+def env_name(name: str) -> str:
+    """The environment variable that sets a setting."""
     return "SSEHUB_" + name.upper()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+def _comma_list(
+    ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
+) -> tuple[str, ...]:
+    return tuple(part.strip() for item in value for part in item.split(",") if part.strip())
+
+
+def settings_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate ``command`` with one option per Settings field (help, default, env var)."""
+    for f in reversed(fields(Settings)):
+        flag = "--" + f.name.replace("_", "-")
+        common: dict[str, Any] = {"envvar": env_name(f.name), "help": f.metadata["help"]}
+        if f.type == "bool":
+            option = click.option(f"{flag}/--no-{flag[2:]}", default=None, **common)
+        elif f.type == "tuple[str, ...]":
+            option = click.option(flag, multiple=True, callback=_comma_list, **common)
+        else:
+            shown = f.default if f.default is not None else None
+            option = click.option(
+                flag,
+                type=_TYPES[str(f.type)],
+                default=shown,
+                show_default=shown is not None,
+                **common,
+            )
+        command = option(command)
+    return command
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="ssehub")
 def main() -> None:
     """ssehub: a Server-Sent Events push hub speaking the Mercure protocol."""
 
 
 @main.command()
-@click.option("--host", default="127.0.0.1", envvar=_env("host"), help="Address to listen on.")
-@click.option("--port", default=8000, type=int, envvar=_env("port"), help="Port to listen on.")
 @click.option(
-    "--store",
-    default="memory",
-    envvar=_env("store"),
-    help="Where history lives: memory, sqlite:PATH (durable), redis://HOST:PORT/DB "
-    "(shared by several hubs; ?prefix=NAME picks the keys).",
+    "--jwt-key",
+    envvar=env_name("jwt_key"),
+    help="Key for both publishers and subscribers (same forms as the keys below).",
 )
-@click.option(
-    "--workers",
-    default=1,
-    type=click.IntRange(min=1),
-    envvar=_env("workers"),
-    help="Processes sharing the port (SO_REUSEPORT); needs a shared --store.",
-)
-@click.option("--jwt-key", envvar=_env("jwt_key"), help="Key for both publishers and subscribers.")
-@click.option(
-    "--publisher-jwt-key", envvar=_env("publisher_jwt_key"), help=_KEY_HELP.format(who="publisher")
-)
-@click.option(
-    "--subscriber-jwt-key",
-    envvar=_env("subscriber_jwt_key"),
-    help=_KEY_HELP.format(who="subscriber"),
-)
-@click.option(
-    "--jwt-algorithm",
-    default="HS256",
-    envvar=_env("jwt_algorithm"),
-    help="JWS algorithm tokens must be signed with.",
-)
-@click.option(
-    "--anonymous/--no-anonymous",
-    default=False,
-    envvar=_env("anonymous"),
-    help="Let subscribers without a token receive public updates.",
-)
-@click.option(
-    "--heartbeat",
-    default=15.0,
-    type=float,
-    envvar=_env("heartbeat"),
-    help="Seconds between keep-alive comments on streams; 0 disables.",
-)
-@click.option(
-    "--retry",
-    type=click.IntRange(min=0),
-    envvar=_env("retry"),
-    help="Reconnection time (ms) sent to subscribers as the SSE retry field.",
-)
-@click.option(
-    "--history-size",
-    default=10_000,
-    type=click.IntRange(min=0),
-    envvar=_env("history_size"),
-    help="Events kept for replay; 0 keeps none.",
-)
-@click.option(
-    "--history-max-age",
-    default=0.0,
-    type=click.FloatRange(min=0),
-    envvar=_env("history_max_age"),
-    help="Seconds an event stays in history; 0: no limit.",
-)
-@click.option(
-    "--max-write-buffer",
-    default=1 << 20,
-    type=click.IntRange(min=1024),
-    envvar=_env("max_write_buffer"),
-    help="Unsent bytes past which a slow subscriber is closed (it resumes later).",
-)
-@click.option(
-    "--max-body-size",
-    default=1 << 20,
-    type=click.IntRange(min=1),
-    envvar=_env("max_body_size"),
-    help="Largest publish body, in bytes (413 above).",
-)
-@click.option(
-    "--max-topics",
-    default=100,
-    type=click.IntRange(min=1),
-    envvar=_env("max_topics"),
-    help="Most topic selectors in one subscription.",
-)
-@click.option(
-    "--demo/--no-demo",
-    default=None,
-    envvar=_env("demo"),
-    help="Serve the demo page and clock at /. Default: on when serve made its own key.",
-)
+@settings_options
 @click.option(
     "--log-level",
     default="info",
-    envvar=_env("log_level"),
+    envvar=env_name("log_level"),
+    show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"]),
 )
-def serve(jwt_key: str | None, demo: bool | None, log_level: str, **options: Any) -> None:
-    """Run the hub (in memory) until interrupted."""
+def serve(jwt_key: str | None, log_level: str, **options: Any) -> None:
+    """Run the hub until interrupted (SIGINT or SIGTERM drain it cleanly).
+
+    With no key given it makes a random one, prints ready tokens, and serves the demo at /.
+    """
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(message)s")
-    options["publisher_jwt_key"] = options["publisher_jwt_key"] or jwt_key
-    options["subscriber_jwt_key"] = options["subscriber_jwt_key"] or jwt_key
+    options = {k: v for k, v in options.items() if v is not None and v != ()}
+    options.setdefault("publisher_jwt_key", jwt_key)
+    options.setdefault("subscriber_jwt_key", jwt_key)
     made_key = None
     if options["publisher_jwt_key"] is None and options["subscriber_jwt_key"] is None:
         made_key = secrets.token_urlsafe(32)
         options["publisher_jwt_key"] = options["subscriber_jwt_key"] = made_key
+    options.setdefault("demo", made_key is not None)
     try:
-        settings = Settings(demo=made_key is not None if demo is None else demo, **options)
+        settings = Settings(**options)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     if made_key is not None:
@@ -153,8 +112,8 @@ def serve(jwt_key: str | None, demo: bool | None, log_level: str, **options: Any
         workers = f", {settings.workers} workers" if settings.workers > 1 else ""
         click.echo(
             f"  store: {_shown_store(settings.store)} (history {settings.history_size} events, "
-            f"{age}{workers}); {auth}; "
-            f"heartbeat {settings.heartbeat:g}s; demo page {'on' if settings.demo else 'off'}",
+            f"{age}{workers}); {auth}; heartbeat {settings.heartbeat:g}s; "
+            f"demo page {'on' if settings.demo else 'off'}",
             err=True,
         )
 
@@ -165,19 +124,14 @@ def serve(jwt_key: str | None, demo: bool | None, log_level: str, **options: Any
 
 def _shown_store(store: str) -> str:
     """The store URL without a password."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(store)
-    if parts.password:
-        return store.replace(f":{parts.password}@", ":***@")
-    return store
+    password = urlsplit(store).password
+    return store.replace(f":{password}@", ":***@") if password else store
 
 
 def _print_first_run(settings: Settings, key: str) -> None:
-    publisher = jwt.encode({"mercure": {"publish": ["*"]}}, key, algorithm=settings.jwt_algorithm)
-    subscriber = jwt.encode(
-        {"mercure": {"subscribe": ["*"]}}, key, algorithm=settings.jwt_algorithm
-    )
+    algorithm = settings.jwt_algorithm.split(",")[0].strip()
+    publisher = jwt.encode({"mercure": {"publish": ["*"]}}, key, algorithm=algorithm)
+    subscriber = jwt.encode({"mercure": {"subscribe": ["*"]}}, key, algorithm=algorithm)
     click.echo(
         "No JWT key given: made a random one for this run (set --jwt-key to keep one).", err=True
     )

@@ -1,34 +1,112 @@
-"""Configuration in one typed object: the CLI, the environment and Python build the same one."""
+"""Configuration in one typed object: the CLI, the environment and Python build the same one.
+
+Each field's metadata carries its help text; the CLI makes ``--name-with-dashes`` options
+(and ``SSEHUB_NAME`` environment variables) from these fields, and the docs table is
+generated from the same place, so a default lives here and nowhere else.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
+
+KiB = 1024
+MiB = 1024 * KiB
+
+
+def _opt(default: Any, help: str, group: str) -> Any:
+    return field(default=default, metadata={"help": help, "group": group})
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """Every knob of the hub with its default. The CLI reads each as ``--name-with-dashes``
-    or ``SSEHUB_NAME`` from the environment."""
+    """Every knob of the hub with its default."""
 
-    host: str = "127.0.0.1"
-    port: int = 8000
-    publisher_jwt_key: str | None = None
-    subscriber_jwt_key: str | None = None
-    store: str = "memory"
-    workers: int = 1
-    jwt_algorithm: str = "HS256"
-    anonymous: bool = False
-    heartbeat: float = 15.0
-    retry: int | None = None
-    history_size: int = 10_000
-    history_max_age: float = 0.0
-    max_write_buffer: int = 1 << 20
-    max_head_size: int = 16 * 1024
-    max_url_length: int = 8 * 1024
-    max_body_size: int = 1 << 20
-    max_topics: int = 100
-    max_pipelined: int = 64
-    demo: bool = True
+    # -- where and how ----------------------------------------------------------------------
+    host: str = _opt("127.0.0.1", "Address to listen on.", "server")
+    port: int = _opt(8000, "Port to listen on.", "server")
+    store: str = _opt(
+        "memory",
+        "Where history lives: memory, sqlite:PATH (durable) or redis://HOST:PORT/DB (shared by "
+        "several hubs; ?prefix=NAME picks the keys).",
+        "server",
+    )
+    workers: int = _opt(
+        1, "Processes sharing the port (SO_REUSEPORT); needs a shared store.", "server"
+    )
+    demo: bool = _opt(True, "Serve the demo page and its clock at /.", "server")
+    # -- auth -------------------------------------------------------------------------------
+    publisher_jwt_key: str | None = _opt(
+        None,
+        "Key that verifies publisher JWTs: an HMAC secret, a PEM key (text, or @PATH), or a "
+        "JWKS (@PATH.json or an https:// URL).",
+        "auth",
+    )
+    subscriber_jwt_key: str | None = _opt(
+        None, "Key that verifies subscriber JWTs (same forms as the publisher key).", "auth"
+    )
+    jwt_algorithm: str = _opt(
+        "HS256", "Algorithms tokens may be signed with, comma-separated (never 'none').", "auth"
+    )
+    jwt_leeway: float = _opt(0.0, "Seconds of clock skew allowed on exp, nbf and iat.", "auth")
+    jwt_audience: str | None = _opt(None, "Required 'aud' claim, if set.", "auth")
+    jwt_issuer: str | None = _opt(None, "Required 'iss' claim, if set.", "auth")
+    cookie_name: str = _opt("mercureAuthorization", "Cookie that may carry a JWT.", "auth")
+    anonymous: bool = _opt(False, "Let subscribers without a token receive public updates.", "auth")
+    cors_origins: tuple[str, ...] = _opt(
+        (),
+        "Origins allowed to call the hub from a browser (comma-separated; * for any).",
+        "auth",
+    )
+    publish_origins: tuple[str, ...] = _opt(
+        (), "Origins allowed to publish with a cookie (CSRF check on Origin/Referer).", "auth"
+    )
+    # -- streams ----------------------------------------------------------------------------
+    heartbeat: float = _opt(
+        15.0, "Seconds between keep-alive comments on streams; 0 disables.", "streams"
+    )
+    retry: int | None = _opt(None, "Reconnection time (ms) sent as the SSE retry field.", "streams")
+    write_timeout: float = _opt(
+        0.0,
+        "Longest life of a stream in seconds, after which it ends cleanly and the client "
+        "resumes with Last-Event-ID; 0: no limit.",
+        "streams",
+    )
+    max_write_buffer: int = _opt(
+        1 * MiB,
+        "Unsent bytes past which a slow subscriber is closed (it resumes later).",
+        "streams",
+    )
+    dispatch_timeout: float = _opt(
+        30.0,
+        "Seconds a subscriber may leave sent bytes unread before it is closed; 0: never.",
+        "streams",
+    )
+    # -- history ----------------------------------------------------------------------------
+    history_size: int = _opt(10_000, "Events kept for replay; 0 keeps none.", "history")
+    history_max_age: float = _opt(0.0, "Seconds an event stays in history; 0: no limit.", "history")
+    history_max_bytes: int = _opt(
+        64 * MiB, "Memory store: bytes of history kept at most.", "history"
+    )
+    # -- limits -----------------------------------------------------------------------------
+    max_head_size: int = _opt(16 * KiB, "Largest request head in bytes (431 above).", "limits")
+    max_url_length: int = _opt(8 * KiB, "Longest request URL in bytes (414 above).", "limits")
+    max_body_size: int = _opt(1 * MiB, "Largest publish body in bytes (413 above).", "limits")
+    max_topics: int = _opt(100, "Most topic selectors in one subscription.", "limits")
+    max_pipelined: int = _opt(64, "Requests read ahead on one connection.", "limits")
+    max_connections: int = _opt(10_000, "Open connections at most (503 above).", "limits")
+    max_connections_per_ip: int = _opt(
+        1_000,
+        "Open connections from one client address at most (429 above); 0: no limit.",
+        "limits",
+    )
+    head_timeout: float = _opt(10.0, "Seconds a client has to send a request head.", "limits")
+    keep_alive_timeout: float = _opt(
+        60.0, "Seconds an idle keep-alive connection stays open.", "limits"
+    )
+    shutdown_timeout: float = _opt(
+        10.0, "Seconds to drain on SIGTERM before remaining connections are cut.", "limits"
+    )
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -38,7 +116,14 @@ class Settings:
                 "--workers needs a shared store: each process would keep its own memory history"
                 " (use --store redis://…)"
             )
+        if "none" in (a.strip().lower() for a in self.jwt_algorithm.split(",")):
+            raise ValueError("jwt_algorithm 'none' would accept unsigned tokens")
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
                 raise ValueError(f"{f.name} must be >= 0, got {value}")
+
+
+def defaults() -> dict[str, Any]:
+    """Each setting's default, by name."""
+    return {f.name: f.default for f in fields(Settings) if f.default is not MISSING}

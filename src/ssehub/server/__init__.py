@@ -35,6 +35,7 @@ async def serve(
     hub = Hub(backend, heartbeat=settings.heartbeat, max_buffer=settings.max_write_buffer)
     await hub.start()
     app = App(settings, hub)
+    await app.auth.start()
     server = await loop.create_server(
         lambda: HttpProtocol(app),
         settings.host,
@@ -50,21 +51,57 @@ async def serve(
         except (NotImplementedError, RuntimeError):  # not the main thread
             break
     ticking = _Clock(app) if settings.demo and clock else None
-    sockets = list(server.sockets)
+    sweeping = _Sweep(app)
     if started is not None:
-        started(sockets)
+        started(list(server.sockets))
     try:
         await stop.wait()
     finally:
-        log.info("shutting down: closing %d connections", len(app.connections))
+        await _drain(settings, server, app, hub)
+        sweeping.cancel()
         if ticking is not None:
             ticking.cancel()
-        server.close()
-        for conn in list(app.connections):
-            if conn.transport is not None:
-                conn.transport.close()
-        await hub.close()
-        await server.wait_closed()
+
+
+async def _drain(settings: Settings, server: asyncio.Server, app: App, hub: Hub) -> None:
+    """Stop accepting, let publishes in flight finish and be answered, end every stream
+    cleanly; whatever is still open at the deadline is cut."""
+    log.info(
+        "draining: %d connections, %gs at most", len(app.connections), settings.shutdown_timeout
+    )
+    server.close()
+    for conn in list(app.connections):
+        conn.drain_close()
+    deadline = asyncio.get_running_loop().time() + settings.shutdown_timeout
+    app.all_closed = asyncio.Event()
+    if not app.connections:
+        app.all_closed.set()
+    await hub.close()
+    left = deadline - asyncio.get_running_loop().time()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(app.all_closed.wait(), max(left, 0.0))
+    for conn in list(app.connections):
+        conn.abort()
+    await server.wait_closed()
+    log.info("drained")
+
+
+class _Sweep:
+    """Once a second, every connection checks its own deadlines (see HttpProtocol.check)."""
+
+    def __init__(self, app: App) -> None:
+        self._app = app
+        self._loop = asyncio.get_running_loop()
+        self._handle = self._loop.call_later(1.0, self._run)
+
+    def _run(self) -> None:
+        now = self._loop.time()
+        for conn in list(self._app.connections):
+            conn.check(now)
+        self._handle = self._loop.call_later(1.0, self._run)
+
+    def cancel(self) -> None:
+        self._handle.cancel()
 
 
 class _Clock:

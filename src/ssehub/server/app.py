@@ -7,10 +7,11 @@ import time
 from collections.abc import Callable
 from importlib import resources
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import jwt
 
-from ..auth import COOKIE, Authenticator, find_token
+from ..auth import Authenticator, find_token, forbidden
 from ..backends import EARLIEST, Replay
 from ..errors import HubError
 from ..events import Event, StoredEvent
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
 CLOCK_TOPIC = "urn:ssehub:clock"
 DEMO_TOPIC = "urn:ssehub:demo"
 _DEMO_TOKEN_TTL = 24 * 3600
+_CORS_HEADERS = "authorization, cache-control, content-type, last-event-id"
+
+Headers = tuple[tuple[str, str], ...]
 
 _STREAM_HEADERS = [
     ("Content-Type", "text/event-stream"),
@@ -49,8 +53,13 @@ class App:
             settings.subscriber_jwt_key,
             settings.jwt_algorithm,
             hub.matcher,
+            leeway=settings.jwt_leeway,
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
         )
         self.connections: set[HttpProtocol] = set()
+        self.per_address: dict[str, int] = {}
+        self.all_closed: asyncio.Event | None = None  # set by the drain to hear the last close
         self._page: bytes | None = None
 
     # -- routing -------------------------------------------------------------------------------
@@ -60,24 +69,27 @@ class App:
 
     def handle(self, request: Request) -> Pending:
         """Answer a request that is not a stream: bytes now, or a future for a publish."""
+        cors = self.cors(request)
         try:
-            return self._route(request)
+            return self._route(request, cors)
         except HubError as error:
-            return error_response(error, request.keep_alive)
+            return error_response(error, request.keep_alive, cors)
 
-    def _route(self, request: Request) -> Pending:
+    def _route(self, request: Request, cors: Headers) -> Pending:
         path, method = request.path, request.method
         if path == HUB_PATH:
             if method == "POST":
-                return self._publish(request)
+                return self._publish(request, cors)
+            if method == "OPTIONS":
+                return self._preflight(request, cors)
             raise HubError(
                 405,
                 f"{method} not allowed here: GET subscribes, POST publishes",
-                (("Allow", "GET, POST"),),
+                (("Allow", "GET, POST, OPTIONS"),),
             )
-        if path == "/healthz":
+        if path in ("/healthz", "/readyz"):
             if method not in ("GET", "HEAD"):
-                raise HubError(405, f"{method} not allowed on /healthz", (("Allow", "GET"),))
+                raise HubError(405, f"{method} not allowed on {path}", (("Allow", "GET"),))
             return response(200, b"ok\n", keep_alive=request.keep_alive)
         if path == "/" and self.settings.demo:
             if method != "GET":
@@ -85,30 +97,98 @@ class App:
             return self._demo_page(request)
         raise HubError(404, f"no such path {path!r}: the hub is at {HUB_PATH}")
 
+    # -- CORS and CSRF -------------------------------------------------------------------------
+
+    def _origin_allowed(self, origin: str, allowed: tuple[str, ...]) -> bool:
+        return "*" in allowed or origin in allowed
+
+    def cors(self, request: Request) -> Headers:
+        """CORS headers for an allowed Origin; credentials need the origin echoed, not *."""
+        origin = request.headers.get("origin")
+        if origin is None or not self._origin_allowed(origin, self.settings.cors_origins):
+            return ()
+        return (
+            ("Access-Control-Allow-Origin", origin),
+            ("Access-Control-Allow-Credentials", "true"),
+            ("Access-Control-Expose-Headers", "Last-Event-ID, Link"),
+            ("Vary", "Origin"),
+        )
+
+    def _preflight(self, request: Request, cors: Headers) -> bytes:
+        origin = request.headers.get("origin")
+        if origin is None:
+            raise HubError(
+                405,
+                "OPTIONS is only for CORS preflight requests (no Origin)",
+                (("Allow", "GET, POST, OPTIONS"),),
+            )
+        if not cors:
+            raise HubError(403, f"origin {origin!r} is not allowed: add it to --cors-origins")
+        asked = request.headers.get("access-control-request-method", "GET").upper()
+        if asked not in ("GET", "POST"):
+            raise HubError(
+                405,
+                f"CORS method {asked} not allowed: GET or POST",
+                (("Allow", "GET, POST, OPTIONS"), *cors),
+            )
+        extra = (
+            ("Access-Control-Allow-Methods", "GET, POST"),
+            ("Access-Control-Allow-Headers", _CORS_HEADERS),
+            ("Access-Control-Max-Age", "600"),
+        )
+        return response(204, b"", headers=(*cors, *extra), keep_alive=request.keep_alive)
+
+    def _check_cookie_origin(self, request: Request) -> None:
+        """A publish authenticated by cookie must come from an allowed origin: the browser
+        sends cookies on cross-site requests, so without this any page could publish."""
+        origin = request.headers.get("origin")
+        if origin is None:
+            referer = urlsplit(request.headers.get("referer", ""))
+            origin = f"{referer.scheme}://{referer.netloc}" if referer.netloc else None
+        if origin is None:
+            raise forbidden("a cookie-authenticated publish needs an Origin or Referer header")
+        if not self._origin_allowed(origin, self.settings.publish_origins):
+            raise forbidden(
+                f"cookie-authenticated publish from origin {origin!r} refused: "
+                "add it to --publish-origins"
+            )
+
     # -- publishing ----------------------------------------------------------------------------
 
-    def _publish(self, request: Request) -> Pending:
+    def _publish(self, request: Request, cors: Headers) -> Pending:
         event = parse_publish(request.body, request.headers.get("content-type"))
         headers = request.headers
         found = find_token(
-            headers.get("authorization"), query_token(request.query), headers.get("cookie")
+            headers.get("authorization"),
+            query_token(request.query),
+            headers.get("cookie"),
+            self.settings.cookie_name,
         )
+        if found is not None and found[1].endswith(" cookie"):
+            self._check_cookie_origin(request)
         self.auth.publisher(found, event.topics)
-        return self.hub.publish(event)
+        stored = self.hub.publish(event)
+        answer: asyncio.Future[bytes] = stored.get_loop().create_future()
+        keep_alive = request.keep_alive
+
+        def done(_: asyncio.Future[StoredEvent]) -> None:
+            if not answer.done():
+                answer.set_result(self.published(stored, keep_alive, cors))
+
+        stored.add_done_callback(done)
+        return answer
 
     @staticmethod
-    def published(answer: asyncio.Future[StoredEvent], keep_alive: bool) -> bytes:
+    def published(
+        stored: asyncio.Future[StoredEvent], keep_alive: bool, cors: Headers = ()
+    ) -> bytes:
         """The response to a publish once its backend has answered."""
-        exc = answer.exception()
+        exc = stored.exception()
         if exc is not None:
             error = HubError(503, f"the event was not stored: {exc}", (("Retry-After", "1"),))
-            return error_response(error, keep_alive)
-        return response(
-            200,
-            answer.result().id.encode("utf-8"),
-            headers=(("Link", LINK),),
-            keep_alive=keep_alive,
-        )
+            return error_response(error, keep_alive, cors)
+        event_id = stored.result().id.encode("utf-8")
+        return response(200, event_id, headers=(("Link", LINK), *cors), keep_alive=keep_alive)
 
     # -- subscribing ---------------------------------------------------------------------------
 
@@ -116,13 +196,25 @@ class App:
         self, request: Request, conn: HttpProtocol
     ) -> tuple[Subscriber, str | None, Preamble, float | None]:
         """Check a subscribe request; return the subscriber, its resume point, its preamble
-        and the seconds until its token expires."""
+        and the seconds until its token expires. Raises HubError (with CORS headers)."""
+        cors = self.cors(request)
+        try:
+            return self._open_stream(request, conn, cors)
+        except HubError as error:
+            raise HubError(error.status, error.reason, (*error.headers, *cors)) from None
+
+    def _open_stream(
+        self, request: Request, conn: HttpProtocol, cors: Headers
+    ) -> tuple[Subscriber, str | None, Preamble, float | None]:
         headers = request.headers
         wanted = parse_subscribe(
             request.query, headers.get("last-event-id"), self.settings.max_topics
         )
         found = find_token(
-            headers.get("authorization"), wanted.authorization, headers.get("cookie")
+            headers.get("authorization"),
+            wanted.authorization,
+            headers.get("cookie"),
+            self.settings.cookie_name,
         )
         claims = self.auth.subscriber(found, self.settings.anonymous)
         allowed = None
@@ -136,7 +228,7 @@ class App:
             first += b"retry: %d\n\n" % self.settings.retry
 
         def preamble(replay: Replay | None) -> bytes:
-            stream_headers = list(_STREAM_HEADERS)
+            stream_headers = [*_STREAM_HEADERS, *cors]
             gap = b""
             if requested is not None and replay is not None:
                 stream_headers.append(("Last-Event-ID", requested if replay.found else EARLIEST))
@@ -151,31 +243,36 @@ class App:
 
     # -- the demo ------------------------------------------------------------------------------
 
+    def _demo_tokens(self) -> tuple[str | None, str | None]:
+        """Short-lived tokens for the demo page: a cookie that sees public updates and a
+        publisher token for the demo topic only. Only HMAC secrets can mint them."""
+        algorithm = self.settings.jwt_algorithm.split(",")[0].strip()
+        if not algorithm.startswith("HS"):
+            return None, None
+        claims_exp = int(time.time()) + _DEMO_TOKEN_TTL
+
+        def mint(key: str | None, mercure: dict[str, list[str]]) -> str | None:
+            if key is None or key.startswith(("@", "http://", "https://", "-----BEGIN")):
+                return None
+            return jwt.encode({"mercure": mercure, "exp": claims_exp}, key, algorithm=algorithm)
+
+        return (
+            mint(self.settings.subscriber_jwt_key, {"subscribe": []}),
+            mint(self.settings.publisher_jwt_key, {"publish": [DEMO_TOPIC]}),
+        )
+
     def _demo_page(self, request: Request) -> bytes:
         if self._page is None:
             self._page = resources.files("ssehub").joinpath("static/index.html").read_bytes()
-        page = self._page
-        cookie = []
-        publish_token = ""
-        now = int(time.time())
-        if self.settings.subscriber_jwt_key is not None:
-            # The spec's way for browsers: a cookie set at discovery. This one sees public
-            # updates only (an empty mercure.subscribe).
-            sub_token = jwt.encode(
-                {"mercure": {"subscribe": []}, "exp": now + _DEMO_TOKEN_TTL},
-                self.settings.subscriber_jwt_key,
-                algorithm=self.settings.jwt_algorithm,
+        sub_token, publish_token = self._demo_tokens()
+        cookie: Headers = ()
+        if sub_token is not None:
+            # The spec's way for browsers: a cookie set at discovery, scoped to the hub.
+            name = self.settings.cookie_name
+            cookie = (
+                ("Set-Cookie", f"{name}={sub_token}; Path={HUB_PATH}; HttpOnly; SameSite=Strict"),
             )
-            cookie = [
-                ("Set-Cookie", f"{COOKIE}={sub_token}; Path={HUB_PATH}; HttpOnly; SameSite=Strict")
-            ]
-        if self.settings.publisher_jwt_key is not None:
-            publish_token = jwt.encode(
-                {"mercure": {"publish": [DEMO_TOPIC]}, "exp": now + _DEMO_TOKEN_TTL},
-                self.settings.publisher_jwt_key,
-                algorithm=self.settings.jwt_algorithm,
-            )
-        page = page.replace(b"{{PUBLISH_TOKEN}}", publish_token.encode())
+        page = self._page.replace(b"{{PUBLISH_TOKEN}}", (publish_token or "").encode())
         return response(
             200,
             page,

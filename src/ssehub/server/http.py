@@ -51,11 +51,13 @@ def response(
     return head(status, all_headers, len(body), keep_alive) + body
 
 
-def error_response(error: HubError, keep_alive: bool) -> bytes:
+def error_response(
+    error: HubError, keep_alive: bool, extra: tuple[tuple[str, str], ...] = ()
+) -> bytes:
     """The one place a refused request becomes bytes: status, one-line reason, its headers."""
     return response(
         error.status,
         error.reason.encode("utf-8") + b"\n",
-        headers=(("Link", LINK), *error.headers),
+        headers=(("Link", LINK), *error.headers, *extra),
         keep_alive=keep_alive,
     )

@@ -19,7 +19,6 @@ from ..errors import HubError
 from .http import Request, error_response
 
 if TYPE_CHECKING:
-    from ..events import StoredEvent
     from ..subscriber import Subscriber
     from .app import App
 
@@ -27,7 +26,7 @@ log = logging.getLogger("ssehub.server")
 
 if TYPE_CHECKING:
     # An answer: ready bytes, or a publish waiting for its backend.
-    Pending = asyncio.Future[StoredEvent] | bytes
+    Pending = asyncio.Future[bytes] | bytes
 
 _REPLAY_HIGH_WATER = 256 * 1024
 
@@ -40,20 +39,28 @@ class HttpProtocol(asyncio.Protocol):
     """The asyncio protocol of one client connection."""
 
     __slots__ = (
+        "_address",
         "_body",
         "_body_size",
         "_closed",
+        "_deadline",
         "_drain",
+        "_draining",
         "_expiry",
+        "_head_bytes",
         "_head_size",
         "_headers",
         "_in_head",
         "_inflight",
+        "_messages",
+        "_mid_request",
         "_parser",
         "_paused_reading",
         "_queue",
         "_refusal",
         "_starting",
+        "_stream_end",
+        "_stuck_since",
         "_url",
         "app",
         "loop",
@@ -81,18 +88,59 @@ class HttpProtocol(asyncio.Protocol):
         self._starting: asyncio.Task[None] | None = None
         self._drain: asyncio.Future[None] | None = None
         self._expiry: asyncio.TimerHandle | None = None
+        self._address: str | None = None
+        self._head_bytes = 0
+        self._messages = 0
+        # Checked by App.sweep() once a second: one float per connection, no timer objects.
+        self._deadline = 0.0
+        self._stuck_since = 0.0
+        self._stream_end = 0.0
+        self._draining = False
+        self._mid_request = False
 
     # -- asyncio callbacks ---------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports quack like asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
+        app, settings = self.app, self.app.settings
+        refusal = None
+        if len(app.connections) >= settings.max_connections:
+            refusal = HubError(
+                503, "too many connections to this hub; try again soon", (("Retry-After", "1"),)
+            )
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and refusal is None:
+            address = str(peer[0])
+            count = app.per_address.get(address, 0) + 1
+            limit = settings.max_connections_per_ip
+            if limit and count > limit:
+                refusal = HubError(
+                    429,
+                    f"too many connections from {address} (at most {limit})",
+                    (("Retry-After", "1"),),
+                )
+            else:
+                app.per_address[address] = count
+                self._address = address
+        if refusal is not None:
+            self.transport.write(error_response(refusal, keep_alive=False))
+            self.transport.close()
+            return
         self._parser = httptools.HttpRequestParser(self)
-        self.app.connections.add(self)
+        app.connections.add(self)
+        self._deadline = self.loop.time() + settings.head_timeout
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self.app.connections.discard(self)
+        if self.app.all_closed is not None and not self.app.connections:
+            self.app.all_closed.set()
+        if self._address is not None:
+            left = self.app.per_address.pop(self._address, 1) - 1
+            if left > 0:
+                self.app.per_address[self._address] = left
+            self._address = None
         if self.subscriber is not None:
             self.app.hub.detach(self.subscriber)
         if self._expiry is not None:
@@ -107,6 +155,7 @@ class HttpProtocol(asyncio.Protocol):
         parser = self._parser
         if parser is None or self.subscriber is not None:
             return  # a stream's client has nothing more to say; ignore what it sends
+        in_head, messages = self._in_head, self._messages
         try:
             parser.feed_data(data)
         except _Refused:
@@ -116,12 +165,12 @@ class HttpProtocol(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             if self._refusal is None:
                 self._refusal = HubError(400, f"malformed HTTP request: {exc}")
-        if (
-            self._refusal is None
-            and self._in_head
-            and self._head_size + len(self._url) > (self.app.settings.max_head_size)
-        ):
-            self._refusal = HubError(431, "request head too large")
+        if in_head and self._in_head and messages == self._messages:
+            # Still the same unfinished head: httptools buffers a partial header line, so
+            # count the raw bytes too, or one endless header would grow without bound.
+            self._head_bytes += len(data)
+            if self._refusal is None and self._head_bytes > self.app.settings.max_head_size:
+                self._refusal = HubError(431, "request head too large")
         if self._refusal is not None:
             self._refuse()
             return
@@ -153,6 +202,10 @@ class HttpProtocol(asyncio.Protocol):
     # -- httptools callbacks -------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self._messages += 1
+        self._mid_request = True
+        self._head_bytes = 0
+        self._deadline = self.loop.time() + self.app.settings.head_timeout
         self._url = b""
         self._headers = {}
         self._head_size = 0
@@ -206,6 +259,9 @@ class HttpProtocol(asyncio.Protocol):
             parser.should_keep_alive(),
         )
         self._queue.append(request)
+        self._in_head = True  # until the next message begins, bytes belong to a new head
+        self._mid_request = False
+        self._deadline = 0.0
         if len(self._queue) >= self.app.settings.max_pipelined and not self._paused_reading:
             assert self.transport is not None
             self.transport.pause_reading()
@@ -241,7 +297,7 @@ class HttpProtocol(asyncio.Protocol):
             self._paused_reading = False
             self.transport.resume_reading()
 
-    def _answered(self, _: asyncio.Future[StoredEvent]) -> None:
+    def _answered(self, _: asyncio.Future[bytes]) -> None:
         self._flush_answers()
         if self._queue:
             self._process()
@@ -255,7 +311,7 @@ class HttpProtocol(asyncio.Protocol):
             if isinstance(front, bytes):
                 out.append(front)
             elif front.done():
-                out.append(self.app.published(front, front_keep_alive))
+                out.append(front.result())
             else:
                 break
             inflight.popleft()
@@ -268,6 +324,11 @@ class HttpProtocol(asyncio.Protocol):
                 inflight.clear()
                 self._queue.clear()
                 transport.close()
+        if not inflight and not self._queue and self.subscriber is None:
+            if self._draining and self.transport is not None:
+                self.transport.close()
+            elif self._deadline == 0.0:
+                self._deadline = self.loop.time() + self.app.settings.keep_alive_timeout
 
     def _refuse(self) -> None:
         """Answer a request the parser could not accept, then close: framing is lost."""
@@ -286,6 +347,8 @@ class HttpProtocol(asyncio.Protocol):
         except HubError as error:
             self._inflight.append((error_response(error, request.keep_alive), request.keep_alive))
             self._flush_answers()
+            if self._queue:
+                self._process()
             return
         sub, last_event_id, preamble, expires = opened
         assert self.transport is not None
@@ -294,6 +357,9 @@ class HttpProtocol(asyncio.Protocol):
         self.transport.set_write_buffer_limits(high=_REPLAY_HIGH_WATER)
         if expires is not None:
             self._expiry = self.loop.call_at(self.loop.time() + expires, self._expired)
+        if self.app.settings.write_timeout:
+            self._stream_end = self.loop.time() + self.app.settings.write_timeout
+        self._deadline = 0.0
         self._starting = self.loop.create_task(self._run_stream(sub, last_event_id, preamble))
 
     async def _run_stream(
@@ -313,6 +379,56 @@ class HttpProtocol(asyncio.Protocol):
             # Live from here: past this many unsent bytes the subscriber is dropped.
             self.transport.set_write_buffer_limits(high=self.app.hub.max_buffer)
         self._starting = None
+
+    # -- deadlines and shutdown ----------------------------------------------------------------
+
+    def check(self, now: float) -> None:
+        """Called by the app's sweep each second: enforce every time limit of this connection."""
+        transport = self.transport
+        if transport is None or self._closed:
+            return
+        settings = self.app.settings
+        if self.subscriber is not None:
+            if self._stream_end and now >= self._stream_end:
+                self._end_stream("reached --write-timeout; it resumes with Last-Event-ID")
+                return
+            if settings.dispatch_timeout and transport.get_write_buffer_size():
+                if not self._stuck_since:
+                    self._stuck_since = now
+                elif now - self._stuck_since > settings.dispatch_timeout:
+                    log.info(
+                        "closing a subscriber that read nothing for %gs", settings.dispatch_timeout
+                    )
+                    self.app.hub.detach(self.subscriber)
+                    transport.abort()
+            else:
+                self._stuck_since = 0.0
+            return
+        if self._deadline and now >= self._deadline and not self._inflight:
+            if self._mid_request:
+                error = HubError(408, f"request not received within {settings.head_timeout:g}s")
+                transport.write(error_response(error, keep_alive=False))
+            transport.close()
+
+    def _end_stream(self, why: str) -> None:
+        log.debug("ending a stream: %s", why)
+        if self.subscriber is not None:
+            self.app.hub.detach(self.subscriber)
+        if self.transport is not None:
+            self.transport.close()  # unlike abort, sends what is buffered first
+
+    def drain_close(self) -> None:
+        """Shutdown: end a stream cleanly, or close a request connection once answered."""
+        self._draining = True
+        if self.transport is None or self._closed:
+            return
+        if self.subscriber is not None:
+            self._end_stream("the hub is shutting down")
+            return
+        self.transport.pause_reading()
+        self._queue.clear()
+        if not self._inflight:
+            self.transport.close()
 
     def _expired(self) -> None:
         log.info("closing a subscriber whose token expired")
