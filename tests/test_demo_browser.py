@@ -46,11 +46,11 @@ def test_clock_ticks_and_publish_form_reaches_feed(demo_hub: HubProcess) -> None
             page.goto(demo_hub.base + "/")
             clock = page.locator("#clock")
             page.wait_for_function(
-                "Number(document.getElementById('clock').dataset.ticks || 0) >= 1", timeout=10_000
+                "Number(document.getElementById('clock').dataset.ticks || 0) >= 1", timeout=20_000
             )
             first = clock.inner_text()
             page.wait_for_function(
-                "Number(document.getElementById('clock').dataset.ticks || 0) >= 3", timeout=10_000
+                "Number(document.getElementById('clock').dataset.ticks || 0) >= 3", timeout=20_000
             )
             assert clock.inner_text() != first
             assert page.locator("#status").inner_text() == "live"
@@ -59,7 +59,7 @@ def test_clock_ticks_and_publish_form_reaches_feed(demo_hub: HubProcess) -> None
             page.click("button[type=submit]")
             page.wait_for_function(
                 "document.getElementById('feed').innerText.includes('hello from chromium')",
-                timeout=10_000,
+                timeout=20_000,
             )
             assert page.locator("#published").inner_text().startswith("published urn:uuid:")
         finally:

@@ -90,3 +90,15 @@ def test_zero_history_keeps_nothing() -> None:
         assert list((await backend.since(EARLIEST, upto=9)).events) == []
 
     asyncio.run(go())
+
+
+def test_retention_by_bytes() -> None:
+    async def go() -> None:
+        backend = MemoryBackend(history_size=1000, history_max_bytes=10_000)
+        await backend.append([Event(("t",), "x" * 1000, id=f"e{i}") for i in range(20)])
+        kept = (await backend.since(EARLIEST, upto=99)).events
+        assert 0 < len(kept) < 20
+        assert kept[-1].id == "e19"
+        assert sum(2 * len(e.wire) + 200 for e in kept) <= 10_000
+
+    asyncio.run(go())

@@ -60,12 +60,14 @@ class Backend(Protocol):
         ...
 
 
-def open_backend(store: str, history_size: int, history_max_age: float) -> Backend:
+def open_backend(
+    store: str, history_size: int, history_max_age: float, history_max_bytes: int = 64 << 20
+) -> Backend:
     """The backend a ``--store`` value names: ``memory``, ``sqlite:PATH`` or ``redis://…``."""
     if store == "memory":
         from .memory import MemoryBackend
 
-        return MemoryBackend(history_size, history_max_age)
+        return MemoryBackend(history_size, history_max_age, history_max_bytes)
     if store.startswith("sqlite:"):
         from .sqlite import SQLiteBackend
 

@@ -14,11 +14,18 @@ from . import EARLIEST, Replay, Sink, new_event_id
 class MemoryBackend:
     """Positions are consecutive integers, so a position finds its history slot directly."""
 
-    def __init__(self, history_size: int = 10_000, history_max_age: float = 0.0) -> None:
-        if history_size < 0 or history_max_age < 0:
+    def __init__(
+        self,
+        history_size: int = 10_000,
+        history_max_age: float = 0.0,
+        history_max_bytes: int = 64 << 20,
+    ) -> None:
+        if history_size < 0 or history_max_age < 0 or history_max_bytes < 0:
             raise ValueError("history bounds must be >= 0")
         self.history_size = history_size
         self.history_max_age = history_max_age
+        self.history_max_bytes = history_max_bytes
+        self._bytes = 0
         self._history: deque[StoredEvent] = deque()
         self._by_id: dict[str, StoredEvent] = {}
         self._position = 0
@@ -45,6 +52,7 @@ class MemoryBackend:
             if self.history_size:
                 self._history.append(stored)
                 self._by_id[stored.id] = stored
+                self._bytes += _footprint(stored)
         self._trim(now)
         if self._sink is not None:
             self._sink(accepted)
@@ -68,9 +76,19 @@ class MemoryBackend:
         history, by_id = self._history, self._by_id
         excess = len(history) - self.history_size
         oldest = now - self.history_max_age if self.history_max_age else None
-        while history and (excess > 0 or (oldest is not None and history[0].time < oldest)):
+        while history and (
+            excess > 0
+            or self._bytes > self.history_max_bytes
+            or (oldest is not None and history[0].time < oldest)
+        ):
             gone = history.popleft()
             excess -= 1
+            self._bytes -= _footprint(gone)
             # A later event may reuse a publisher's id; only forget the id if it is this one.
             if by_id.get(gone.id) is gone:
                 del by_id[gone.id]
+
+
+def _footprint(event: StoredEvent) -> int:
+    """Roughly what an event costs in memory: its bytes twice (text and wire) plus overhead."""
+    return 2 * len(event.wire) + 200

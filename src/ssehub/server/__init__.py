@@ -31,7 +31,9 @@ async def serve(
 ) -> None:
     """Run a hub until ``stop`` is set (or SIGINT/SIGTERM), then close every connection."""
     loop = asyncio.get_running_loop()
-    backend = open_backend(settings.store, settings.history_size, settings.history_max_age)
+    backend = open_backend(
+        settings.store, settings.history_size, settings.history_max_age, settings.history_max_bytes
+    )
     hub = Hub(backend, heartbeat=settings.heartbeat, max_buffer=settings.max_write_buffer)
     await hub.start()
     app = App(settings, hub)

@@ -17,6 +17,7 @@ import httptools
 
 from ..errors import HubError
 from .http import Request, error_response
+from .tcpinfo import progress
 
 if TYPE_CHECKING:
     from ..subscriber import Subscriber
@@ -39,6 +40,7 @@ class HttpProtocol(asyncio.Protocol):
     """The asyncio protocol of one client connection."""
 
     __slots__ = (
+        "_acked",
         "_address",
         "_body",
         "_body_size",
@@ -94,6 +96,7 @@ class HttpProtocol(asyncio.Protocol):
         # Checked by App.sweep() once a second: one float per connection, no timer objects.
         self._deadline = 0.0
         self._stuck_since = 0.0
+        self._acked = 0
         self._stream_end = 0.0
         self._draining = False
         self._mid_request = False
@@ -125,7 +128,7 @@ class HttpProtocol(asyncio.Protocol):
                 self._address = address
         if refusal is not None:
             self.transport.write(error_response(refusal, keep_alive=False))
-            self.transport.close()
+            self._linger()
             return
         self._parser = httptools.HttpRequestParser(self)
         app.connections.add(self)
@@ -335,9 +338,27 @@ class HttpProtocol(asyncio.Protocol):
         error = self._refusal
         assert error is not None
         self._queue.clear()
-        self._inflight.append((error_response(error, keep_alive=False), False))
         self._parser = None
-        self._flush_answers()
+        if self._inflight:  # earlier answers first; this one closes the connection
+            self._inflight.append((error_response(error, keep_alive=False), False))
+            self._flush_answers()
+            return
+        assert self.transport is not None
+        self.transport.write(error_response(error, keep_alive=False))
+        self._linger()
+
+    def _linger(self) -> None:
+        """Close after a refusal without losing the answer: closing with unread request bytes
+        makes the kernel send a reset that can overtake it, so send EOF, drop what the client
+        still sends, and close when it does (or after a second)."""
+        transport = self.transport
+        assert transport is not None
+        self._parser = None
+        if transport.can_write_eof():
+            transport.write_eof()
+            self.loop.call_later(1.0, transport.close)
+        else:
+            transport.close()
 
     # -- streams -------------------------------------------------------------------------------
 
@@ -392,10 +413,13 @@ class HttpProtocol(asyncio.Protocol):
             if self._stream_end and now >= self._stream_end:
                 self._end_stream("reached --write-timeout; it resumes with Last-Event-ID")
                 return
-            if settings.dispatch_timeout and transport.get_write_buffer_size():
+            if not settings.dispatch_timeout:
+                return
+            unsent, acked = progress(transport)
+            if unsent and acked == self._acked:  # bytes waiting, none taken since last look
                 if not self._stuck_since:
                     self._stuck_since = now
-                elif now - self._stuck_since > settings.dispatch_timeout:
+                elif now - self._stuck_since >= settings.dispatch_timeout:
                     log.info(
                         "closing a subscriber that read nothing for %gs", settings.dispatch_timeout
                     )
@@ -403,6 +427,7 @@ class HttpProtocol(asyncio.Protocol):
                     transport.abort()
             else:
                 self._stuck_since = 0.0
+            self._acked = acked
             return
         if self._deadline and now >= self._deadline and not self._inflight:
             if self._mid_request:
