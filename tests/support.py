@@ -155,7 +155,7 @@ class SSEClient:
         self.sock.connect(("127.0.0.1", port))
         lines = [f"GET {target} HTTP/1.1", f"Host: 127.0.0.1:{port}"]
         lines += [f"{k}: {v}" for k, v in headers.items()]
-        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())  # UTF-8, as browsers
         self.decoder = Decoder()
         self.pending: list[ServerEvent] = []
         self.closed = False

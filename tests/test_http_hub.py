@@ -298,6 +298,12 @@ def test_earliest_and_custom_ids(fresh_hub: HubProcess) -> None:
         assert [e.id for e in sub.events(3)] == ids
     with fresh_hub.subscribe(topic, last_event_id="https://example.com/rev/0") as sub:
         assert [e.id for e in sub.events(2)] == ids[1:]
+    # A browser sends a non-ASCII Last-Event-ID as UTF-8 bytes; it must find its event.
+    unicode_id = fresh_hub.publish(topic, "u", id="révision ünïcode").text
+    after = fresh_hub.publish(topic, "after").text
+    with fresh_hub.subscribe(topic, last_event_id=unicode_id) as sub:
+        assert sub.headers["last-event-id"].encode("latin-1").decode() == unicode_id
+        assert [e.id for e in sub.events(1)] == [after]
 
 
 @pytest.mark.parametrize("asked", ["evicted", "unknown"])

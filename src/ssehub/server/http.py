@@ -32,7 +32,7 @@ def head(
     """A response head; without a content length the body runs until the connection closes."""
     lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n".encode("latin-1"), _SERVER]
     for name, value in headers:
-        lines.append(f"{name}: {value}\r\n".encode("latin-1", "replace"))
+        lines.append(f"{name}: {value}\r\n".encode())  # UTF-8 ids survive the round trip
     if content_length is not None:
         lines.append(b"Content-Length: %d\r\n" % content_length)
     lines.append(b"Connection: keep-alive\r\n\r\n" if keep_alive else b"Connection: close\r\n\r\n")

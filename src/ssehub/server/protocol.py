@@ -32,6 +32,15 @@ if TYPE_CHECKING:
 _REPLAY_HIGH_WATER = 256 * 1024
 
 
+def _text(raw: bytes) -> str:
+    """Header values and URLs as text: UTF-8 (what browsers send, e.g. a Last-Event-ID),
+    else byte for byte."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
 class _Refused(Exception):
     """Raised inside a parser callback to stop parsing; the HubError is kept on the protocol."""
 
@@ -226,7 +235,7 @@ class HttpProtocol(asyncio.Protocol):
         if self._head_size + len(self._url) > self.app.settings.max_head_size:
             self._stop(HubError(431, "request head too large"))
         key = name.decode("latin-1").lower()
-        text = value.decode("latin-1")
+        text = _text(value)
         old = self._headers.get(key)
         if old is None:
             self._headers[key] = text
@@ -255,8 +264,8 @@ class HttpProtocol(asyncio.Protocol):
         parsed = httptools.parse_url(self._url or b"/")
         request = Request(
             parser.get_method().decode("ascii", "replace"),
-            (parsed.path or b"/").decode("latin-1"),
-            (parsed.query or b"").decode("latin-1"),
+            _text(parsed.path or b"/"),
+            _text(parsed.query or b""),
             self._headers,
             b"".join(self._body),
             parser.should_keep_alive(),
