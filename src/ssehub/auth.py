@@ -26,6 +26,7 @@ log = logging.getLogger("ssehub.auth")
 
 COOKIE = "mercureAuthorization"
 _JWKS_REFRESH = 300.0
+_VERIFIED_MAX = 4096
 _JWKS_RETRY = 10.0
 
 
@@ -94,6 +95,7 @@ class KeySet:
         self._url: str | None = None
         self._fetched = 0.0
         self._refreshing: asyncio.Task[None] | None = None
+        self.generation = 0  # bumped when the keys change, so remembered tokens are re-checked
         if spec.startswith(("http://", "https://")):
             self._url = spec
         elif spec.startswith("@"):
@@ -112,6 +114,7 @@ class KeySet:
     def _load_jwks(self, text: str) -> None:
         keys = jwt.PyJWKSet.from_json(text)
         self._jwks = {k.key_id or "": k for k in keys.keys}
+        self.generation += 1
 
     async def refresh(self) -> None:
         """Fetch a JWKS URL again (in a thread: urllib blocks)."""
@@ -180,6 +183,7 @@ class Authenticator:
         self.leeway = leeway
         self.audience = audience
         self.issuer = issuer
+        self._verified: dict[tuple[str, int, int], tuple[Claims, float]] = {}
 
     async def start(self) -> None:
         """Fetch JWKS URLs once before the first request."""
@@ -188,7 +192,28 @@ class Authenticator:
                 await keys.refresh()
 
     def verify(self, token: str, carrier: str, keys: KeySet) -> Claims:
-        """Check signature, algorithm and time/audience/issuer claims; 401 with the reason."""
+        """Check signature, algorithm and time/audience/issuer claims; 401 with the reason.
+
+        A token that verified once is remembered (bounded, first in first out) with its time
+        window: a publisher reusing one token pays for the signature once, not per publish.
+        Failures are never cached, so every refusal keeps its exact reason."""
+        cache_key = (token, id(keys), keys.generation)
+        cached = self._verified.get(cache_key)
+        if cached is not None:
+            claims, valid_from = cached
+            now = time.time()
+            if now + self.leeway >= valid_from and (
+                claims.expires is None or now - self.leeway < claims.expires
+            ):
+                return claims
+            del self._verified[cache_key]
+        claims, valid_from = self._verify(token, carrier, keys)
+        if len(self._verified) >= _VERIFIED_MAX:
+            del self._verified[next(iter(self._verified))]
+        self._verified[cache_key] = (claims, valid_from)
+        return claims
+
+    def _verify(self, token: str, carrier: str, keys: KeySet) -> tuple[Claims, float]:
         of = f"token from the {carrier}"
         try:
             payload = jwt.decode(
@@ -231,11 +256,13 @@ class Authenticator:
         if not isinstance(mercure, dict):
             raise forbidden(f"{of}: the mercure claim must be an object")
         exp = payload.get("exp")
-        return Claims(
+        nbf = payload.get("nbf")
+        claims = Claims(
             _selectors(mercure.get("publish"), "mercure.publish", of) or (),
             _selectors(mercure.get("subscribe"), "mercure.subscribe", of),
             float(exp) if isinstance(exp, int | float) else None,
         )
+        return claims, float(nbf) if isinstance(nbf, int | float) else 0.0
 
     def publisher(self, found: tuple[str, str] | None, topics: Iterable[str]) -> Claims:
         """Claims of a publisher allowed to publish to every topic, else 401/403."""

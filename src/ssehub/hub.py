@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 
 from .backends import Backend, Replay
@@ -23,6 +24,7 @@ from .topics import ALL, TopicMatcher, is_template
 log = logging.getLogger("ssehub.hub")
 
 _REPLAY_CHUNK = 64 * 1024
+_IMMEDIATE = 0.0005  # a fan-out cheaper than this never waits for company
 _ROUTE_CACHE_MAX = 10_000
 
 Preamble = Callable[[Replay | None], bytes]
@@ -91,6 +93,7 @@ class Hub:
         heartbeat: float = 15.0,
         max_buffer: int = 1 << 20,
         matcher: TopicMatcher | None = None,
+        max_coalesce: float = 0.005,
     ) -> None:
         self.backend = backend
         self.heartbeat = heartbeat
@@ -104,6 +107,10 @@ class Hub:
         self._everything: set[_View] = set()
         self._routes: dict[tuple[str, ...], tuple[_View, ...]] = {}
         self._dispatched = 0
+        self.max_coalesce = max_coalesce
+        self._outbox: list[StoredEvent] = []
+        self._flush_handle: asyncio.Handle | None = None
+        self._last_cost = 0.0
         self._pending: list[tuple[Event, asyncio.Future[StoredEvent]]] = []
         self._committing = False
         self._idle: asyncio.Event | None = None  # set by close() to hear the last commit end
@@ -127,6 +134,9 @@ class Hub:
         if self._committing:
             self._idle = asyncio.Event()
             await self._idle.wait()
+        if self._flush_handle is not None:  # what was acknowledged goes out before we stop
+            self._flush_handle.cancel()
+            self._flush()
         await self.backend.close()
 
     @property
@@ -179,9 +189,32 @@ class Hub:
     # -- fan-out -----------------------------------------------------------------------------
 
     def _deliver(self, events: Sequence[StoredEvent]) -> None:
-        """The backend's sink: route a batch of events to views, one write per subscriber."""
+        """The backend's sink: gather events for the next fan-out.
+
+        A fan-out costs one write per subscriber however many events it carries, so when the
+        last one took a while, the next waits as long (at most ``max_coalesce``) and carries
+        what arrived meanwhile. With few subscribers it runs at once; with many, at a steady
+        rate of events it keeps the writes per second, and so the latency, bounded."""
         if not events:
             return
+        self._outbox.extend(events)
+        if self._flush_handle is None:
+            assert self._loop is not None
+            delay = min(self._last_cost, self.max_coalesce)
+            if delay < _IMMEDIATE:
+                self._flush_handle = self._loop.call_soon(self._flush)
+            else:
+                self._flush_handle = self._loop.call_later(delay, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        events, self._outbox = self._outbox, []
+        started = time.perf_counter()
+        self._fan_out(events)
+        self._last_cost = time.perf_counter() - started
+
+    def _fan_out(self, events: Sequence[StoredEvent]) -> None:
+        """Route a batch of events to views; one write per subscriber."""
         touched: dict[_View, list[bytes]] = {}
         routes = self._routes
         for event in events:
