@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import secrets
 import socket
@@ -12,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import click
+import httpx
 import jwt
 
 from . import __version__
@@ -120,6 +123,156 @@ def serve(jwt_key: str | None, log_level: str, **options: Any) -> None:
     from .server import run
 
     run(settings, started=started)
+
+
+_DEFAULT_URL = "http://127.0.0.1:8000/.well-known/mercure"
+
+
+@main.command()
+@click.option(
+    "--url", default=_DEFAULT_URL, envvar="SSEHUB_URL", show_default=True, help="The hub's URL."
+)
+@click.option(
+    "--topic",
+    "topics",
+    multiple=True,
+    required=True,
+    help="Topic (repeat: the first is canonical, the others alternates).",
+)
+@click.option("--data", default=None, help="The update; read from standard input if omitted.")
+@click.option("--token", envvar="SSEHUB_TOKEN", help="Publisher JWT.")
+@click.option("--private", is_flag=True, help="Only for subscribers authorized for a topic.")
+@click.option("--id", "event_id", help="The event id (the hub makes one if omitted).")
+@click.option("--type", "event_type", help="The SSE event type.")
+@click.option("--retry", type=click.IntRange(min=0), help="The SSE retry field (ms).")
+def publish(
+    url: str,
+    topics: tuple[str, ...],
+    data: str | None,
+    token: str | None,
+    private: bool,
+    event_id: str | None,
+    event_type: str | None,
+    retry: int | None,
+) -> None:
+    """Publish one update to any Mercure hub and print its id."""
+    from .client import HubRefused
+    from .client import publish as send
+
+    body = sys.stdin.read() if data is None else data
+    try:
+        got = asyncio.run(
+            send(
+                url,
+                topics,
+                body,
+                token=token,
+                private=private,
+                id=event_id,
+                type=event_type,
+                retry=retry,
+            )
+        )
+    except HubRefused as refused:
+        raise click.ClickException(f"the hub refused: {refused}") from None
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"could not reach {url}: {exc}") from None
+    click.echo(got)
+
+
+@main.command()
+@click.option(
+    "--url", default=_DEFAULT_URL, envvar="SSEHUB_URL", show_default=True, help="The hub's URL."
+)
+@click.option(
+    "--topic",
+    "topics",
+    multiple=True,
+    required=True,
+    help="Topic selector: exact, URI template or * (repeatable).",
+)
+@click.option("--token", envvar="SSEHUB_TOKEN", help="Subscriber JWT.")
+@click.option("--last-event-id", help="Resume after this id ('earliest': all history).")
+@click.option("--count", type=click.IntRange(min=1), help="Stop after this many events.")
+def subscribe(
+    url: str,
+    topics: tuple[str, ...],
+    token: str | None,
+    last_event_id: str | None,
+    count: int | None,
+) -> None:
+    """Print events as JSON lines (id, type, data; a gap as {"gap": …}), reconnecting and
+    resuming until interrupted."""
+    from .client import Gap, HubRefused
+    from .client import subscribe as listen
+
+    async def run() -> None:
+        seen = 0
+        async for item in listen(url, topics, token=token, last_event_id=last_event_id):
+            line: dict[str, object]
+            if isinstance(item, Gap):
+                line = {
+                    "gap": {
+                        "requested": item.requested,
+                        "replayFrom": item.replay_from,
+                        "reason": item.reason,
+                    }
+                }
+            else:
+                line = {"id": item.id, "type": item.event, "data": item.data}
+            click.echo(json.dumps(line, ensure_ascii=False))
+            if not isinstance(item, Gap):
+                seen += 1
+                if count is not None and seen >= count:
+                    return
+
+    try:
+        asyncio.run(run())
+    except HubRefused as refused:
+        raise click.ClickException(f"the hub refused: {refused}") from None
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command()
+@click.option(
+    "--key",
+    envvar="SSEHUB_JWT_KEY",
+    required=True,
+    help="HMAC secret, or @PATH of a PEM private key.",
+)
+@click.option("--algorithm", default="HS256", show_default=True)
+@click.option("--publish", "publish_", multiple=True, help="Selector for mercure.publish.")
+@click.option("--subscribe", "subscribe_", multiple=True, help="Selector for mercure.subscribe.")
+@click.option("--expires-in", type=click.IntRange(min=1), help="Seconds until exp.")
+@click.option("--claim", multiple=True, help="Extra claim NAME=VALUE (aud, iss, sub…).")
+def token(
+    key: str,
+    algorithm: str,
+    publish_: tuple[str, ...],
+    subscribe_: tuple[str, ...],
+    expires_in: int | None,
+    claim: tuple[str, ...],
+) -> None:
+    """Mint a JWT for publishers and subscribers."""
+    import time
+    from pathlib import Path
+
+    mercure: dict[str, list[str]] = {}
+    if publish_:
+        mercure["publish"] = list(publish_)
+    if subscribe_:
+        mercure["subscribe"] = list(subscribe_)
+    claims: dict[str, object] = {"mercure": mercure}
+    if expires_in:
+        claims["exp"] = int(time.time()) + expires_in
+    for item in claim:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--claim")
+        claims[name] = value
+    secret = Path(key[1:]).read_text() if key.startswith("@") else key
+    click.echo(jwt.encode(claims, secret, algorithm=algorithm))
 
 
 def _shown_store(store: str) -> str:

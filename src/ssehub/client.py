@@ -1,0 +1,164 @@
+"""An asyncio client for any Mercure hub, on httpx: subscribe (reconnect, resume, gap signal)
+and publish.
+
+    async for item in subscribe("http://127.0.0.1:8000/.well-known/mercure", ["books/{id}"]):
+        if isinstance(item, Gap):
+            ...  # history no longer covered the resume point: re-fetch state
+        else:
+            print(item.id, item.data)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+import httpx
+
+from .mercure import GAP_EVENT
+from .sse import Decoder, ServerEvent
+
+log = logging.getLogger("ssehub.client")
+
+EARLIEST = "earliest"
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """The hub could not replay everything after ``requested``: events may have been lost."""
+
+    requested: str
+    replay_from: str | None
+    reason: str
+
+
+class HubRefused(Exception):
+    """The hub answered with a 4xx: retrying the same request would not help."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"{status}: {reason}")
+        self.status = status
+        self.reason = reason
+
+
+def _auth(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+async def publish(
+    url: str,
+    topics: str | Sequence[str],
+    data: str = "",
+    *,
+    token: str | None = None,
+    private: bool = False,
+    id: str | None = None,
+    type: str | None = None,
+    retry: int | None = None,
+    client: httpx.AsyncClient | None = None,
+) -> str:
+    """Publish one update; returns its id. Raises HubRefused on 4xx, httpx errors otherwise."""
+    form: list[tuple[str, str]] = [
+        ("topic", t) for t in ([topics] if isinstance(topics, str) else topics)
+    ]
+    form.append(("data", data))
+    if private:
+        form.append(("private", "on"))
+    for name, value in (("id", id), ("type", type), ("retry", retry)):
+        if value is not None:
+            form.append((name, str(value)))
+    own = client is None
+    http = client or httpx.AsyncClient(timeout=10)
+    try:
+        answer = await http.post(
+            url,
+            content=urlencode(form).encode(),
+            headers={**_auth(token), "Content-Type": "application/x-www-form-urlencoded"},
+        )
+    finally:
+        if own:
+            await http.aclose()
+    if 400 <= answer.status_code < 500:
+        raise HubRefused(answer.status_code, answer.text.strip())
+    answer.raise_for_status()
+    return answer.text
+
+
+async def subscribe(
+    url: str,
+    topics: str | Sequence[str],
+    *,
+    token: str | None = None,
+    last_event_id: str | None = None,
+    reconnect: bool = True,
+    retry: float = 3.0,
+    max_retry: float = 30.0,
+    client: httpx.AsyncClient | None = None,
+) -> AsyncIterator[ServerEvent | Gap]:
+    """Events of the given topic selectors, for as long as the caller iterates.
+
+    On a dropped connection it waits (the hub's ``retry`` field wins over ``retry``; doubling
+    up to ``max_retry`` while the hub stays away) and resumes with ``Last-Event-ID``. A gap —
+    the hub's ``ssehub.gap`` event, or a ``Last-Event-ID: earliest`` answer to a specific id
+    from another Mercure hub — is yielded as a :class:`Gap` before the replayed events.
+    """
+    params = httpx.QueryParams(
+        [("topic", t) for t in ([topics] if isinstance(topics, str) else topics)]
+    )
+    own = client is None
+    http = client or httpx.AsyncClient(timeout=httpx.Timeout(10, read=None))
+    delay = retry
+    try:
+        while True:
+            headers = {**_auth(token), "Accept": "text/event-stream", "Cache-Control": "no-store"}
+            if last_event_id:
+                headers["Last-Event-ID"] = last_event_id
+            try:
+                async with http.stream("GET", url, params=params, headers=headers) as answer:
+                    if 400 <= answer.status_code < 500:
+                        body = (await answer.aread()).decode("utf-8", "replace").strip()
+                        raise HubRefused(answer.status_code, body)
+                    answer.raise_for_status()
+                    delay = retry
+                    gap_said = False
+                    said = answer.headers.get("last-event-id")
+                    if last_event_id and said is not None and said != last_event_id:
+                        gap_said = True
+                        yield Gap(last_event_id, None, f"the hub answered Last-Event-ID: {said}")
+                    decoder = Decoder()
+                    async for chunk in answer.aiter_bytes():
+                        for event in decoder.feed(chunk):
+                            if event.event == GAP_EVENT:
+                                if not gap_said:
+                                    yield _gap(event, last_event_id)
+                                continue
+                            if event.id:
+                                last_event_id = event.id
+                            yield event
+                        if decoder.retry is not None:
+                            delay = retry = decoder.retry / 1000
+            except (httpx.TransportError, httpx.HTTPStatusError) as exc:
+                log.info("hub connection lost (%s); resuming in %.1fs", exc, delay)
+            if not reconnect:
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_retry)
+    finally:
+        if own:
+            await http.aclose()
+
+
+def _gap(event: ServerEvent, requested: str | None) -> Gap:
+    try:
+        notice = json.loads(event.data)
+    except ValueError:
+        notice = {}
+    return Gap(
+        str(notice.get("requested", requested or "")),
+        notice.get("replayFrom"),
+        str(notice.get("reason", "history no longer holds the requested id")),
+    )
