@@ -116,8 +116,8 @@ class HubProcess:
                 self.proc.wait()
 
 
-def start_hub(*args: str, key: str | None = KEY) -> HubProcess:
-    port = free_port()
+def start_hub(*args: str, key: str | None = KEY, port: int | None = None) -> HubProcess:
+    port = port or free_port()
     cmd = [sys.executable, "-m", "ssehub.cli", "serve", "--port", str(port), *args]
     if key is not None:
         cmd += ["--jwt-key", key]

@@ -25,6 +25,7 @@ log = logging.getLogger("ssehub.hub")
 
 _REPLAY_CHUNK = 64 * 1024
 _IMMEDIATE = 0.0005  # a fan-out cheaper than this never waits for company
+_OUTBOX_MAX = 4096  # events gathered for one fan-out at most
 _ROUTE_CACHE_MAX = 10_000
 
 Preamble = Callable[[Replay | None], bytes]
@@ -198,6 +199,11 @@ class Hub:
         if not events:
             return
         self._outbox.extend(events)
+        if len(self._outbox) >= _OUTBOX_MAX and self._flush_handle is not None:
+            self._flush_handle.cancel()  # enough company: go now rather than wait
+            self._flush_handle = None
+            self._flush()
+            return
         if self._flush_handle is None:
             assert self._loop is not None
             delay = min(self._last_cost, self.max_coalesce)
