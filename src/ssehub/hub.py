@@ -69,8 +69,7 @@ class _View:
                 sub.held_size += len(data)
                 if sub.held_size > hub.max_buffer:
                     log.info("dropping a subscriber whose replay fell behind the live stream")
-                    hub.detach(sub)
-                    sub.stream.abort()
+                    hub.drop_slow(sub)
         return len(writes)
 
     def beat(self) -> None:
@@ -102,6 +101,11 @@ class Hub:
         self.matcher = matcher or TopicMatcher()
         self.published = 0
         self.deliveries = 0
+        self.bytes_written = 0
+        self.subscriptions_total = 0
+        self.slow_dropped = 0
+        self.publish_failures = 0
+        self.on_append: Callable[[float], None] | None = None  # e.g. a latency histogram
         self._views: dict[ViewKey, _View] = {}
         self._exact: dict[str, set[_View]] = {}
         self._templates: dict[str, set[_View]] = {}
@@ -173,14 +177,18 @@ class Hub:
         self._loop.create_task(self._commit(batch))
 
     async def _commit(self, batch: list[tuple[Event, asyncio.Future[StoredEvent]]]) -> None:
+        started = time.perf_counter()
         try:
             stored = await self.backend.append([event for event, _ in batch])
         except Exception as exc:  # every publisher of the batch hears about it
+            self.publish_failures += len(batch)
             log.warning("backend refused a batch of %d events: %s", len(batch), exc)
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
         else:
+            if self.on_append is not None:
+                self.on_append(time.perf_counter() - started)
             self.published += len(stored)
             for (_, future), accepted in zip(batch, stored, strict=True):
                 if not future.done():
@@ -236,11 +244,14 @@ class Hub:
                 else:
                     chunks.append(event.wire)
         self._dispatched = events[-1].position
-        deliveries = 0
+        deliveries = written = 0
         for view, chunks in touched.items():
             data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            deliveries += view.send(data, self) * len(chunks)
+            writes = view.send(data, self)
+            deliveries += writes * len(chunks)
+            written += writes * len(data)
         self.deliveries += deliveries
+        self.bytes_written += written
 
     def _route(self, topics: tuple[str, ...]) -> tuple[_View, ...]:
         found: set[_View] = set(self._everything)
@@ -337,7 +348,14 @@ class Hub:
         sub.held, sub.held_size = [], 0
         view.waiting[sub] = None
         self._subscribers += 1
+        self.subscriptions_total += 1
         return view
+
+    def drop_slow(self, sub: Subscriber) -> None:
+        """Close a subscriber that cannot keep up; it resumes later from history."""
+        self.slow_dropped += 1
+        self.detach(sub)
+        sub.stream.abort()
 
     def detach(self, sub: Subscriber) -> None:
         """Forget ``sub``; safe to call more than once and from inside a fan-out."""

@@ -39,6 +39,11 @@ class MemoryBackend:
         self._sink = None
 
     @property
+    def retained(self) -> int:
+        """Events in history now."""
+        return len(self._history)
+
+    @property
     def last_id(self) -> str:
         return self._history[-1].id if self._history else EARLIEST
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from importlib import resources
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import jwt
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from ..auth import Authenticator, find_token, forbidden
 from ..backends import EARLIEST, Replay
@@ -17,6 +18,7 @@ from ..errors import HubError
 from ..events import Event, StoredEvent
 from ..hub import Hub
 from ..mercure import HUB_PATH, LINK, gap_notice, parse_publish, parse_subscribe, query_token
+from ..metrics import CONTENT_TYPE, Metrics
 from ..settings import Settings
 from ..sse import encode_comment
 from ..subscriber import Subscriber
@@ -58,6 +60,8 @@ class App:
             issuer=settings.jwt_issuer,
         )
         self.connections: set[HttpProtocol] = set()
+        self.rejections = {401: 0, 403: 0}
+        self.metrics = Metrics(hub, self._extra_metrics)
         self.per_address: dict[str, int] = {}
         self.all_closed: asyncio.Event | None = None  # set by the drain to hear the last close
         self._page: bytes | None = None
@@ -73,7 +77,24 @@ class App:
         try:
             return self._route(request, cors)
         except HubError as error:
+            self.count(error)
             return error_response(error, request.keep_alive, cors)
+
+    def count(self, error: HubError) -> None:
+        """Auth refusals, for the metrics."""
+        if error.status in self.rejections:
+            self.rejections[error.status] += 1
+
+    def _extra_metrics(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "ssehub_connections", "Open client connections.", value=len(self.connections)
+        )
+        family = CounterMetricFamily(
+            "ssehub_auth_rejections", "Requests refused by auth.", labels=["status"]
+        )
+        for status, count in self.rejections.items():
+            family.add_metric([str(status)], count)
+        yield family
 
     def _route(self, request: Request, cors: Headers) -> Pending:
         path, method = request.path, request.method
@@ -87,6 +108,10 @@ class App:
                 f"{method} not allowed here: GET subscribes, POST publishes",
                 (("Allow", "GET, POST, OPTIONS"),),
             )
+        if path == "/metrics":
+            if method not in ("GET", "HEAD"):
+                raise HubError(405, f"{method} not allowed on /metrics", (("Allow", "GET"),))
+            return response(200, self.metrics.render(), CONTENT_TYPE, keep_alive=request.keep_alive)
         if path in ("/healthz", "/readyz"):
             if method not in ("GET", "HEAD"):
                 raise HubError(405, f"{method} not allowed on {path}", (("Allow", "GET"),))
@@ -201,6 +226,7 @@ class App:
         try:
             return self._open_stream(request, conn, cors)
         except HubError as error:
+            self.count(error)
             raise HubError(error.status, error.reason, (*error.headers, *cors)) from None
 
     def _open_stream(

@@ -196,8 +196,7 @@ class HttpProtocol(asyncio.Protocol):
         if sub is not None and sub.held is None:
             # Live and past the bound: a slow consumer. Drop it rather than slow anyone.
             log.info("closing a slow subscriber (over %d unsent bytes)", self.app.hub.max_buffer)
-            self.app.hub.detach(sub)
-            self.abort()
+            self.app.hub.drop_slow(sub)
         else:
             if self._drain is None or self._drain.done():
                 self._drain = self.loop.create_future()
@@ -432,8 +431,7 @@ class HttpProtocol(asyncio.Protocol):
                     log.info(
                         "closing a subscriber that read nothing for %gs", settings.dispatch_timeout
                     )
-                    self.app.hub.detach(self.subscriber)
-                    transport.abort()
+                    self.app.hub.drop_slow(self.subscriber)
             else:
                 self._stuck_since = 0.0
             self._acked = acked

@@ -1,0 +1,66 @@
+"""Prometheus metrics, read from the hub's own counters when scraped: nothing on the hot path."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .hub import Hub
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class _HubCollector(Collector):
+    def __init__(self, hub: Hub, extra: Callable[[], Iterator[Metric]] | None) -> None:
+        self.hub = hub
+        self.extra = extra
+
+    def collect(self) -> Iterator[Metric]:
+        hub = self.hub
+        yield GaugeMetricFamily(
+            "ssehub_subscribers", "Subscribers connected now.", value=hub.subscriber_count
+        )
+        counters = [
+            ("ssehub_subscriptions", "Subscribers accepted since start.", hub.subscriptions_total),
+            ("ssehub_updates_published", "Updates accepted by the backend.", hub.published),
+            (
+                "ssehub_updates_failed",
+                "Updates the backend refused (answered 503).",
+                hub.publish_failures,
+            ),
+            ("ssehub_deliveries", "Events written to subscribers.", hub.deliveries),
+            ("ssehub_bytes_written", "Bytes written to subscribers by fan-out.", hub.bytes_written),
+            (
+                "ssehub_slow_consumers_closed",
+                "Subscribers closed for not keeping up.",
+                hub.slow_dropped,
+            ),
+        ]
+        for name, text, value in counters:
+            yield CounterMetricFamily(name, text, value=value)
+        retained = getattr(hub.backend, "retained", None)
+        if isinstance(retained, int):
+            yield GaugeMetricFamily("ssehub_history_events", "Events in history.", value=retained)
+        if self.extra is not None:
+            yield from self.extra()
+
+
+class Metrics:
+    """One registry per hub (no global state: several hubs may share a process)."""
+
+    def __init__(self, hub: Hub, extra: Callable[[], Iterator[Metric]] | None = None) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(_HubCollector(hub, extra))
+        append = Histogram(
+            "ssehub_backend_append_seconds",
+            "Time the backend took to accept one batch of publishes.",
+            registry=self.registry,
+            buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0),
+        )
+        hub.on_append = append.observe
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

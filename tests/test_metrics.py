@@ -1,0 +1,50 @@
+"""/metrics moves as events flow; /healthz and /readyz answer."""
+
+from __future__ import annotations
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from .support import HubProcess
+
+
+def scrape(hub: HubProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    answer = httpx.get(hub.base + "/metrics")
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/plain")
+    values = {}
+    for family in text_string_to_metric_families(answer.text):
+        for sample in family.samples:
+            values[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return values
+
+
+def test_metrics_follow_traffic(hub: HubProcess) -> None:
+    before = scrape(hub)
+    with hub.subscribe("urn:metrics") as one, hub.subscribe("urn:metrics") as two:
+        for i in range(3):
+            assert hub.publish("urn:metrics", f"m{i}").status_code == 200
+        one.events(3)
+        two.events(3)
+        during = scrape(hub)
+        assert during[("ssehub_subscribers", ())] >= 2
+    assert httpx.post(hub.url, data={"topic": "x"}).status_code == 401
+    after = scrape(hub)
+
+    def grew(name: str, labels: tuple[tuple[str, str], ...] = ()) -> float:
+        return after[(name, labels)] - before.get((name, labels), 0.0)
+
+    assert grew("ssehub_updates_published_total") == 3
+    assert grew("ssehub_deliveries_total") == 6
+    assert grew("ssehub_bytes_written_total") > 6 * len("data: m0\n\n")
+    assert grew("ssehub_subscriptions_total") == 2
+    assert grew("ssehub_auth_rejections_total", (("status", "401"),)) == 1
+    assert after[("ssehub_history_events", ())] >= 3
+    assert after[("ssehub_backend_append_seconds_count", ())] >= 1
+    assert after[("ssehub_connections", ())] >= 1
+
+
+def test_health(hub: HubProcess) -> None:
+    for path in ("/healthz", "/readyz"):
+        answer = httpx.get(hub.base + path)
+        assert (answer.status_code, answer.text) == (200, "ok\n")
