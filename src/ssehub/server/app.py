@@ -22,7 +22,7 @@ from ..metrics import CONTENT_TYPE, Metrics
 from ..settings import Settings
 from ..sse import encode_comment
 from ..subscriber import Subscriber
-from .http import Request, error_response, head, response
+from .http import Request, Response, error_response, response
 
 if TYPE_CHECKING:
     from .protocol import HttpProtocol, Pending
@@ -45,7 +45,8 @@ _STREAM_HEADERS = [
 class App:
     """The hub's HTTP face, shared by every connection of one server."""
 
-    Preamble = Callable[[Replay | None], bytes]
+    Preamble = Callable[[Replay | None], tuple[list[tuple[str, str]], bytes]]
+    """Headers and first body bytes of a stream, once its replay is known."""
 
     def __init__(self, settings: Settings, hub: Hub) -> None:
         self.settings = settings
@@ -139,7 +140,7 @@ class App:
             ("Vary", "Origin"),
         )
 
-    def _preflight(self, request: Request, cors: Headers) -> bytes:
+    def _preflight(self, request: Request, cors: Headers) -> Response:
         origin = request.headers.get("origin")
         if origin is None:
             raise HubError(
@@ -193,7 +194,7 @@ class App:
             self._check_cookie_origin(request)
         self.auth.publisher(found, event.topics)
         stored = self.hub.publish(event)
-        answer: asyncio.Future[bytes] = stored.get_loop().create_future()
+        answer: asyncio.Future[Response] = stored.get_loop().create_future()
         keep_alive = request.keep_alive
 
         def done(_: asyncio.Future[StoredEvent]) -> None:
@@ -206,7 +207,7 @@ class App:
     @staticmethod
     def published(
         stored: asyncio.Future[StoredEvent], keep_alive: bool, cors: Headers = ()
-    ) -> bytes:
+    ) -> Response:
         """The response to a publish once its backend has answered."""
         exc = stored.exception()
         if exc is not None:
@@ -253,14 +254,14 @@ class App:
         if self.settings.retry is not None:
             first += b"retry: %d\n\n" % self.settings.retry
 
-        def preamble(replay: Replay | None) -> bytes:
+        def preamble(replay: Replay | None) -> tuple[list[tuple[str, str]], bytes]:
             stream_headers = [*_STREAM_HEADERS, *cors]
             gap = b""
             if requested is not None and replay is not None:
                 stream_headers.append(("Last-Event-ID", requested if replay.found else EARLIEST))
                 if not replay.found:
                     gap = gap_notice(requested, replay)
-            return head(200, stream_headers, None, keep_alive=False) + first + gap
+            return stream_headers, first + gap
 
         expires = None
         if claims is not None and claims.expires is not None:
@@ -287,7 +288,7 @@ class App:
             mint(self.settings.publisher_jwt_key, {"publish": [DEMO_TOPIC]}),
         )
 
-    def _demo_page(self, request: Request) -> bytes:
+    def _demo_page(self, request: Request) -> Response:
         if self._page is None:
             self._page = resources.files("ssehub").joinpath("static/index.html").read_bytes()
         sub_token, publish_token = self._demo_tokens()

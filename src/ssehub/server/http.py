@@ -39,21 +39,33 @@ def head(
     return b"".join(lines)
 
 
+@dataclass(slots=True)
+class Response:
+    """A complete answer; the standalone server encodes it, the ASGI face sends its parts."""
+
+    status: int
+    body: bytes
+    headers: list[tuple[str, str]]
+    keep_alive: bool = True
+
+    def encode(self) -> bytes:
+        return head(self.status, self.headers, len(self.body), self.keep_alive) + self.body
+
+
 def response(
     status: int,
     body: bytes,
     content_type: str = "text/plain; charset=utf-8",
     headers: tuple[tuple[str, str], ...] = (),
     keep_alive: bool = True,
-) -> bytes:
+) -> Response:
     """A complete response with a body."""
-    all_headers = [("Content-Type", content_type), *headers]
-    return head(status, all_headers, len(body), keep_alive) + body
+    return Response(status, body, [("Content-Type", content_type), *headers], keep_alive)
 
 
 def error_response(
     error: HubError, keep_alive: bool, extra: tuple[tuple[str, str], ...] = ()
-) -> bytes:
+) -> Response:
     """The one place a refused request becomes bytes: status, one-line reason, its headers."""
     return response(
         error.status,

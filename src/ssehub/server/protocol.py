@@ -16,10 +16,13 @@ from typing import TYPE_CHECKING, cast
 import httptools
 
 from ..errors import HubError
-from .http import Request, error_response
+from .http import Request, Response, error_response, head
 from .tcpinfo import progress
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ..backends import Replay
     from ..subscriber import Subscriber
     from .app import App
 
@@ -27,7 +30,7 @@ log = logging.getLogger("ssehub.server")
 
 if TYPE_CHECKING:
     # An answer: ready bytes, or a publish waiting for its backend.
-    Pending = asyncio.Future[bytes] | bytes
+    Pending = asyncio.Future[Response] | Response
 
 _REPLAY_HIGH_WATER = 256 * 1024
 
@@ -136,7 +139,7 @@ class HttpProtocol(asyncio.Protocol):
                 app.per_address[address] = count
                 self._address = address
         if refusal is not None:
-            self.transport.write(error_response(refusal, keep_alive=False))
+            self.transport.write(error_response(refusal, keep_alive=False).encode())
             self._linger()
             return
         self._parser = httptools.HttpRequestParser(self)
@@ -308,7 +311,7 @@ class HttpProtocol(asyncio.Protocol):
             self._paused_reading = False
             self.transport.resume_reading()
 
-    def _answered(self, _: asyncio.Future[bytes]) -> None:
+    def _answered(self, _: asyncio.Future[Response]) -> None:
         self._flush_answers()
         if self._queue:
             self._process()
@@ -319,10 +322,10 @@ class HttpProtocol(asyncio.Protocol):
         keep_alive = True
         while inflight and keep_alive:
             front, front_keep_alive = inflight[0]
-            if isinstance(front, bytes):
-                out.append(front)
+            if isinstance(front, Response):
+                out.append(front.encode())
             elif front.done():
-                out.append(front.result())
+                out.append(front.result().encode())
             else:
                 break
             inflight.popleft()
@@ -352,7 +355,7 @@ class HttpProtocol(asyncio.Protocol):
             self._flush_answers()
             return
         assert self.transport is not None
-        self.transport.write(error_response(error, keep_alive=False))
+        self.transport.write(error_response(error, keep_alive=False).encode())
         self._linger()
 
     def _linger(self) -> None:
@@ -389,10 +392,15 @@ class HttpProtocol(asyncio.Protocol):
         if self.app.settings.write_timeout:
             self._stream_end = self.loop.time() + self.app.settings.write_timeout
         self._deadline = 0.0
-        self._starting = self.loop.create_task(self._run_stream(sub, last_event_id, preamble))
+
+        def framed(replay: Replay | None) -> bytes:
+            headers, first = preamble(replay)
+            return head(200, headers, None, keep_alive=False) + first
+
+        self._starting = self.loop.create_task(self._run_stream(sub, last_event_id, framed))
 
     async def _run_stream(
-        self, sub: Subscriber, last_event_id: str | None, preamble: App.Preamble
+        self, sub: Subscriber, last_event_id: str | None, preamble: Callable[[Replay | None], bytes]
     ) -> None:
         try:
             await self.app.hub.subscribe(sub, last_event_id, preamble)
@@ -401,7 +409,7 @@ class HttpProtocol(asyncio.Protocol):
         except HubError as error:  # raised before the stream's head was written
             log.warning("refusing a subscriber: %s", error.reason)
             if self.transport is not None and not self._closed:
-                self.transport.write(error_response(error, keep_alive=False))
+                self.transport.write(error_response(error, keep_alive=False).encode())
                 self.transport.close()
             return
         if not self._closed and self.transport is not None:
@@ -439,7 +447,7 @@ class HttpProtocol(asyncio.Protocol):
         if self._deadline and now >= self._deadline and not self._inflight:
             if self._mid_request:
                 error = HubError(408, f"request not received within {settings.head_timeout:g}s")
-                transport.write(error_response(error, keep_alive=False))
+                transport.write(error_response(error, keep_alive=False).encode())
             transport.close()
 
     def _end_stream(self, why: str) -> None:
