@@ -21,7 +21,7 @@ from ..mercure import HUB_PATH, LINK, gap_notice, parse_publish, parse_subscribe
 from ..metrics import CONTENT_TYPE, Metrics
 from ..settings import Settings
 from ..sse import encode_comment
-from ..subscriber import Subscriber
+from ..subscriber import Stream, Subscriber
 from .http import Request, Response, error_response, response
 
 if TYPE_CHECKING:
@@ -219,19 +219,23 @@ class App:
     # -- subscribing ---------------------------------------------------------------------------
 
     def open_stream(
-        self, request: Request, conn: HttpProtocol
+        self, request: Request, conn: Stream, write: Callable[[bytes], None] | None = None
     ) -> tuple[Subscriber, str | None, Preamble, float | None]:
         """Check a subscribe request; return the subscriber, its resume point, its preamble
         and the seconds until its token expires. Raises HubError (with CORS headers)."""
         cors = self.cors(request)
         try:
-            return self._open_stream(request, conn, cors)
+            return self._open_stream(request, conn, write, cors)
         except HubError as error:
             self.count(error)
             raise HubError(error.status, error.reason, (*error.headers, *cors)) from None
 
     def _open_stream(
-        self, request: Request, conn: HttpProtocol, cors: Headers
+        self,
+        request: Request,
+        conn: Stream,
+        write: Callable[[bytes], None] | None,
+        cors: Headers,
     ) -> tuple[Subscriber, str | None, Preamble, float | None]:
         headers = request.headers
         wanted = parse_subscribe(
@@ -247,8 +251,7 @@ class App:
         allowed = None
         if claims is not None and claims.subscribe is not None:
             allowed = frozenset(claims.subscribe)
-        assert conn.transport is not None
-        sub = Subscriber(conn, wanted.topics, allowed, write=conn.transport.write)
+        sub = Subscriber(conn, wanted.topics, allowed, write=write)
         requested = wanted.last_event_id
         first = encode_comment()
         if self.settings.retry is not None:

@@ -375,7 +375,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def _start_stream(self, request: Request) -> None:
         try:
-            opened = self.app.open_stream(request, self)
+            assert self.transport is not None
+            opened = self.app.open_stream(request, self, self.transport.write)
         except HubError as error:
             self._inflight.append((error_response(error, request.keep_alive), request.keep_alive))
             self._flush_answers()
