@@ -229,8 +229,9 @@ class HubApp:
             await app.hub.subscribe(sub, last_event_id, first_bytes)
         except HubError as error:
             sender.cancel()
-            await _send(send, error_response(error, True))
             watcher.cancel()
+            app.stream_closed(sub)
+            await _send(send, error_response(error, True))
             return
         except ConnectionResetError:
             pass
@@ -239,6 +240,7 @@ class HubApp:
         finally:
             stream.abort()
             app.hub.detach(sub)
+            app.stream_closed(sub)
             if expiry is not None:
                 expiry.cancel()
             watcher.cancel()

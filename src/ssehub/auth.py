@@ -37,6 +37,7 @@ class Claims:
     publish: tuple[str, ...]
     subscribe: tuple[str, ...] | None
     expires: float | None
+    payload: object = None  # mercure.payload, shown in subscription events
 
 
 def _challenge(error: str | None, reason: str) -> tuple[tuple[str, str], ...]:
@@ -261,6 +262,7 @@ class Authenticator:
             _selectors(mercure.get("publish"), "mercure.publish", of) or (),
             _selectors(mercure.get("subscribe"), "mercure.subscribe", of),
             float(exp) if isinstance(exp, int | float) else None,
+            mercure.get("payload"),
         )
         return claims, float(nbf) if isinstance(nbf, int | float) else 0.0
 

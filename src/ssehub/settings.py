@@ -35,6 +35,9 @@ class Settings:
         1, "Processes sharing the port (SO_REUSEPORT); needs a shared store.", "server"
     )
     demo: bool = _opt(True, "Serve the demo page and its clock at /.", "server")
+    subscriptions: bool = _opt(
+        False, "Publish subscription events and serve the Mercure subscriptions API.", "server"
+    )
     # -- auth -------------------------------------------------------------------------------
     publisher_jwt_key: str | None = _opt(
         None,

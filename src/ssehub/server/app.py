@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable, Iterator
 from importlib import resources
@@ -22,6 +23,8 @@ from ..metrics import CONTENT_TYPE, Metrics
 from ..settings import Settings
 from ..sse import encode_comment
 from ..subscriber import Stream, Subscriber
+from ..subscriptions import PREFIX as SUBSCRIPTIONS
+from ..subscriptions import Subscriptions
 from .http import Request, Response, error_response, response
 
 if TYPE_CHECKING:
@@ -62,6 +65,8 @@ class App:
         )
         self.connections: set[HttpProtocol] = set()
         self.rejections = {401: 0, 403: 0}
+        self.subscriptions = Subscriptions(hub) if settings.subscriptions else None
+        self._subscriber_ids: dict[Subscriber, str] = {}
         self.metrics = Metrics(hub, self._extra_metrics)
         self.per_address: dict[str, int] = {}
         self.all_closed: asyncio.Event | None = None  # set by the drain to hear the last close
@@ -109,6 +114,12 @@ class App:
                 f"{method} not allowed here: GET subscribes, POST publishes",
                 (("Allow", "GET, POST, OPTIONS"),),
             )
+        if self.subscriptions is not None and path.startswith(SUBSCRIPTIONS):
+            if method != "GET":
+                raise HubError(
+                    405, f"{method} not allowed on the subscriptions API", (("Allow", "GET"),)
+                )
+            return self._subscriptions(request, cors)
         if path == "/metrics":
             if method not in ("GET", "HEAD"):
                 raise HubError(405, f"{method} not allowed on /metrics", (("Allow", "GET"),))
@@ -122,6 +133,32 @@ class App:
                 raise HubError(405, f"{method} not allowed on the demo page", (("Allow", "GET"),))
             return self._demo_page(request)
         raise HubError(404, f"no such path {path!r}: the hub is at {HUB_PATH}")
+
+    def _subscriptions(self, request: Request, cors: Headers) -> Response:
+        """The subscriptions API; the URL must match one of the token's mercure.subscribe."""
+        assert self.subscriptions is not None
+        headers = request.headers
+        found = find_token(
+            headers.get("authorization"),
+            query_token(request.query),
+            headers.get("cookie"),
+            self.settings.cookie_name,
+        )
+        claims = self.auth.subscriber(found, anonymous=False)
+        assert claims is not None
+        selectors = claims.subscribe or ()
+        if not any(self.hub.matcher.match(s, request.path) for s in selectors):
+            raise forbidden(f"mercure.subscribe does not cover {request.path!r}")
+        body = json.dumps(self.subscriptions.answer(request.path)).encode()
+        return response(
+            200, body, "application/ld+json", headers=cors, keep_alive=request.keep_alive
+        )
+
+    def stream_closed(self, sub: Subscriber) -> None:
+        """A stream ended: announce the end of its subscriptions."""
+        subscriber = self._subscriber_ids.pop(sub, None)
+        if subscriber is not None and self.subscriptions is not None:
+            self.subscriptions.closed(subscriber)
 
     # -- CORS and CSRF -------------------------------------------------------------------------
 
@@ -269,6 +306,9 @@ class App:
         expires = None
         if claims is not None and claims.expires is not None:
             expires = max(0.0, claims.expires - time.time())
+        if self.subscriptions is not None:
+            payload = claims.payload if claims is not None else None
+            self._subscriber_ids[sub] = self.subscriptions.opened(wanted.topics, payload)
         return sub, requested, preamble, expires
 
     # -- the demo ------------------------------------------------------------------------------

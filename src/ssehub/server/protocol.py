@@ -158,6 +158,7 @@ class HttpProtocol(asyncio.Protocol):
             self._address = None
         if self.subscriber is not None:
             self.app.hub.detach(self.subscriber)
+            self.app.stream_closed(self.subscriber)
         if self._expiry is not None:
             self._expiry.cancel()
         if self._starting is not None and not self._starting.done():
