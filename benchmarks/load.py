@@ -17,7 +17,9 @@ import json
 import multiprocessing as mp
 import os
 import resource
+import socket
 import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
@@ -159,10 +161,12 @@ class _Pub(asyncio.Protocol):
             if head_end < 0:
                 break
             head = self.buffer[:head_end]
-            length_at = head.find(b"Content-Length: ")
-            length = (
-                int(head[length_at + 16 : head.find(b"\r\n", length_at)]) if length_at >= 0 else 0
-            )
+            lowered = head.lower()
+            length_at = lowered.find(b"content-length: ")
+            length = 0
+            if length_at >= 0:
+                line_end = lowered.find(b"\r\n", length_at)
+                length = int(head[length_at + 16 : line_end if line_end >= 0 else None])
             if len(self.buffer) < head_end + 4 + length:
                 break
             if not head.startswith(b"HTTP/1.1 200"):
@@ -238,7 +242,50 @@ class Publisher:
 # -- orchestration -------------------------------------------------------------------------------
 
 
+def launch_asgi(args: argparse.Namespace, port: int) -> subprocess.Popen[bytes]:
+    """The same hub as an ASGI app under uvicorn (httptools, uvloop), to measure the face."""
+    env = {
+        **os.environ,
+        "SSEHUB_JWT_KEY": KEY,
+        "SSEHUB_ANONYMOUS": "1",
+        "SSEHUB_HEARTBEAT": "0",
+        "SSEHUB_HISTORY_SIZE": "1000",
+        "SSEHUB_MAX_WRITE_BUFFER": str(64 << 20),
+        "SSEHUB_STORE": args.store,
+    }
+    uvicorn = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        "ssehub.asgi:from_env",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--backlog",
+        "4096",
+    ]
+    cmd = ["taskset", "-c", str(args.hub_cpu), *uvicorn] if args.hub_cpu is not None else uvicorn
+    hub = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return hub
+        except OSError:
+            time.sleep(0.05)
+    hub.kill()
+    raise RuntimeError("uvicorn did not start")
+
+
 def launch(args: argparse.Namespace, port: int) -> subprocess.Popen[bytes]:
+    if args.face == "asgi":
+        return launch_asgi(args, port)
     serve = [
         "--anonymous",
         "--no-demo",
@@ -384,6 +431,12 @@ def main() -> None:
     parser.add_argument("--hub-cpu", type=int, default=0)
     parser.add_argument("--load-cpu", type=int, default=1)
     parser.add_argument("--store", default="memory")
+    parser.add_argument(
+        "--face",
+        choices=["server", "asgi"],
+        default="server",
+        help="the standalone server, or the ASGI app under uvicorn",
+    )
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--hub-arg", action="append", default=[], help="extra serve argument")
     parser.add_argument("--json", type=Path)

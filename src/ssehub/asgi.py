@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -27,6 +28,7 @@ from .mercure import HUB_PATH
 from .server.app import App
 from .server.http import Request, Response, error_response
 from .settings import Settings
+from .settings import from_env as settings_from_env
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -246,6 +248,14 @@ class HubApp:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError, OSError):
                 await sender
+
+
+def from_env() -> HubApp:
+    """A HubApp configured by ``SSEHUB_*`` variables, for ``uvicorn --factory``:
+
+    SSEHUB_JWT_KEY=... uvicorn --factory ssehub.asgi:from_env
+    """
+    return HubApp(settings_from_env(os.environ, demo=False))
 
 
 async def _send(send: Send, answer: Response) -> None:

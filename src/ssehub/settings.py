@@ -7,6 +7,7 @@ generated from the same place, so a default lives here and nowhere else.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
@@ -125,6 +126,31 @@ class Settings:
             value = getattr(self, f.name)
             if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
                 raise ValueError(f"{f.name} must be >= 0, got {value}")
+
+
+def from_env(environ: Mapping[str, str], **overrides: Any) -> Settings:
+    """Settings from ``SSEHUB_<NAME>`` variables (``SSEHUB_JWT_KEY`` sets both keys)."""
+    values: dict[str, Any] = {}
+    both = environ.get("SSEHUB_JWT_KEY")
+    if both:
+        values["publisher_jwt_key"] = values["subscriber_jwt_key"] = both
+    for f in fields(Settings):
+        raw = environ.get("SSEHUB_" + f.name.upper())
+        if raw is None:
+            continue
+        kind = str(f.type)
+        if kind == "bool":
+            values[f.name] = raw.strip().lower() in ("1", "true", "yes", "on")
+        elif kind.startswith("int"):
+            values[f.name] = int(raw)
+        elif kind == "float":
+            values[f.name] = float(raw)
+        elif kind.startswith("tuple"):
+            values[f.name] = tuple(p.strip() for p in raw.split(",") if p.strip())
+        else:
+            values[f.name] = raw
+    values.update(overrides)
+    return Settings(**values)
 
 
 def defaults() -> dict[str, Any]:
