@@ -13,9 +13,10 @@ from dataclasses import fields
 from typing import Any
 from urllib.parse import urlsplit
 
-import click
 import httpx
 import jwt
+import rich_click as click
+from rich_click.utils import OptionGroupDict
 
 from . import __version__
 from .settings import Settings
@@ -60,6 +61,20 @@ def settings_options(command: Callable[..., Any]) -> Callable[..., Any]:
             )
         command = option(command)
     return command
+
+
+def _option_groups() -> list[OptionGroupDict]:
+    """``serve --help`` in panels, one per Settings group."""
+    panels: dict[str, list[str]] = {}
+    for f in fields(Settings):
+        panels.setdefault(f.metadata["group"], []).append("--" + f.name.replace("_", "-"))
+    panels["auth"].insert(0, "--jwt-key")
+    return [
+        OptionGroupDict(name=name.capitalize(), options=options) for name, options in panels.items()
+    ]
+
+
+click.rich_click.OPTION_GROUPS = {"ssehub serve": _option_groups()}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
