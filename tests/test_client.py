@@ -196,7 +196,7 @@ def test_cli_publish_subscribe_and_token(hub: HubProcess) -> None:
         out, _ = listener.communicate(timeout=20)
     finally:
         listener.kill()
-    lines = [json.loads(line) for line in out.splitlines()]
+    lines = [json.loads(line) for line in out.splitlines()]  # stdin lost its final newline
     assert lines == [
         {"id": first.stdout.strip(), "type": "note", "data": "one"},
         {"id": second.stdout.strip(), "type": "message", "data": "two\nlines"},

@@ -92,3 +92,12 @@ def test_subscribe_refusals() -> None:
     assert missing.value.status == 400
     with pytest.raises(HubError, match="too many topics"):
         parse_subscribe(urlencode([("topic", str(i)) for i in range(11)]), None, 10)
+
+
+def test_configuration_reference_is_current() -> None:
+    from pathlib import Path
+
+    from ssehub.config_docs import render
+
+    page = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
+    assert page.read_text() == render(), "run: python -m ssehub.config_docs > docs/configuration.md"

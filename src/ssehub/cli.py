@@ -174,7 +174,7 @@ def publish(
     from .client import HubRefused
     from .client import publish as send
 
-    body = sys.stdin.read() if data is None else data
+    body = sys.stdin.read().removesuffix("\n") if data is None else data
     try:
         got = asyncio.run(
             send(

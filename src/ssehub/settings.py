@@ -35,7 +35,11 @@ class Settings:
     workers: int = _opt(
         1, "Processes sharing the port (SO_REUSEPORT); needs a shared store.", "server"
     )
-    demo: bool = _opt(True, "Serve the demo page and its clock at /.", "server")
+    demo: bool = _opt(
+        True,
+        "Serve the demo page and its clock at / (serve: on only when it made its key).",
+        "server",
+    )
     subscriptions: bool = _opt(
         False, "Publish subscription events and serve the Mercure subscriptions API.", "server"
     )
