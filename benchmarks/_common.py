@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from ssehub.bench import proc_cpu_s, rss_kib
+
+__all__ = [
+    "HUB_PATH",
+    "KEY",
+    "free_port",
+    "hub_pids",
+    "proc_cpu_s",
+    "rss_kib",
+    "start_hub",
+    "stop_hub",
+]
 
 KEY = "bench-key-0123456789-0123456789-0123456789"
 HUB_PATH = "/.well-known/mercure"
@@ -18,26 +30,6 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
-
-
-def proc_cpu_s(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def rss_kib(pids: list[int]) -> int:
-    total = 0
-    for pid in pids:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1])
-    return total
 
 
 def hub_pids(root: int) -> list[int]:

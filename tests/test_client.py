@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import tempfile
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import jwt
 import pytest
@@ -207,3 +209,40 @@ def test_cli_publish_subscribe_and_token(hub: HubProcess) -> None:
     assert refused.returncode != 0
     assert "403" in refused.stderr
     assert "urn:other" in refused.stderr
+
+
+def test_cli_bench_measures_a_real_hub(hub: HubProcess) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = f"{tmp}/bench.json"
+        done = cli(
+            "bench",
+            "--url",
+            hub.url,
+            "--token",
+            hub.publisher_token,
+            "--topic",
+            "urn:bench:test",
+            "--subscribers",
+            "20",
+            "--rate",
+            "200",
+            "--duration",
+            "1",
+            "--warmup",
+            "0",
+            "--hub-pid",
+            str(hub.proc.pid),
+            "--json",
+            out,
+            "--plot",
+            f"{tmp}/bench.png",
+        )
+        assert done.returncode == 0, done.stderr
+        [row] = json.loads(Path(out).read_text())
+        assert os.path.getsize(f"{tmp}/bench.png") > 10_000
+    assert row["published"] > 100
+    assert row["delivered"] == row["published"] * 20
+    assert row["delivery_ratio"] == 1.0
+    assert 0 < row["latency_ms"]["p50"] < 1000
+    assert row["hub_rss_kib"] > 0
+    assert "ratio 1.0000" in done.stdout

@@ -1,0 +1,463 @@
+"""``ssehub bench``: fan-out load for ssehub, any Mercure hub, or (raw mode) any SSE server.
+
+N subscribers (in several processes if asked) on one topic and a publisher at a fixed rate or
+as fast as answers come back (a window of pipelined requests per connection). Each payload
+starts with the publisher's ``time.monotonic_ns()``, so subscribers measure latency (one sample
+per received chunk: its oldest event). Subscribers count events with ``bytes.count`` only, so
+the load stays cheap; the report gives its CPU and says when it saturated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import os
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import cast
+from urllib.parse import quote, urlsplit
+
+import uvloop
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where to subscribe and publish. ``publish_body`` turns a payload into a request body."""
+
+    host: str
+    port: int
+    subscribe_path: str
+    publish_path: str
+    publish_body: Callable[[bytes], bytes]
+    content_type: str
+    token: str | None = None
+    hub_pids: tuple[int, ...] = ()
+
+    @classmethod
+    def mercure(cls, url: str, topic: str, token: str | None, pids: tuple[int, ...] = ()) -> Target:
+        """A Mercure hub at ``url`` (…/.well-known/mercure)."""
+        parts = urlsplit(url)
+        prefix = b"topic=" + quote(topic, safe="").encode() + b"&data="
+        return cls(
+            parts.hostname or "127.0.0.1",
+            parts.port or 80,
+            f"{parts.path}?topic={quote(topic, safe='')}",
+            parts.path,
+            lambda payload: prefix + payload,
+            "application/x-www-form-urlencoded",
+            token,
+            pids,
+        )
+
+    @classmethod
+    def raw(cls, subscribe_url: str, publish_url: str, pids: tuple[int, ...] = ()) -> Target:
+        """Any SSE server: GET ``subscribe_url`` streams, POST ``publish_url`` (body = data)."""
+        sub, pub = urlsplit(subscribe_url), urlsplit(publish_url)
+        return cls(
+            sub.hostname or "127.0.0.1",
+            sub.port or 80,
+            sub.path + (f"?{sub.query}" if sub.query else ""),
+            pub.path + (f"?{pub.query}" if pub.query else ""),
+            lambda payload: payload,
+            "text/plain",
+            None,
+            pids,
+        )
+
+
+@dataclass
+class Options:
+    subscribers: int = 1000
+    client_procs: int = 1
+    rate: float = 0.0
+    window: int = 64
+    conns: int = 4
+    payload: int = 100
+    duration: float = 10.0
+    warmup: float = 2.0
+    load_cpu: int | None = None
+
+
+@dataclass
+class Result:
+    """What one run measured (``asdict`` gives the JSON)."""
+
+    subscribers: int
+    payload: int
+    rate: float
+    window_s: float = 0.0
+    published: int = 0
+    publish_errors: int = 0
+    publishes_per_s: float = 0.0
+    delivered: int = 0
+    deliveries_per_s: float = 0.0
+    delivery_ratio: float = 0.0
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    latency_samples: list[float] = field(default_factory=list, repr=False)
+    connect_per_s: float = 0.0
+    hub_cpu_pct: float = 0.0
+    hub_rss_kib: int = 0
+    hub_rss_per_sub_bytes: float = 0.0
+    load_cpu_pct: float = 0.0
+    saturated_load: bool = False
+
+
+def proc_cpu_s(pids: tuple[int, ...] | list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def rss_kib(pids: tuple[int, ...] | list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+        except FileNotFoundError:
+            continue
+        total += sum(int(line.split()[1]) for line in lines if line.startswith("VmRSS:"))
+    return total
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# -- subscribers (child processes) ---------------------------------------------------------------
+
+
+@dataclass
+class _SubState:
+    connected: int = 0
+    counting: bool = False
+    events: int = 0
+    chunks: int = 0
+    latencies: list[float] = field(default_factory=list)
+
+
+class _Sub(asyncio.Protocol):
+    __slots__ = ("head_done", "request", "state", "tail")
+
+    def __init__(self, state: _SubState, request: bytes) -> None:
+        self.state = state
+        self.request = request
+        self.tail = b""
+        self.head_done = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        cast(asyncio.Transport, transport).write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        state = self.state
+        if not self.head_done:
+            head_end = data.find(b"\r\n\r\n")
+            if head_end < 0:
+                return
+            self.head_done = True
+            state.connected += 1
+            data = data[head_end + 4 :]
+        if not state.counting:
+            self.tail = data[-1:]
+            return
+        state.events += (self.tail + data).count(b"\n\n")
+        self.tail = data[-1:]
+        state.chunks += 1
+        at = data.find(b"data: ")
+        if at >= 0 and len(data) >= at + 26 and len(state.latencies) < 200_000:
+            digits = data[at + 6 : at + 26]
+            if digits.isdigit():
+                state.latencies.append((time.monotonic_ns() - int(digits)) / 1e6)
+
+
+def _subscriber_process(target: Target, count: int, cpu: int | None, pipe: Connection) -> None:
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+    state = _SubState()
+    auth = f"Authorization: Bearer {target.token}\r\n" if target.token else ""
+    request = (
+        f"GET {target.subscribe_path} HTTP/1.1\r\nHost: {target.host}\r\n{auth}"
+        "Accept: text/event-stream\r\n\r\n"
+    ).encode()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        for _ in range(count):
+            await loop.create_connection(lambda: _Sub(state, request), target.host, target.port)
+        while state.connected < count:
+            await asyncio.sleep(0.01)
+        pipe.send(("connected", time.monotonic() - started))
+        while True:
+            while not pipe.poll():
+                await asyncio.sleep(0.005)
+            command = pipe.recv()
+            if command == "start":
+                state.counting, state.events, state.chunks = True, 0, 0
+                state.latencies.clear()
+            elif command == "count":
+                pipe.send(state.events)
+            elif command == "stop":
+                usage = resource.getrusage(resource.RUSAGE_SELF)
+                pipe.send((state.events, state.latencies, usage.ru_utime + usage.ru_stime))
+                return
+
+    uvloop.run(main())
+
+
+# -- publisher -----------------------------------------------------------------------------------
+
+
+class _Pub(asyncio.Protocol):
+    def __init__(self, owner: _Publisher) -> None:
+        self.owner = owner
+        self.buffer = b""
+        self.transport: asyncio.Transport | None = None
+        self.in_flight = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        answered = 0
+        while True:
+            head_end = self.buffer.find(b"\r\n\r\n")
+            if head_end < 0:
+                break
+            head = self.buffer[:head_end]
+            lowered = head.lower()
+            at = lowered.find(b"content-length: ")
+            length = 0
+            if at >= 0:
+                end = lowered.find(b"\r\n", at)
+                length = int(head[at + 16 : end if end >= 0 else None])
+            if len(self.buffer) < head_end + 4 + length:
+                break
+            if not head[9:12].startswith(b"2"):
+                self.owner.errors += 1
+            self.buffer = self.buffer[head_end + 4 + length :]
+            answered += 1
+        if answered:
+            self.in_flight -= answered
+            self.owner.acked += answered
+            if self.owner.running and self.owner.rate == 0:
+                self.owner.send(self, self.owner.window - self.in_flight)
+
+
+class _Publisher:
+    def __init__(self, target: Target, options: Options) -> None:
+        self.target = target
+        self.payload, self.window = options.payload, options.window
+        auth = f"Authorization: Bearer {target.token}\r\n" if target.token else ""
+        self.head = (
+            f"POST {target.publish_path} HTTP/1.1\r\nHost: {target.host}\r\n{auth}"
+            f"Content-Type: {target.content_type}\r\n"
+        ).encode()
+        self.pubs: list[_Pub] = []
+        self.sent = self.acked = self.errors = 0
+        self.running = False
+        self.rate = 0.0
+
+    def request(self) -> bytes:
+        data = b"%020d" % time.monotonic_ns() + b"x" * max(0, self.payload - 20)
+        body = self.target.publish_body(data)
+        return self.head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+    async def connect(self, conns: int) -> None:
+        loop = asyncio.get_running_loop()
+        for _ in range(conns):
+            _, pub = await loop.create_connection(
+                lambda: _Pub(self), self.target.host, self.target.port
+            )
+            self.pubs.append(pub)
+
+    def send(self, pub: _Pub, n: int) -> None:
+        if n <= 0 or pub.transport is None:
+            return
+        pub.transport.write(b"".join(self.request() for _ in range(n)))
+        pub.in_flight += n
+        self.sent += n
+
+    async def run(self, rate: float, seconds: float) -> None:
+        self.rate, self.running = rate, True
+        if rate == 0:
+            for pub in self.pubs:
+                self.send(pub, self.window)
+            await asyncio.sleep(seconds)
+        else:
+            start, done = time.monotonic(), 0
+            while (elapsed := time.monotonic() - start) < seconds:
+                due = int(elapsed * rate) - done
+                if due > 0:
+                    self.send(self.pubs[done % len(self.pubs)], due)
+                    done += due
+                await asyncio.sleep(0.001)
+        self.running = False
+        deadline = time.monotonic() + 10
+        while any(p.in_flight for p in self.pubs) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
+
+# -- one run -------------------------------------------------------------------------------------
+
+
+async def run(
+    target: Target, options: Options, tick: Callable[[str, float], None] | None = None
+) -> Result:
+    """One measured run; ``tick(phase, fraction)`` reports progress."""
+    say = tick or (lambda phase, fraction: None)
+    result = Result(options.subscribers, options.payload, options.rate)
+    procs: list[mp.Process] = []
+    pipes: list[Connection] = []
+    share = [options.subscribers // options.client_procs] * options.client_procs
+    share[0] += options.subscribers - sum(share)
+    started = time.monotonic()
+    for count in share:
+        parent, child = mp.Pipe()
+        proc = mp.Process(target=_subscriber_process, args=(target, count, options.load_cpu, child))
+        proc.start()
+        procs.append(proc)
+        pipes.append(parent)
+    try:
+        say("connecting", 0.0)
+        for pipe in pipes:
+            while not pipe.poll():
+                await asyncio.sleep(0.01)
+            pipe.recv()
+        result.connect_per_s = options.subscribers / (time.monotonic() - started)
+        pids = target.hub_pids
+        result.hub_rss_kib = rss_kib(pids)
+        publisher = _Publisher(target, options)
+        await publisher.connect(options.conns)
+        if options.warmup:
+            say("warming up", 0.0)
+            await publisher.run(options.rate, options.warmup)
+            await asyncio.sleep(0.5)
+        for pipe in pipes:
+            pipe.send("start")
+        await asyncio.sleep(0.05)
+        acked_before, errors_before = publisher.acked, publisher.errors
+        cpu_before, t0 = proc_cpu_s(pids), time.monotonic()
+        window = asyncio.ensure_future(publisher.run(options.rate, options.duration))
+        while not window.done():
+            say("measuring", min(1.0, (time.monotonic() - t0) / options.duration))
+            await asyncio.sleep(0.1)
+        await window
+        t1 = time.monotonic()
+        cpu_hub = proc_cpu_s(pids) - cpu_before
+        result.window_s = t1 - t0
+        result.published = publisher.acked - acked_before
+        result.publish_errors = publisher.errors - errors_before
+        expected = result.published * options.subscribers
+        say("draining", 1.0)
+        last, still = -1, time.monotonic()
+        while time.monotonic() - still < 2.0 and time.monotonic() - t1 < 30:
+            for pipe in pipes:
+                pipe.send("count")
+            now = sum(pipe.recv() for pipe in pipes)
+            if now >= expected:
+                break
+            if now != last:
+                last, still = now, time.monotonic()
+            await asyncio.sleep(0.05)
+        load_cpu = 0.0
+        for pipe in pipes:
+            pipe.send("stop")
+            events, samples, cpu = pipe.recv()
+            result.delivered += events
+            result.latency_samples += samples
+            load_cpu += cpu
+        lat = result.latency_samples
+        result.publishes_per_s = result.published / result.window_s
+        result.deliveries_per_s = result.delivered / result.window_s
+        result.delivery_ratio = result.delivered / expected if expected else 0.0
+        result.latency_ms = {
+            "p50": percentile(lat, 0.5),
+            "p90": percentile(lat, 0.9),
+            "p99": percentile(lat, 0.99),
+            "max": max(lat, default=float("nan")),
+        }
+        if pids:
+            result.hub_cpu_pct = 100 * cpu_hub / result.window_s
+            result.hub_rss_per_sub_bytes = result.hub_rss_kib * 1024 / options.subscribers
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        elapsed = time.monotonic() - started
+        result.load_cpu_pct = 100 * (load_cpu + own.ru_utime + own.ru_stime) / elapsed
+        cores = 1 if options.load_cpu is not None else os.cpu_count() or 1
+        result.saturated_load = (
+            max(100 * load_cpu / max(elapsed, 1e-9) / len(procs), result.load_cpu_pct / cores) > 90
+        )
+        return result
+    finally:
+        for proc in procs:
+            proc.join(5)
+            if proc.is_alive():
+                proc.kill()
+
+
+def report(result: Result) -> str:
+    """The human summary of one run."""
+    lat = result.latency_ms
+    rate = "max" if not result.rate else f"{result.rate:g}/s"
+    lines = [
+        f"{result.subscribers} subscribers, rate {rate}, payload {result.payload} B",
+        f"  published   {result.publishes_per_s:12,.0f} events/s  ({result.publish_errors} errors)",
+        f"  delivered   {result.deliveries_per_s:12,.0f} events/s  "
+        f"ratio {result.delivery_ratio:.4f}",
+        f"  latency ms  p50 {lat['p50']:.2f}  p90 {lat['p90']:.2f}  p99 {lat['p99']:.2f}  "
+        f"max {lat['max']:.2f}",
+        f"  connect     {result.connect_per_s:,.0f} subscribers/s",
+    ]
+    if result.hub_rss_kib:
+        lines.append(
+            f"  hub         cpu {result.hub_cpu_pct:.0f}%  rss {result.hub_rss_kib / 1024:.1f} MiB "
+            f"({result.hub_rss_per_sub_bytes:,.0f} B/subscriber)"
+        )
+    lines.append(
+        f"  load        cpu {result.load_cpu_pct:.0f}%"
+        + ("  (load generator saturated: the hub may go faster)" if result.saturated_load else "")
+    )
+    return "\n".join(lines)
+
+
+def plot(results: list[Result], path: Path) -> None:
+    """Latency CDF of each run, and delivered against offered rate when rates differ."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (cdf, curve) = plt.subplots(1, 2, figsize=(11, 4))
+    for r in results:
+        samples = sorted(r.latency_samples)
+        if samples:
+            ys = [i / len(samples) for i in range(1, len(samples) + 1)]
+            label = f"{r.subscribers} subs @ {'max' if not r.rate else f'{r.rate:g}/s'}"
+            cdf.plot(samples, ys, label=label)
+    cdf.set_xscale("log")
+    cdf.set_xlabel("latency (ms)")
+    cdf.set_ylabel("fraction of samples")
+    cdf.set_title("Delivery latency CDF")
+    cdf.legend(fontsize=8)
+    offered = [r.rate * r.subscribers if r.rate else r.deliveries_per_s for r in results]
+    curve.plot(offered, [r.deliveries_per_s for r in results], "o-")
+    curve.plot(offered, offered, ":", color="grey", label="delivered = offered")
+    curve.set_xlabel("offered deliveries/s (rate x subscribers)")
+    curve.set_ylabel("delivered/s")
+    curve.set_title("Throughput against offered load")
+    curve.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
