@@ -113,6 +113,7 @@ error_log {tmp}/error.log warn;
 events {{ worker_connections 30000; }}
 http {{
   access_log off;
+  keepalive_requests 10000000;  # the default (1000) would close our publisher connections
   client_body_temp_path {tmp}/body;
   server {{
     listen 127.0.0.1:{port} backlog=4096;
