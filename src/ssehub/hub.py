@@ -116,6 +116,7 @@ class Hub:
         self._outbox: list[StoredEvent] = []
         self._flush_handle: asyncio.Handle | None = None
         self._last_cost = 0.0
+        self._last_end = 0.0
         self._pending: list[tuple[Event, asyncio.Future[StoredEvent]]] = []
         self._committing = False
         self._idle: asyncio.Event | None = None  # set by close() to hear the last commit end
@@ -201,9 +202,10 @@ class Hub:
         """The backend's sink: gather events for the next fan-out.
 
         A fan-out costs one write per subscriber however many events it carries, so when the
-        last one took a while, the next waits as long (at most ``max_coalesce``) and carries
-        what arrived meanwhile. With few subscribers it runs at once; with many, at a steady
-        rate of events it keeps the writes per second, and so the latency, bounded."""
+        last one took a while and ended only just now, the next waits until as long again has
+        passed (at most ``max_coalesce``) and carries what arrived meanwhile. With few
+        subscribers, or a slow trickle of events, it runs at once; with many subscribers and
+        a steady rate it keeps the writes per second, and so the latency, bounded."""
         if not events:
             return
         self._outbox.extend(events)
@@ -214,7 +216,9 @@ class Hub:
             return
         if self._flush_handle is None:
             assert self._loop is not None
-            delay = min(self._last_cost, self.max_coalesce)
+            # Wait only while the previous fan-out is recent: at a low rate there is nobody
+            # to gather, and waiting would be pure latency.
+            delay = min(self._last_end + self._last_cost - self._loop.time(), self.max_coalesce)
             if delay < _IMMEDIATE:
                 self._flush_handle = self._loop.call_soon(self._flush)
             else:
@@ -226,6 +230,8 @@ class Hub:
         started = time.perf_counter()
         self._fan_out(events)
         self._last_cost = time.perf_counter() - started
+        assert self._loop is not None
+        self._last_end = self._loop.time()
 
     def _fan_out(self, events: Sequence[StoredEvent]) -> None:
         """Route a batch of events to views; one write per subscriber."""
