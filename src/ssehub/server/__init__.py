@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import signal
 import socket
@@ -107,16 +108,21 @@ class _Sweep:
 
 
 class _Clock:
-    """The demo's clock: a publish on each wall-clock second, through the normal path."""
+    """The demo's clock: a publish on each wall-clock second, through the normal path.
+
+    Each tick is for a given second, so a timer that fires a little early cannot publish the
+    same second twice."""
 
     def __init__(self, app: App) -> None:
         self._app = app
         self._loop = asyncio.get_running_loop()
-        self._handle = self._loop.call_later(1.0 - time.time() % 1.0, self._tick)
+        self._second = math.floor(time.time()) + 1
+        self._handle = self._loop.call_later(self._second - time.time(), self._tick)
 
     def _tick(self) -> None:
-        self._app.hub.publish(self._app.clock_event())
-        self._handle = self._loop.call_later(1.0 - time.time() % 1.0, self._tick)
+        self._app.hub.publish(self._app.clock_event(self._second))
+        self._second = max(self._second + 1, math.floor(time.time()) + 1)
+        self._handle = self._loop.call_later(max(0.0, self._second - time.time()), self._tick)
 
     def cancel(self) -> None:
         self._handle.cancel()

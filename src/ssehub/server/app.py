@@ -351,7 +351,7 @@ class App:
             keep_alive=request.keep_alive,
         )
 
-    def clock_event(self) -> Event:
-        """The demo's clock tick: the server's time, on a topic of its own."""
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    def clock_event(self, second: float) -> Event:
+        """The demo's clock tick for one second of the server's time, on a topic of its own."""
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
         return Event((CLOCK_TOPIC,), now, type="tick")
