@@ -13,16 +13,33 @@ from ssehub.bench import proc_cpu_s, rss_kib
 __all__ = [
     "HUB_PATH",
     "KEY",
+    "SERVE_ARGS",
     "free_port",
     "hub_pids",
     "proc_cpu_s",
     "rss_kib",
     "start_hub",
     "stop_hub",
+    "wait_port",
 ]
 
 KEY = "bench-key-0123456789-0123456789-0123456789"
 HUB_PATH = "/.well-known/mercure"
+# The hub as every benchmark runs it: no auth for subscribers, no heartbeats, limits out of the way.
+SERVE_ARGS = [
+    "--anonymous",
+    "--no-demo",
+    "--heartbeat",
+    "0",
+    "--history-size",
+    "1000",
+    "--max-write-buffer",
+    str(64 << 20),
+    "--max-connections",
+    "100000",
+    "--max-connections-per-ip",
+    "0",
+]
 
 
 def free_port() -> int:
@@ -45,15 +62,21 @@ def start_hub(port: int, args: list[str], cpus: str | None) -> subprocess.Popen[
     if cpus is not None:
         cmd = ["taskset", "-c", cpus, *cmd]
     hub = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
+    wait_port(port, hub)
+    return hub
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], seconds: float = 15) -> None:
+    """Return once ``port`` accepts; kill ``proc`` and raise if it exits or never listens."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and proc.poll() is None:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return hub
+            return
         except OSError:
             time.sleep(0.05)
-    hub.kill()
-    raise RuntimeError("the hub did not start")
+    proc.kill()
+    raise RuntimeError(f"{proc.args!r} did not start listening on {port}")
 
 
 def stop_hub(hub: subprocess.Popen[bytes]) -> None:

@@ -11,15 +11,13 @@ import dataclasses
 import json
 import os
 import resource
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import jwt
 import uvloop
-from _common import KEY, free_port, hub_pids, start_hub, stop_hub
+from _common import KEY, SERVE_ARGS, free_port, hub_pids, start_hub, stop_hub, wait_port
 
 from ssehub import bench
 
@@ -56,33 +54,15 @@ def launch_asgi(args: argparse.Namespace, port: int) -> subprocess.Popen[bytes]:
     ]
     cmd = ["taskset", "-c", str(args.hub_cpu), *uvicorn] if args.hub_cpu is not None else uvicorn
     hub = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return hub
-        except OSError:
-            time.sleep(0.05)
-    hub.kill()
-    raise RuntimeError("uvicorn did not start")
+    wait_port(port, hub)
+    return hub
 
 
 def launch(args: argparse.Namespace, port: int) -> subprocess.Popen[bytes]:
     if args.face == "asgi":
         return launch_asgi(args, port)
     serve = [
-        "--anonymous",
-        "--no-demo",
-        "--heartbeat",
-        "0",
-        "--history-size",
-        "1000",
-        "--max-write-buffer",
-        str(64 << 20),
-        "--max-connections",
-        "100000",
-        "--max-connections-per-ip",
-        "0",
+        *SERVE_ARGS,
         "--store",
         args.store,
         "--workers",

@@ -21,12 +21,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import jwt
-from _common import KEY, free_port, hub_pids, start_hub, stop_hub
+from _common import KEY, SERVE_ARGS, free_port, hub_pids, start_hub, stop_hub, wait_port
 
 from ssehub import bench
 
@@ -54,43 +53,11 @@ def ensure_installed() -> None:
         subprocess.run(["pkill", "-x", "nginx"], check=False)  # the package starts one
 
 
-def wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
-    import socket
-
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{proc.args} did not listen")
-
-
 Server = tuple[subprocess.Popen[bytes], bench.Target]
 
 
 def start_ssehub(port: int) -> Server:
-    hub = start_hub(
-        port,
-        [
-            "--anonymous",
-            "--no-demo",
-            "--heartbeat",
-            "0",
-            "--history-size",
-            "1000",
-            "--max-write-buffer",
-            str(64 << 20),
-            "--max-connections",
-            "100000",
-            "--max-connections-per-ip",
-            "0",
-        ],
-        "0",
-    )
+    hub = start_hub(port, SERVE_ARGS, "0")
     token = jwt.encode({"mercure": {"publish": ["*"]}}, KEY, algorithm="HS256")
     target = bench.Target.mercure(
         f"http://127.0.0.1:{port}/.well-known/mercure",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlencode
 
 import httpx
@@ -18,6 +20,17 @@ import jwt
 from ssehub.sse import Decoder, ServerEvent
 
 KEY = "test-key-0123456789-0123456789-abcdef"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 HUB = "/.well-known/mercure"
 
 
@@ -114,6 +127,24 @@ class HubProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def serve_process(cmd: list[str], port: int, env: dict[str, str] | None = None) -> HubProcess:
+    """Start a server process (uvicorn, the examples) and wait until ``port`` accepts."""
+    proc = subprocess.Popen(cmd, env=env, cwd=Path(__file__).resolve().parent.parent)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError(f"{cmd} did not start") from None
+            time.sleep(0.05)
+    hub = HubProcess(port, proc)
+    hub.publisher_token = make_token(publish=["*"])
+    return hub
 
 
 def start_hub(*args: str, key: str | None = KEY, port: int | None = None) -> HubProcess:

@@ -3,47 +3,29 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from .support import KEY, HubProcess, free_port, make_token
+from .support import KEY, HubProcess, free_port, make_token, serve_process
 
 
 @pytest.fixture(scope="module")
 def fastapi_hub() -> Iterator[HubProcess]:
     port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "tests.asgi_app:app",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        env={**os.environ, "SSEHUB_TEST_KEY": KEY},
-        cwd=os.path.dirname(os.path.dirname(__file__)),
-    )
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError("uvicorn did not start") from None
-            time.sleep(0.05)
-    h = HubProcess(port, proc)
-    h.publisher_token = make_token(publish=["*"])
+    cmd = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "tests.asgi_app:app",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
+    h = serve_process(cmd, port, env={**os.environ, "SSEHUB_TEST_KEY": KEY})
     yield h
     h.stop()
 

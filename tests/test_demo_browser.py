@@ -3,24 +3,11 @@
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 
 import pytest
 
-from .support import HubProcess, start_hub
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+from .support import CHROMIUM, CHROMIUM_FLAGS, HubProcess, start_hub
 
 if not os.path.exists(CHROMIUM):
     if os.environ.get("SSEHUB_REQUIRE_BROWSER"):
@@ -40,7 +27,7 @@ def demo_hub() -> Iterator[HubProcess]:
 
 def test_clock_ticks_and_publish_form_reaches_feed(demo_hub: HubProcess) -> None:
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         try:
             page = browser.new_page()
             page.goto(demo_hub.base + "/")

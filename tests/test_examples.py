@@ -4,47 +4,22 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .support import HubProcess, SSEClient, free_port
+from .support import CHROMIUM, CHROMIUM_FLAGS, HubProcess, SSEClient, free_port, serve_process
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 @pytest.fixture(scope="module")
 def site() -> Iterator[HubProcess]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, str(EXAMPLES / "serve.py"), "--port", str(port)])
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError("the examples did not start") from None
-            time.sleep(0.05)
-    h = HubProcess(port, proc)
+    h = serve_process([sys.executable, str(EXAMPLES / "serve.py"), "--port", str(port)], port)
     yield h
     h.stop()
 
@@ -96,7 +71,7 @@ def test_news_is_replayed_from_history(site: HubProcess) -> None:
 def test_chat_between_two_browsers(site: HubProcess) -> None:
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         try:
             alice, bob = browser.new_page(), browser.new_page()
             for page in (alice, bob):

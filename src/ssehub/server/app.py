@@ -137,13 +137,7 @@ class App:
     def _subscriptions(self, request: Request, cors: Headers) -> Response:
         """The subscriptions API; the URL must match one of the token's mercure.subscribe."""
         assert self.subscriptions is not None
-        headers = request.headers
-        found = find_token(
-            headers.get("authorization"),
-            query_token(request.query),
-            headers.get("cookie"),
-            self.settings.cookie_name,
-        )
+        found = self._token(request)
         claims = self.auth.subscriber(found, anonymous=False)
         assert claims is not None
         selectors = claims.subscribe or ()
@@ -159,6 +153,16 @@ class App:
         subscriber = self._subscriber_ids.pop(sub, None)
         if subscriber is not None and self.subscriptions is not None:
             self.subscriptions.closed(subscriber)
+
+    def _token(self, request: Request, query: str | None = None) -> tuple[str, str] | None:
+        """The request's token and its carrier (header, then query, then cookie)."""
+        headers = request.headers
+        return find_token(
+            headers.get("authorization"),
+            query if query is not None else query_token(request.query),
+            headers.get("cookie"),
+            self.settings.cookie_name,
+        )
 
     # -- CORS and CSRF -------------------------------------------------------------------------
 
@@ -220,13 +224,7 @@ class App:
 
     def _publish(self, request: Request, cors: Headers) -> Pending:
         event = parse_publish(request.body, request.headers.get("content-type"))
-        headers = request.headers
-        found = find_token(
-            headers.get("authorization"),
-            query_token(request.query),
-            headers.get("cookie"),
-            self.settings.cookie_name,
-        )
+        found = self._token(request)
         if found is not None and found[1].endswith(" cookie"):
             self._check_cookie_origin(request)
         self.auth.publisher(found, event.topics)
@@ -278,12 +276,7 @@ class App:
         wanted = parse_subscribe(
             request.query, headers.get("last-event-id"), self.settings.max_topics
         )
-        found = find_token(
-            headers.get("authorization"),
-            wanted.authorization,
-            headers.get("cookie"),
-            self.settings.cookie_name,
-        )
+        found = self._token(request, wanted.authorization or "")
         claims = self.auth.subscriber(found, self.settings.anonymous)
         allowed = None
         if claims is not None and claims.subscribe is not None:
