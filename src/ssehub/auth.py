@@ -108,10 +108,6 @@ class KeySet:
         else:
             self._key = spec
 
-    @property
-    def is_jwks(self) -> bool:
-        return self._key is None
-
     def _load_jwks(self, text: str) -> None:
         keys = jwt.PyJWKSet.from_json(text)
         self._jwks = {k.key_id or "": k for k in keys.keys}

@@ -8,7 +8,7 @@ generated from the same place, so a default lives here and nowhere else.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 KiB = 1024
@@ -155,8 +155,3 @@ def from_env(environ: Mapping[str, str], **overrides: Any) -> Settings:
             values[f.name] = raw
     values.update(overrides)
     return Settings(**values)
-
-
-def defaults() -> dict[str, Any]:
-    """Each setting's default, by name."""
-    return {f.name: f.default for f in fields(Settings) if f.default is not MISSING}
