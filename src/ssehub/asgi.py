@@ -262,4 +262,4 @@ async def _send(send: Send, answer: Response) -> None:
     headers = [(k.lower().encode(), v.encode()) for k, v in answer.headers]
     headers.append((b"content-length", str(len(answer.body)).encode()))
     await send({"type": "http.response.start", "status": answer.status, "headers": headers})
-    await send({"type": "http.response.body", "body": answer.body})
+    await send({"type": "http.response.body", "body": answer.content})

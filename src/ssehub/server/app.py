@@ -81,10 +81,13 @@ class App:
         """Answer a request that is not a stream: bytes now, or a future for a publish."""
         cors = self.cors(request)
         try:
-            return self._route(request, cors)
+            answer = self._route(request, cors)
         except HubError as error:
             self.count(error)
-            return error_response(error, request.keep_alive, cors)
+            answer = error_response(error, request.keep_alive, cors)
+        if request.method == "HEAD" and isinstance(answer, Response):
+            answer.bodiless = True  # every answer to a HEAD, refusals too: no body on the wire
+        return answer
 
     def count(self, error: HubError) -> None:
         """Auth refusals, for the metrics."""
@@ -115,22 +118,26 @@ class App:
                 (("Allow", "GET, POST, OPTIONS"),),
             )
         if self.subscriptions is not None and path.startswith(SUBSCRIPTIONS):
-            if method != "GET":
+            if method not in ("GET", "HEAD"):
                 raise HubError(
-                    405, f"{method} not allowed on the subscriptions API", (("Allow", "GET"),)
+                    405,
+                    f"{method} not allowed on the subscriptions API",
+                    (("Allow", "GET, HEAD"),),
                 )
             return self._subscriptions(request, cors)
         if path == "/metrics":
             if method not in ("GET", "HEAD"):
-                raise HubError(405, f"{method} not allowed on /metrics", (("Allow", "GET"),))
+                raise HubError(405, f"{method} not allowed on /metrics", (("Allow", "GET, HEAD"),))
             return response(200, self.metrics.render(), CONTENT_TYPE, keep_alive=request.keep_alive)
         if path in ("/healthz", "/readyz"):
             if method not in ("GET", "HEAD"):
-                raise HubError(405, f"{method} not allowed on {path}", (("Allow", "GET"),))
+                raise HubError(405, f"{method} not allowed on {path}", (("Allow", "GET, HEAD"),))
             return response(200, b"ok\n", keep_alive=request.keep_alive)
         if path == "/" and self.settings.demo:
-            if method != "GET":
-                raise HubError(405, f"{method} not allowed on the demo page", (("Allow", "GET"),))
+            if method not in ("GET", "HEAD"):
+                raise HubError(
+                    405, f"{method} not allowed on the demo page", (("Allow", "GET, HEAD"),)
+                )
             return self._demo_page(request)
         raise HubError(404, f"no such path {path!r}: the hub is at {HUB_PATH}")
 

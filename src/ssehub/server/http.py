@@ -47,9 +47,16 @@ class Response:
     body: bytes
     headers: list[tuple[str, str]]
     keep_alive: bool = True
+    bodiless: bool = False  # the answer to a HEAD: the body's length, never the body
 
     def encode(self) -> bytes:
-        return head(self.status, self.headers, len(self.body), self.keep_alive) + self.body
+        framed = head(self.status, self.headers, len(self.body), self.keep_alive)
+        return framed if self.bodiless else framed + self.body
+
+    @property
+    def content(self) -> bytes:
+        """The bytes that follow the head on the wire."""
+        return b"" if self.bodiless else self.body
 
 
 def response(

@@ -1,0 +1,119 @@
+"""HTTP/1.1 framing faults found by trying to break the hub: half-close, HEAD, pipelining
+order, 100 Continue and token expiry, each over real sockets against `ssehub serve`."""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from .support import HUB, HubProcess, start_hub
+
+API = HUB + "/subscriptions"
+
+
+@pytest.fixture(scope="module")
+def full_hub() -> Iterator[HubProcess]:
+    """Every route on: the demo page, the subscriptions API, /metrics, /healthz."""
+    h = start_hub("--anonymous", "--demo", "--subscriptions", "--heartbeat", "0")
+    yield h
+    h.stop()
+
+
+def unique(name: str) -> str:
+    return f"https://example.com/{name}/{uuid.uuid4().hex[:8]}"
+
+
+def publish_request(
+    token: str, body: str, *, expect: bool = False, send_body: bool = True
+) -> bytes:
+    head = (
+        f"POST {HUB} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\n"
+        f"Content-Length: {len(body.encode())}\r\n"
+        + ("Expect: 100-continue\r\n" if expect else "")
+        + "\r\n"
+    ).encode()
+    return head + (body.encode() if send_body else b"")
+
+
+class Wire:
+    """One client connection that reads what the hub sends, with a deadline per wait."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.got = b""
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def until(self, done: bytes, count: int = 1, timeout: float = 10.0) -> bytes:
+        """Read until ``done`` occurs ``count`` times (or the hub closes, or the deadline)."""
+        deadline = time.monotonic() + timeout
+        while self.got.count(done) < count and time.monotonic() < deadline:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                chunk = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            if not chunk:
+                break
+            self.got += chunk
+        return self.got
+
+    def until_closed(self, timeout: float = 10.0) -> bytes:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                chunk = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            except ConnectionResetError:
+                break
+            if not chunk:
+                return self.got
+            self.got += chunk
+        raise AssertionError(f"the hub did not close the connection; got {self.got!r}")
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> Wire:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def statuses(raw: bytes) -> list[int]:
+    """The status codes of every response head in ``raw``, in order."""
+    return [int(status) for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", raw)]
+
+
+# -- HEAD ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/healthz", "/readyz", "/metrics", "/", API, HUB, "/nope"],
+)
+def test_head_answers_carry_no_body(full_hub: HubProcess, path: str) -> None:
+    """A HEAD answer has the GET's headers (with its Content-Length) and no body, so the
+    next answer on the same keep-alive connection starts right after its head."""
+    with Wire(full_hub.port) as wire:
+        wire.send(
+            f"HEAD {path} HTTP/1.1\r\nHost: x\r\n\r\n"
+            "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+        )
+        raw = wire.until_closed()
+    first, sep, rest = raw.partition(b"\r\n\r\n")
+    assert sep
+    assert b"\r\ncontent-length: " in first.lower()
+    assert rest.startswith(b"HTTP/1.1 200 OK\r\n"), rest[:80]
+    assert rest.endswith(b"\r\n\r\nok\n")
+
