@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from .support import HUB, HubProcess, start_hub
+from .support import HUB, HubProcess, make_token, start_hub
 
 API = HUB + "/subscriptions"
 
@@ -117,3 +117,28 @@ def test_head_answers_carry_no_body(full_hub: HubProcess, path: str) -> None:
     assert rest.startswith(b"HTTP/1.1 200 OK\r\n"), rest[:80]
     assert rest.endswith(b"\r\n\r\nok\n")
 
+
+# -- token expiry and leeway ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lenient_hub() -> Iterator[HubProcess]:
+    h = start_hub("--no-demo", "--heartbeat", "0", "--jwt-leeway", "60")
+    yield h
+    h.stop()
+
+
+def test_token_within_leeway_gets_its_stream(lenient_hub: HubProcess) -> None:
+    topic = unique("leeway")
+    token = make_token(subscribe=["*"], exp=time.time() - 5)
+    with lenient_hub.subscribe(topic, token=token) as sub:
+        assert sub.status == 200
+        sent = lenient_hub.publish(topic, "within the leeway").text
+        assert [e.id for e in sub.events(1)] == [sent]
+
+
+def test_token_past_its_leeway_is_refused(lenient_hub: HubProcess) -> None:
+    token = make_token(subscribe=["*"], exp=time.time() - 120)
+    with lenient_hub.subscribe(unique("leeway"), token=token) as sub:
+        assert sub.status == 401
+        assert b"expired" in sub.body

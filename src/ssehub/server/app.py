@@ -305,7 +305,8 @@ class App:
 
         expires = None
         if claims is not None and claims.expires is not None:
-            expires = max(0.0, claims.expires - time.time())
+            # Accepted within --jwt-leeway, so it lives as long: the leeway is clock skew.
+            expires = max(0.0, claims.expires + self.settings.jwt_leeway - time.time())
         if self.subscriptions is not None:
             payload = claims.payload if claims is not None else None
             self._subscriber_ids[sub] = self.subscriptions.opened(wanted.topics, payload)

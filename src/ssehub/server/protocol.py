@@ -394,8 +394,7 @@ class HttpProtocol(asyncio.Protocol):
         self._parser = None
         self._headers, self._url, self._body = {}, b"", []
         self.transport.set_write_buffer_limits(high=_REPLAY_HIGH_WATER)
-        if expires is not None:
-            self._expiry = self.loop.call_at(self.loop.time() + expires, self._expired)
+        expires_at = None if expires is None else self.loop.time() + expires
         if self.app.settings.write_timeout:
             self._stream_end = self.loop.time() + self.app.settings.write_timeout
         self._deadline = 0.0
@@ -404,10 +403,16 @@ class HttpProtocol(asyncio.Protocol):
             headers, first = preamble(replay)
             return head(200, headers, None, keep_alive=False) + first
 
-        self._starting = self.loop.create_task(self._run_stream(sub, last_event_id, framed))
+        self._starting = self.loop.create_task(
+            self._run_stream(sub, last_event_id, framed, expires_at)
+        )
 
     async def _run_stream(
-        self, sub: Subscriber, last_event_id: str | None, preamble: Callable[[Replay | None], bytes]
+        self,
+        sub: Subscriber,
+        last_event_id: str | None,
+        preamble: Callable[[Replay | None], bytes],
+        expires_at: float | None,
     ) -> None:
         try:
             await self.app.hub.subscribe(sub, last_event_id, preamble)
@@ -422,6 +427,10 @@ class HttpProtocol(asyncio.Protocol):
         if not self._closed and self.transport is not None:
             # Live from here: past this many unsent bytes the subscriber is dropped.
             self.transport.set_write_buffer_limits(high=self.app.hub.max_buffer)
+            if expires_at is not None:
+                # Armed once the head and replay are written, so even a token about to
+                # expire gets its answer rather than a connection closed with zero bytes.
+                self._expiry = self.loop.call_at(expires_at, self._expired)
         self._starting = None
 
     # -- deadlines and shutdown ----------------------------------------------------------------
