@@ -95,6 +95,38 @@ def statuses(raw: bytes) -> list[int]:
     return [int(status) for status in re.findall(rb"HTTP/1\.1 (\d{3}) ", raw)]
 
 
+# -- half-close --------------------------------------------------------------------------------
+
+
+def test_publish_then_half_close_is_answered(full_hub: HubProcess) -> None:
+    topic = unique("halfclose")
+    with full_hub.subscribe(topic) as sub, Wire(full_hub.port) as wire:
+        # Corked, the request and the FIN leave together and reach the hub in one read.
+        wire.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+        wire.send(publish_request(full_hub.publisher_token, f"topic={topic}&data=x&id=hc1"))
+        wire.sock.shutdown(socket.SHUT_WR)
+        raw = wire.until_closed()
+        assert raw.startswith(b"HTTP/1.1 200 ")
+        assert raw.endswith(b"\r\n\r\nhc1")
+        assert [e.id for e in sub.events(1)] == ["hc1"]
+
+
+def test_pipelined_then_half_close_answers_every_request(full_hub: HubProcess) -> None:
+    topic = unique("halfclose")
+    token = full_hub.publisher_token
+    with Wire(full_hub.port) as wire:
+        wire.send(
+            publish_request(token, f"topic={topic}&data=a&id=hp1")
+            + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+            + publish_request(token, f"topic={topic}&data=b&id=hp2")
+        )
+        wire.sock.shutdown(socket.SHUT_WR)
+        raw = wire.until_closed()
+        assert statuses(raw) == [200, 200, 200]
+        assert raw.endswith(b"hp2")
+        assert raw.index(b"hp1") < raw.index(b"ok\n") < raw.index(b"hp2")
+
+
 # -- HEAD ----------------------------------------------------------------------------------------
 
 
@@ -116,6 +148,68 @@ def test_head_answers_carry_no_body(full_hub: HubProcess, path: str) -> None:
     assert b"\r\ncontent-length: " in first.lower()
     assert rest.startswith(b"HTTP/1.1 200 OK\r\n"), rest[:80]
     assert rest.endswith(b"\r\n\r\nok\n")
+
+
+# -- pipelining order -------------------------------------------------------------------------
+
+
+def test_valid_request_before_a_refused_one_runs_and_is_answered_first(
+    full_hub: HubProcess,
+) -> None:
+    topic = unique("pipe-refused")
+    with full_hub.subscribe(topic) as sub, Wire(full_hub.port) as wire:
+        wire.send(
+            publish_request(full_hub.publisher_token, f"topic={topic}&data=x&id=pr1")
+            + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+            + b"\x00\xff garbage\r\n\r\n"
+        )
+        raw = wire.until_closed()
+        assert statuses(raw) == [200, 200, 400]
+        assert raw.index(b"pr1") < raw.index(b"ok\n") < raw.index(b"malformed")
+        assert [e.id for e in sub.events(1)] == ["pr1"]
+
+
+def test_valid_request_before_an_oversized_head_is_answered(full_hub: HubProcess) -> None:
+    topic = unique("pipe-431")
+    with Wire(full_hub.port) as wire:
+        wire.send(
+            publish_request(full_hub.publisher_token, f"topic={topic}&data=x&id=pb1")
+            + b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: "
+            + b"a" * 20000
+            + b"\r\n\r\n"
+        )
+        raw = wire.until_closed()
+        assert statuses(raw) == [200, 431]
+        assert raw.index(b"pb1") < raw.index(b"too large")
+
+
+def test_100_continue_waits_for_the_earlier_answers(full_hub: HubProcess) -> None:
+    topic = unique("continue")
+    token = full_hub.publisher_token
+    later = f"topic={topic}&data=y&id=c2"
+    with Wire(full_hub.port) as wire:
+        wire.send(
+            publish_request(token, f"topic={topic}&data=x&id=c1")
+            + publish_request(token, later, expect=True, send_body=False)
+        )
+        raw = wire.until(b"HTTP/1.1 ", count=2)
+        assert statuses(raw) == [200, 100]
+        assert raw.index(b"c1") < raw.index(b"HTTP/1.1 100 Continue")
+        wire.send(later.encode())
+        raw = wire.until(b"HTTP/1.1 ", count=3)
+        assert statuses(raw) == [200, 100, 200]
+        assert raw.endswith(b"c2")
+
+
+def test_100_continue_comes_at_once_when_nothing_is_ahead(full_hub: HubProcess) -> None:
+    topic = unique("continue")
+    body = f"topic={topic}&data=y&id=c3"
+    with Wire(full_hub.port) as wire:
+        wire.send(publish_request(full_hub.publisher_token, body, expect=True, send_body=False))
+        assert statuses(wire.until(b"\r\n\r\n")) == [100]
+        wire.send(body.encode())
+        raw = wire.until(b"c3")
+        assert statuses(raw) == [100, 200]
 
 
 # -- token expiry and leeway ---------------------------------------------------------------------
