@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -223,20 +224,17 @@ claims = (
 def test_any_hostile_token_is_refused_with_a_reason(
     jwks_authenticator: Authenticator, header: dict[str, object], payload: object, signer: str
 ) -> None:
-    try:
-        header_json, payload_json = json.dumps(header), json.dumps(payload)
-    except ValueError:  # integers past what json.dumps writes
-        return
     alg, key = _SIGNERS[signer]
-    signing = b64(header_json.encode()) + "." + b64(payload_json.encode())
-    token = signing + "." + b64(jwt.get_algorithm_by_name(alg).sign(signing.encode(), key))  # type: ignore[arg-type]
-    for check in (
-        lambda: jwks_authenticator.subscriber((token, "query"), anonymous=False),
-        lambda: jwks_authenticator.publisher((token, "query"), ["urn:t"]),
-    ):
+    signing = b64(json.dumps(header).encode()) + "." + b64(json.dumps(payload).encode())
+    token = signing + "." + b64(jwt.get_algorithm_by_name(alg).sign(signing.encode(), key))
+    found = (token, "authorization query parameter")
+    for kind in ("subscriber", "publisher"):
         refusal = None
         try:
-            check()
+            if kind == "subscriber":
+                jwks_authenticator.subscriber(found, anonymous=False)
+            else:
+                jwks_authenticator.publisher(found, ["urn:t"])
         except HubError as error:  # anything else fails the test: no answer, a traceback
             refusal = error
         if refusal is not None:
@@ -245,3 +243,33 @@ def test_any_hostile_token_is_refused_with_a_reason(
             assert not any(ord(c) < 0x20 for c in refusal.reason)
             for _, value in refusal.headers:
                 assert not any(ord(c) < 0x20 and c != "\t" for c in value), value
+
+
+# -- CORS wildcards ----------------------------------------------------------------------------
+
+
+def test_cors_wildcard_answers_star_without_credentials() -> None:
+    h = start_hub("--no-demo", "--anonymous", "--cors-origins", "*,https://app.example")
+    try:
+        for origin in ("https://evil.example", "null"):
+            with h.subscribe("t", headers={"Origin": origin}) as sub:
+                assert sub.status == 200
+                assert sub.headers["access-control-allow-origin"] == "*"
+                assert "access-control-allow-credentials" not in sub.headers
+            pre = httpx.options(
+                h.url, headers={"Origin": origin, "Access-Control-Request-Method": "GET"}
+            )
+            assert pre.status_code == 204
+            assert pre.headers["access-control-allow-origin"] == "*"
+            assert "access-control-allow-credentials" not in pre.headers
+        # An origin listed by name still gets credentials, echoed.
+        with h.subscribe("t", headers={"Origin": "https://app.example"}) as sub:
+            assert sub.headers["access-control-allow-origin"] == "https://app.example"
+            assert sub.headers["access-control-allow-credentials"] == "true"
+    finally:
+        h.stop()
+
+
+def test_publish_origins_wildcard_is_refused_at_start() -> None:
+    with pytest.raises(RuntimeError, match="publish-origins"):
+        start_hub("--no-demo", "--publish-origins", "*").stop()

@@ -63,11 +63,14 @@ class Settings:
     anonymous: bool = _opt(False, "Let subscribers without a token receive public updates.", "auth")
     cors_origins: tuple[str, ...] = _opt(
         (),
-        "Origins allowed to call the hub from a browser (comma-separated; * for any).",
+        "Origins allowed to call the hub from a browser (comma-separated; * for any, "
+        "answered without credentials: cookies need origins listed by name).",
         "auth",
     )
     publish_origins: tuple[str, ...] = _opt(
-        (), "Origins allowed to publish with a cookie (CSRF check on Origin/Referer).", "auth"
+        (),
+        "Origins allowed to publish with a cookie (CSRF check on Origin/Referer; never *).",
+        "auth",
     )
     # -- streams ----------------------------------------------------------------------------
     heartbeat: float = _opt(
@@ -126,6 +129,11 @@ class Settings:
             )
         if "none" in (a.strip().lower() for a in self.jwt_algorithm.split(",")):
             raise ValueError("jwt_algorithm 'none' would accept unsigned tokens")
+        if "*" in self.publish_origins:
+            raise ValueError(
+                "--publish-origins '*' would let any site publish with a visitor's cookie "
+                "(CSRF): list the origins"
+            )
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:

@@ -179,8 +179,16 @@ class App:
     def cors(self, request: Request) -> Headers:
         """CORS headers for an allowed Origin; credentials need the origin echoed, not *."""
         origin = request.headers.get("origin")
-        if origin is None or not self._origin_allowed(origin, self.settings.cors_origins):
+        allowed = self.settings.cors_origins
+        if origin is None or not self._origin_allowed(origin, allowed):
             return ()
+        if origin not in allowed:
+            # Allowed by '*' only: any origin, without credentials, as the CORS spec means
+            # it; echoing it with credentials would let every site read a visitor's stream.
+            return (
+                ("Access-Control-Allow-Origin", "*"),
+                ("Access-Control-Expose-Headers", "Last-Event-ID, Link"),
+            )
         return (
             ("Access-Control-Allow-Origin", origin),
             ("Access-Control-Allow-Credentials", "true"),
