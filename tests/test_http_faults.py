@@ -3,6 +3,7 @@ order, 100 Continue and token expiry, each over real sockets against `ssehub ser
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 import time
@@ -10,6 +11,9 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+
+from ssehub import Event, Hub, MemoryBackend
+from ssehub.errors import HubError
 
 from .support import HUB, HubProcess, make_token, start_hub
 
@@ -236,3 +240,67 @@ def test_token_past_its_leeway_is_refused(lenient_hub: HubProcess) -> None:
     with lenient_hub.subscribe(unique("leeway"), token=token) as sub:
         assert sub.status == 401
         assert b"expired" in sub.body
+
+
+# -- ids a client could not send back -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("event_id", "word"),
+    [
+        (" leading", "space"),
+        ("trailing ", "space"),
+        ("   ", "space"),
+        ("tab\there", "control"),
+        ("cr\rhere", "control"),
+        ("nul\x00here", "control"),
+        ("x" * 1025, "longer than 1024 bytes"),
+    ],
+)
+def test_ids_no_client_can_resume_from_are_refused(
+    full_hub: HubProcess, event_id: str, word: str
+) -> None:
+    topic = unique("badid")
+    with full_hub.subscribe(topic) as sub:
+        r = full_hub.publish(topic, "x", id=event_id)
+        assert r.status_code == 400, r.text
+        assert word in r.text
+        assert sub.no_event(0.2)
+
+
+def test_ids_with_inner_spaces_and_unicode_resume(full_hub: HubProcess) -> None:
+    topic = unique("goodid")
+    first = full_hub.publish(topic, "a", id=f"inner space {uuid.uuid4().hex[:6]} é").text
+    second = full_hub.publish(topic, "b").text
+    with full_hub.subscribe(topic, last_event_id=first) as resumed:
+        # SSEClient reads the head as latin-1; the hub writes ids in UTF-8.
+        assert resumed.headers["last-event-id"].encode("latin-1").decode() == first
+        assert [e.id for e in resumed.events(1)] == [second]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        Event(("urn:t",), "bad", id="a\nb"),
+        Event(("urn:t",), "bad", id=" padded"),
+        Event(("urn:t",), "bad", type="a\rb"),
+        Event(("urn:t",), "bad", retry=-1),
+    ],
+)
+def test_in_process_publish_of_a_bad_event_fails_alone(bad: Event) -> None:
+    """Hub.publish (the Python API, which skips the HTTP form parser) refuses a bad event at
+    once; before, it joined the backend's batch and failed the good events beside it."""
+
+    async def go() -> None:
+        hub = Hub(MemoryBackend(), heartbeat=0)
+        await hub.start()
+        try:
+            good = hub.publish(Event(("urn:t",), "good", id="ok-1"))
+            with pytest.raises(HubError) as refused:
+                await hub.publish(bad)
+            assert refused.value.status == 400
+            assert (await good).id == "ok-1"
+        finally:
+            await hub.close()
+
+    asyncio.run(go())

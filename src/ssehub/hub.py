@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from .backends import Backend, Replay
 from .errors import HubError
 from .events import Event, StoredEvent
+from .mercure import field_problem
 from .sse import HEARTBEAT
 from .subscriber import Subscriber, ViewKey
 from .topics import ALL, TopicMatcher, is_template
@@ -160,6 +161,12 @@ class Hub:
         loop = self._loop
         if loop is None:
             raise RuntimeError("Hub.start() has not been awaited")
+        # Refused alone and now: in the backend's batch it would fail the others' events too.
+        problem = field_problem(event.id, event.type)
+        if problem is None and event.retry is not None and event.retry < 0:
+            problem = "bad retry: it must be >= 0"
+        if problem is not None:
+            raise HubError(400, problem)
         future: asyncio.Future[StoredEvent] = loop.create_future()
         self._pending.append((event, future))
         if not self._committing:
