@@ -273,3 +273,17 @@ def test_cors_wildcard_answers_star_without_credentials() -> None:
 def test_publish_origins_wildcard_is_refused_at_start() -> None:
     with pytest.raises(RuntimeError, match="publish-origins"):
         start_hub("--no-demo", "--publish-origins", "*").stop()
+
+
+# -- reasons echo what the request carried: bounded ----------------------------------------------
+
+
+def test_reasons_that_quote_the_request_stay_short(hub: HubProcess) -> None:
+    """A 403 quotes the topic a token does not cover, in the body and in WWW-Authenticate;
+    a 100 KB topic must not become a 100 KB header (proxies drop such answers)."""
+    narrow = jwt.encode({"mercure": {"publish": ["urn:mine"]}}, KEY, algorithm="HS256")
+    r = hub.publish("urn:" + "x" * 100_000, "x", token=narrow)
+    assert r.status_code == 403
+    assert "does not cover topic 'urn:xxx" in r.text
+    assert len(r.headers["www-authenticate"]) < 1000
+    assert len(r.content) < 1000
