@@ -14,9 +14,10 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from .backends import Backend, Replay
+from .backends import REPLAY_PAGE, Backend, Replay
 from .errors import HubError
 from .events import Event, StoredEvent
+from .mercure import gap_notice
 from .sse import HEARTBEAT
 from .subscriber import Subscriber, ViewKey
 from .topics import ALL, TopicMatcher, is_template
@@ -294,9 +295,10 @@ class Hub:
         view = self._join(sub)
         try:
             replay = None
+            upto = self._dispatched
             if last_event_id is not None:
                 try:
-                    replay = await self.backend.since(last_event_id, self._dispatched)
+                    replay = await self.backend.since(last_event_id, upto, REPLAY_PAGE)
                 except (ConnectionError, OSError) as exc:
                     raise HubError(
                         503, f"history is unavailable: {exc}", (("Retry-After", "1"),)
@@ -306,6 +308,10 @@ class Hub:
             sub.write(preamble(replay))
             if replay is not None:
                 await self._replay(sub, view, replay)
+                page = replay
+                while page.more and sub in view.waiting:
+                    page = await self._next_page(sub, page.events[-1], upto)
+                    await self._replay(sub, view, page)
             while sub.held:
                 data = b"".join(sub.held)
                 sub.held, sub.held_size = [], 0
@@ -320,6 +326,22 @@ class Hub:
         except BaseException:
             self.detach(sub)
             raise
+
+    async def _next_page(self, sub: Subscriber, last: StoredEvent, upto: int) -> Replay:
+        """The page after ``last``, read only once the previous one drained: a subscriber
+        that does not read holds one page, never the whole history."""
+        try:
+            page = await self.backend.since(last.position, upto, REPLAY_PAGE)
+        except (ConnectionError, OSError) as exc:  # mid-stream: it resumes from what it got
+            log.warning("closing a replaying subscriber: history is unavailable: %s", exc)
+            sub.stream.abort()
+            raise ConnectionResetError("history is unavailable") from exc
+        if not page.found:  # history moved past it mid-replay: say so, never skip silently
+            view = self._views[sub.key]
+            sub.write(
+                gap_notice(last.id, Replay([e for e in page.events if view.wants(e)][:1], False))
+            )
+        return page
 
     async def _replay(self, sub: Subscriber, view: _View, replay: Replay) -> None:
         chunk: list[bytes] = []

@@ -10,6 +10,8 @@ from typing import Protocol
 from ..events import Event, StoredEvent
 
 EARLIEST = "earliest"
+REPLAY_PAGE = 64 * 1024
+"""Wire bytes of one page of replay: what a replaying subscriber costs in memory at most."""
 
 Sink = Callable[[Sequence[StoredEvent]], None]
 """Receives every accepted event of this backend, in order, in batches, on the hub's loop."""
@@ -21,10 +23,13 @@ class Replay:
 
     ``found`` is False when the id is not (or no longer) in history: the events then start at
     the oldest one retained, and the subscriber must be told it may have missed some.
+    ``more`` is True when this page stopped at its size bound: the next page follows the
+    position of its last event.
     """
 
     events: Sequence[StoredEvent]
     found: bool
+    more: bool = False
 
 
 class Backend(Protocol):
@@ -43,11 +48,21 @@ class Backend(Protocol):
         ...
 
     async def append(self, events: Sequence[Event]) -> list[StoredEvent]:
-        """Accept a batch (one loop iteration's publishes): ids, positions, durable storage."""
+        """Accept a batch (one loop iteration's publishes): ids, positions, durable storage.
+
+        Returns one StoredEvent per event given. An event whose id history already holds (a
+        publisher's retry) is not stored or delivered again: its entry is the one stored
+        first; so is a repeat of an id earlier in the same batch."""
         ...
 
-    async def since(self, last_id: str, upto: int) -> Replay:
-        """Events after ``last_id`` (or all retained for ``EARLIEST``) with position <= upto."""
+    async def since(self, after: str | int, upto: int, limit: int = REPLAY_PAGE) -> Replay:
+        """One page of the events after ``after`` with position <= ``upto``.
+
+        ``after`` is a public id (``EARLIEST``: from the oldest retained), or the position of
+        the last event of the previous page; either is ``found`` only while history still
+        holds it, since otherwise what followed it may be gone. A page stops once its wire
+        bytes reach ``limit`` (it holds one event at least), so replaying a long history
+        never holds more than a page of it per subscriber."""
         ...
 
     @property
@@ -87,4 +102,4 @@ def new_event_id() -> str:
     return f"urn:uuid:{uuid.uuid4()}"
 
 
-__all__ = ["EARLIEST", "Backend", "Replay", "Sink", "new_event_id", "open_backend"]
+__all__ = ["EARLIEST", "REPLAY_PAGE", "Backend", "Replay", "Sink", "new_event_id", "open_backend"]

@@ -8,7 +8,7 @@ from collections import deque
 from collections.abc import Sequence
 
 from ..events import Event, StoredEvent
-from . import EARLIEST, Replay, Sink, new_event_id
+from . import EARLIEST, REPLAY_PAGE, Replay, Sink, new_event_id
 
 
 class MemoryBackend:
@@ -63,19 +63,33 @@ class MemoryBackend:
             self._sink(accepted)
         return accepted
 
-    async def since(self, last_id: str, upto: int) -> Replay:
+    async def since(self, after: str | int, upto: int, limit: int = REPLAY_PAGE) -> Replay:
         self._trim(time.time())
         history = self._history
-        if last_id == EARLIEST:
+        # Positions in history are consecutive, so an anchor's slot is its distance from the
+        # oldest; and a position just before the oldest has lost nothing.
+        head = history[0].position if history else self._position + 1
+        if isinstance(after, int):
+            start, found = max(after + 1 - head, 0), after + 1 >= head
+        elif after == EARLIEST:
             start, found = 0, True
         else:
-            anchor = self._by_id.get(last_id)
+            anchor = self._by_id.get(after)
             if anchor is None:
                 start, found = 0, False
             else:
-                start, found = anchor.position - history[0].position + 1, True
-        events = [e for e in itertools.islice(history, start, None) if e.position <= upto]
-        return Replay(events, found)
+                start, found = anchor.position + 1 - head, True
+        events: list[StoredEvent] = []
+        size, more = 0, False
+        for event in itertools.islice(history, start, None):
+            if event.position > upto:
+                break
+            if size >= limit and events:
+                more = True
+                break
+            events.append(event)
+            size += len(event.wire)
+        return Replay(events, found, more)
 
     def _trim(self, now: float) -> None:
         history, by_id = self._history, self._by_id

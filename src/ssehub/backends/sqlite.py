@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from ..events import Event, StoredEvent
-from . import EARLIEST, Replay, Sink, new_event_id
+from . import EARLIEST, REPLAY_PAGE, Replay, Sink, new_event_id
 
 T = TypeVar("T")
 
@@ -133,28 +133,51 @@ class SQLiteBackend:
         if self.history_max_age:
             db.execute("DELETE FROM events WHERE time < ?", (now - self.history_max_age,))
 
-    async def since(self, last_id: str, upto: int) -> Replay:
-        return await self._run(lambda: self._since(last_id, upto))
+    async def since(self, after: str | int, upto: int, limit: int = REPLAY_PAGE) -> Replay:
+        return await self._run(lambda: self._since(after, upto, limit))
 
-    def _since(self, last_id: str, upto: int) -> Replay:
+    def _since(self, after: str | int, upto: int, limit: int) -> Replay:
         db = self._db
         if db is None:
             raise ConnectionError("the SQLite store is closed")
         oldest = time.time() - self.history_max_age if self.history_max_age else -1.0
-        after, found = 0, True
-        if last_id != EARLIEST:
+        start, found = 0, True
+        if isinstance(after, int):
+            start = after
+        elif after != EARLIEST:
             row = db.execute(
                 "SELECT position FROM events WHERE id = ? AND time >= ?"
                 " ORDER BY position DESC LIMIT 1",
-                (last_id, oldest),
+                (after, oldest),
             ).fetchone()
             if row is None:
                 found = False
             else:
-                after = row[0]
-        rows = db.execute(
+                start = row[0]
+        # Rows are read one by one and the page stops at its bound: a long history is never
+        # loaded whole.
+        cursor = db.execute(
             f"SELECT {_COLUMNS} FROM events WHERE position > ? AND position <= ? AND time >= ?"
             " ORDER BY position",
-            (after, upto, oldest),
-        ).fetchall()
-        return Replay([_stored(r) for r in rows], found)
+            (start, upto, oldest),
+        )
+        events: list[StoredEvent] = []
+        size, more = 0, False
+        for row in cursor:
+            if size >= limit and events:
+                more = True
+                break
+            events.append(_stored(row))
+            size += len(events[-1].wire)
+        cursor.close()
+        if isinstance(after, int) and after < upto:
+            # A continuation lost nothing if its anchor is still held, or if what follows it
+            # is its immediate successor (positions are consecutive: AUTOINCREMENT, and a
+            # rolled-back batch rolls its sequence back too).
+            following = events[0].position if events else None
+            if following != after + 1:
+                held = db.execute(
+                    "SELECT 1 FROM events WHERE position = ? AND time >= ?", (after, oldest)
+                ).fetchone()
+                found = held is not None
+        return Replay(events, found, more)
