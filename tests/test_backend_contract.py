@@ -163,6 +163,28 @@ def test_concurrent_publishers_get_one_total_order(url: str) -> None:
         assert ids(await hub.delivered(200)) == ids(stored)
 
 
+def test_retry_with_same_id_is_not_a_duplicate(url: str) -> None:
+    @contract(url, history_size=5)
+    async def _(hub: Opened) -> None:
+        a, b = await hub.publish("a", "b")
+        [again] = await hub.publish("a")  # the publisher did not hear back, and retries
+        assert (again.id, again.position, again.data) == ("a", a.position, a.data)
+        d1, d2, other = await hub.publish("d", "d", None)  # a repeat inside one batch
+        assert (d2.id, d2.position) == ("d", d1.position)
+        assert other.position > d1.position
+        replay = await hub.backend.since(EARLIEST, other.position)
+        assert ids(replay.events) == ["a", "b", "d", other.id]
+        assert ids(await hub.delivered(4)) == ["a", "b", "d", other.id]
+        # Once history no longer holds an id, the same id is a new event.
+        await hub.publish("f1", "f2", "f3", "f4", "f5")
+        [back] = await hub.publish("a")
+        assert back.position > a.position
+        assert ids(await hub.delivered(10))[-6:] == ["f1", "f2", "f3", "f4", "f5", "a"]
+        await hub.publish("z")  # nothing else was delivered meanwhile
+        assert ids(await hub.delivered(11))[-2:] == ["a", "z"]
+        assert len(hub.sunk) == 11
+
+
 async def pages(backend: Backend, after: str | int, upto: int, limit: int) -> list[Replay]:
     """Every page of a replay, as the hub reads them: each after the last one's last event."""
     page = await backend.since(after, upto, limit)

@@ -49,18 +49,28 @@ class MemoryBackend:
 
     async def append(self, events: Sequence[Event]) -> list[StoredEvent]:
         now = time.time()
-        accepted = []
+        self._trim(now)  # an id past its age is no longer in history: it may come again
+        accepted: list[StoredEvent] = []
+        new: list[StoredEvent] = []
+        batch: dict[str, StoredEvent] = {}  # a repeat inside one batch, even without history
         for event in events:
+            if event.id is not None:
+                known = batch.get(event.id) or self._by_id.get(event.id)
+                if known is not None:  # a publisher's retry: the event it already has
+                    accepted.append(known)
+                    continue
             self._position += 1
             stored = StoredEvent.accept(event, event.id or new_event_id(), self._position, now)
             accepted.append(stored)
+            new.append(stored)
+            batch[stored.id] = stored
             if self.history_size:
                 self._history.append(stored)
                 self._by_id[stored.id] = stored
                 self._bytes += _footprint(stored)
         self._trim(now)
-        if self._sink is not None:
-            self._sink(accepted)
+        if self._sink is not None and new:
+            self._sink(new)
         return accepted
 
     async def since(self, after: str | int, upto: int, limit: int = REPLAY_PAGE) -> Replay:

@@ -89,22 +89,32 @@ class SQLiteBackend:
         return self._last_id
 
     async def append(self, events: Sequence[Event]) -> list[StoredEvent]:
-        stored = await self._run(lambda: self._insert(events))
-        if stored:
-            self._last_id = stored[-1].id
-        if self._sink is not None:
-            self._sink(stored)
+        stored, new = await self._run(lambda: self._insert(events))
+        if new:
+            self._last_id = new[-1].id
+            if self._sink is not None:
+                self._sink(new)
         return stored
 
-    def _insert(self, events: Sequence[Event]) -> list[StoredEvent]:
+    def _insert(self, events: Sequence[Event]) -> tuple[list[StoredEvent], list[StoredEvent]]:
+        """Store a batch in one transaction: every event's entry, and those that are new
+        (the others are retries of an id history holds)."""
         db = self._db
         if db is None:
             raise ConnectionError("the SQLite store is closed")
         now = time.time()
-        stored = []
+        oldest = now - self.history_max_age if self.history_max_age else -1.0
+        stored: list[StoredEvent] = []
+        new: list[StoredEvent] = []
+        batch: dict[str, StoredEvent] = {}
         db.execute("BEGIN IMMEDIATE")
         try:
             for event in events:
+                if event.id is not None:
+                    known = batch.get(event.id) or self._stored_by_id(db, event.id, oldest)
+                    if known is not None:  # a publisher's retry: the event it already has
+                        stored.append(known)
+                        continue
                 event_id = event.id or new_event_id()
                 cursor = db.execute(
                     "INSERT INTO events (id, topics, data, private, type, retry, time)"
@@ -120,13 +130,25 @@ class SQLiteBackend:
                     ),
                 )
                 assert cursor.lastrowid is not None
-                stored.append(StoredEvent.accept(event, event_id, cursor.lastrowid, now))
-            self._trim(db, now, stored[-1].position if stored else 0)
+                accepted = StoredEvent.accept(event, event_id, cursor.lastrowid, now)
+                stored.append(accepted)
+                new.append(accepted)
+                batch[event_id] = accepted
+            self._trim(db, now, new[-1].position if new else 0)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        return stored
+        return stored, new
+
+    @staticmethod
+    def _stored_by_id(db: sqlite3.Connection, event_id: str, oldest: float) -> StoredEvent | None:
+        row = db.execute(
+            f"SELECT {_COLUMNS} FROM events WHERE id = ? AND time >= ?"
+            " ORDER BY position DESC LIMIT 1",
+            (event_id, oldest),
+        ).fetchone()
+        return None if row is None else _stored(row)
 
     def _trim(self, db: sqlite3.Connection, now: float, last: int) -> None:
         db.execute("DELETE FROM events WHERE position <= ?", (last - self.history_size,))
