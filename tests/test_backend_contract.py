@@ -166,7 +166,7 @@ def test_concurrent_publishers_get_one_total_order(url: str) -> None:
 def test_retry_with_same_id_is_not_a_duplicate(url: str) -> None:
     @contract(url, history_size=5)
     async def _(hub: Opened) -> None:
-        a, b = await hub.publish("a", "b")
+        a, _ = await hub.publish("a", "b")
         [again] = await hub.publish("a")  # the publisher did not hear back, and retries
         assert (again.id, again.position, again.data) == ("a", a.position, a.data)
         d1, d2, other = await hub.publish("d", "d", None)  # a repeat inside one batch
