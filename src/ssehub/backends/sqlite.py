@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -14,6 +15,7 @@ from ..events import Event, StoredEvent
 from . import EARLIEST, REPLAY_PAGE, Replay, Sink, new_event_id
 
 T = TypeVar("T")
+log = logging.getLogger("ssehub.sqlite")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -89,7 +91,10 @@ class SQLiteBackend:
         return self._last_id
 
     async def append(self, events: Sequence[Event]) -> list[StoredEvent]:
-        stored, new = await self._run(lambda: self._insert(events))
+        try:
+            stored, new = await self._run(lambda: self._insert(events))
+        except sqlite3.Error as exc:
+            raise self._refusal(exc) from exc
         if new:
             self._last_id = new[-1].id
             if self._sink is not None:
@@ -137,9 +142,25 @@ class SQLiteBackend:
             self._trim(db, now, new[-1].position if new else 0)
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            # Some failures (a full disk) have rolled the transaction back already; a second
+            # ROLLBACK would fail and hide why.
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
         return stored, new
+
+    def _refusal(self, exc: sqlite3.Error) -> OSError:
+        """Why a write failed, in words an operator can act on."""
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # the primary code
+        reason = {
+            sqlite3.SQLITE_FULL: "disk full: the SQLite store cannot grow",
+            sqlite3.SQLITE_READONLY: "the SQLite store is read-only",
+            sqlite3.SQLITE_IOERR: "I/O error writing the SQLite store",
+            sqlite3.SQLITE_BUSY: "the SQLite store is locked by another process",
+            sqlite3.SQLITE_CANTOPEN: "the SQLite store cannot be opened",
+        }.get(code, "the SQLite store refused the write")
+        log.error("%s: %s (%s)", self.path, reason, exc)
+        return OSError(reason)  # publishers hear why, not where
 
     @staticmethod
     def _stored_by_id(db: sqlite3.Connection, event_id: str, oldest: float) -> StoredEvent | None:
