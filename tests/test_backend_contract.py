@@ -185,6 +185,21 @@ def test_retry_with_same_id_is_not_a_duplicate(url: str) -> None:
         assert len(hub.sunk) == 11
 
 
+def test_broadcast_reaches_the_sink_but_not_history(url: str) -> None:
+    @contract(url, history_size=3)
+    async def _(hub: Opened) -> None:
+        await hub.publish("a")
+        sent = await hub.backend.broadcast([Event(("s",), f"s{i}", id=f"s{i}") for i in range(5)])
+        assert ids(sent) == [f"s{i}" for i in range(5)]
+        assert all(b"id:" not in e.wire for e in sent)  # never a client's resume point
+        [b] = await hub.publish("b")
+        assert ids(await hub.delivered(7)) == ["a", "s0", "s1", "s2", "s3", "s4", "b"]
+        replay = await hub.backend.since(EARLIEST, b.position)
+        assert ids(replay.events) == ["a", "b"]  # five broadcasts evicted nothing
+        assert hub.backend.last_id == "b"
+        assert (await hub.backend.since("a", b.position)).found
+
+
 async def pages(backend: Backend, after: str | int, upto: int, limit: int) -> list[Replay]:
     """Every page of a replay, as the hub reads them: each after the last one's last event."""
     page = await backend.since(after, upto, limit)

@@ -124,6 +124,7 @@ class Hub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._beat_handle: asyncio.TimerHandle | None = None
         self._subscribers = 0
+        self._announcing: set[asyncio.Task[list[StoredEvent]]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -196,6 +197,17 @@ class Hub:
                 if not future.done():
                     future.set_result(accepted)
         self._commit_next()
+
+    def announce(self, *events: Event) -> asyncio.Task[list[StoredEvent]]:
+        """Deliver ``events`` to matching subscribers on every node without keeping them in
+        history (``Backend.broadcast``): notices about the moment, such as subscription
+        events, that must never evict other topics' history."""
+        if self._loop is None:
+            raise RuntimeError("Hub.start() has not been awaited")
+        task = self._loop.create_task(self.backend.broadcast(events))
+        self._announcing.add(task)  # the loop keeps only a weak reference
+        task.add_done_callback(self._announcing.discard)
+        return task
 
     # -- fan-out -----------------------------------------------------------------------------
 

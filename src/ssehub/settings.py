@@ -41,7 +41,10 @@ class Settings:
         "server",
     )
     subscriptions: bool = _opt(
-        False, "Publish subscription events and serve the Mercure subscriptions API.", "server"
+        False,
+        "Publish subscription events (live only, never kept in history) and serve the Mercure"
+        " subscriptions API.",
+        "server",
     )
     # -- auth -------------------------------------------------------------------------------
     publisher_jwt_key: str | None = _opt(

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from ..events import Event, StoredEvent
+from ..sse import encode_event
 
 EARLIEST = "earliest"
 REPLAY_PAGE = 64 * 1024
@@ -55,6 +57,12 @@ class Backend(Protocol):
         first; so is a repeat of an id earlier in the same batch."""
         ...
 
+    async def broadcast(self, events: Sequence[Event]) -> list[StoredEvent]:
+        """Deliver ``events`` to every node's sink without keeping them: no room in history,
+        no replay, not a resume point. For notices about the moment (subscription events,
+        the demo clock) that must never cost other topics their history."""
+        ...
+
     async def since(self, after: str | int, upto: int, limit: int = REPLAY_PAGE) -> Replay:
         """One page of the events after ``after`` with position <= ``upto``.
 
@@ -97,9 +105,29 @@ def open_backend(
     raise ValueError(f"unknown store {store!r}: use memory, sqlite:PATH or redis://HOST:PORT/DB")
 
 
+def transient(event: Event, position: int, time: float) -> StoredEvent:
+    """``event`` as broadcast: the position of the newest stored event (it takes none of its
+    own) and no ``id:`` on the wire, so a client's Last-Event-ID stays on a stored event."""
+    stored = StoredEvent.accept(
+        dataclasses.replace(event, id=None), event.id or new_event_id(), position, time
+    )
+    return dataclasses.replace(
+        stored, wire=encode_event(event.data, event=event.type, retry=event.retry)
+    )
+
+
 def new_event_id() -> str:
     """A unique IRI for an event whose publisher gave no id."""
     return f"urn:uuid:{uuid.uuid4()}"
 
 
-__all__ = ["EARLIEST", "REPLAY_PAGE", "Backend", "Replay", "Sink", "new_event_id", "open_backend"]
+__all__ = [
+    "EARLIEST",
+    "REPLAY_PAGE",
+    "Backend",
+    "Replay",
+    "Sink",
+    "new_event_id",
+    "open_backend",
+    "transient",
+]

@@ -8,7 +8,7 @@ from collections import deque
 from collections.abc import Sequence
 
 from ..events import Event, StoredEvent
-from . import EARLIEST, REPLAY_PAGE, Replay, Sink, new_event_id
+from . import EARLIEST, REPLAY_PAGE, Replay, Sink, new_event_id, transient
 
 
 class MemoryBackend:
@@ -72,6 +72,13 @@ class MemoryBackend:
         if self._sink is not None and new:
             self._sink(new)
         return accepted
+
+    async def broadcast(self, events: Sequence[Event]) -> list[StoredEvent]:
+        now = time.time()
+        sent = [transient(event, self._position, now) for event in events]
+        if self._sink is not None and sent:
+            self._sink(sent)
+        return sent
 
     async def since(self, after: str | int, upto: int, limit: int = REPLAY_PAGE) -> Replay:
         self._trim(time.time())

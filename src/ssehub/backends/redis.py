@@ -219,6 +219,11 @@ class RedisBackend:
         # Delivery, here as on every other node, comes from the reader following the stream.
         return out
 
+    async def broadcast(self, events: Sequence[Event]) -> list[StoredEvent]:
+        # Other nodes hear only what the stream carries, so for now these go through it and
+        # take room in history like any event (a separate live-only channel is to come).
+        return await self.append(events)
+
     async def since(self, after: str | int, upto: int, limit: int = REPLAY_PAGE) -> Replay:
         try:
             return await self._since(after, upto, limit)

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from ..events import Event, StoredEvent
-from . import EARLIEST, REPLAY_PAGE, Replay, Sink, new_event_id
+from . import EARLIEST, REPLAY_PAGE, Replay, Sink, new_event_id, transient
 
 T = TypeVar("T")
 log = logging.getLogger("ssehub.sqlite")
@@ -55,13 +55,15 @@ class SQLiteBackend:
         self._db: sqlite3.Connection | None = None
         self._sink: Sink | None = None
         self._last_id = EARLIEST
+        self._position = 0  # of the newest stored event
 
     async def _run(self, call: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     async def start(self, sink: Sink) -> int:
         self._sink = sink
-        return await self._run(self._open)
+        self._position = await self._run(self._open)
+        return self._position
 
     def _open(self) -> int:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -97,9 +99,18 @@ class SQLiteBackend:
             raise self._refusal(exc) from exc
         if new:
             self._last_id = new[-1].id
+            self._position = new[-1].position
             if self._sink is not None:
                 self._sink(new)
         return stored
+
+    async def broadcast(self, events: Sequence[Event]) -> list[StoredEvent]:
+        # One process delivers what it stores (--workers needs Redis): its sink is all.
+        now = time.time()
+        sent = [transient(event, self._position, now) for event in events]
+        if self._sink is not None and sent:
+            self._sink(sent)
+        return sent
 
     def _insert(self, events: Sequence[Event]) -> tuple[list[StoredEvent], list[StoredEvent]]:
         """Store a batch in one transaction: every event's entry, and those that are new
