@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Sequence
 
 from ssehub import Event, Hub, MemoryBackend, StoredEvent
-from ssehub.backends import EARLIEST, Replay
+from ssehub.backends import EARLIEST, REPLAY_PAGE, Replay
 from ssehub.sse import Decoder
 from ssehub.subscriber import Subscriber
 
@@ -141,6 +142,30 @@ def test_evicted_id_is_reported_not_found() -> None:
         replay = await hub.subscribe(Subscriber(earliest, ("t",), None), EARLIEST, preamble)
         assert replay is not None and replay.found
         assert earliest.ids() == [e.id for e in events[3:]]
+
+    asyncio.run(go())
+
+
+def test_history_lost_between_replay_pages_is_announced() -> None:
+    async def go() -> None:
+        hub = await started(history=4)
+        big = "x" * (REPLAY_PAGE * 5 // 8)  # a page holds two of these
+        old = [await hub.publish(Event(("t",), big)) for _ in range(4)]
+        stream = FakeStream()
+        stream.gate = asyncio.Event()  # the first page waits to drain ...
+        task = asyncio.create_task(
+            hub.subscribe(Subscriber(stream, ("t",), None), EARLIEST, preamble)
+        )
+        await asyncio.sleep(0)
+        assert stream.writes[1:]  # the first page, waiting to drain
+        live = [await hub.publish(Event(("t",), "live")) for _ in range(4)]  # ... and old[2:] go
+        stream.gate.set()
+        await task
+        events = Decoder().feed(b"".join(stream.writes[1:]))
+        gap = events.pop(2)
+        assert gap.event == "ssehub.gap"
+        assert [e.id for e in events] == [old[0].id, old[1].id, *(e.id for e in live)]
+        assert json.loads(gap.data)["requested"] == old[1].id
 
     asyncio.run(go())
 

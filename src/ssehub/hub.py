@@ -14,10 +14,10 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from .backends import Backend, Replay
+from .backends import REPLAY_PAGE, Backend, Replay
 from .errors import HubError
 from .events import Event, StoredEvent
-from .mercure import field_problem
+from .mercure import field_problem, gap_notice
 from .sse import HEARTBEAT
 from .subscriber import Subscriber, ViewKey
 from .topics import ALL, TopicMatcher, is_template
@@ -124,6 +124,7 @@ class Hub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._beat_handle: asyncio.TimerHandle | None = None
         self._subscribers = 0
+        self._announcing: set[asyncio.Task[list[StoredEvent]]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -202,6 +203,17 @@ class Hub:
                 if not future.done():
                     future.set_result(accepted)
         self._commit_next()
+
+    def announce(self, *events: Event) -> asyncio.Task[list[StoredEvent]]:
+        """Deliver ``events`` to matching subscribers on every node without keeping them in
+        history (``Backend.broadcast``): notices about the moment, such as subscription
+        events, that must never evict other topics' history."""
+        if self._loop is None:
+            raise RuntimeError("Hub.start() has not been awaited")
+        task = self._loop.create_task(self.backend.broadcast(events))
+        self._announcing.add(task)  # the loop keeps only a weak reference
+        task.add_done_callback(self._announcing.discard)
+        return task
 
     # -- fan-out -----------------------------------------------------------------------------
 
@@ -301,9 +313,10 @@ class Hub:
         view = self._join(sub)
         try:
             replay = None
+            upto = self._dispatched
             if last_event_id is not None:
                 try:
-                    replay = await self.backend.since(last_event_id, self._dispatched)
+                    replay = await self.backend.since(last_event_id, upto, REPLAY_PAGE)
                 except (ConnectionError, OSError) as exc:
                     raise HubError(
                         503, f"history is unavailable: {exc}", (("Retry-After", "1"),)
@@ -313,6 +326,10 @@ class Hub:
             sub.write(preamble(replay))
             if replay is not None:
                 await self._replay(sub, view, replay)
+                page = replay
+                while page.more and sub in view.waiting:
+                    page = await self._next_page(sub, page.events[-1], upto)
+                    await self._replay(sub, view, page)
             while sub.held:
                 data = b"".join(sub.held)
                 sub.held, sub.held_size = [], 0
@@ -327,6 +344,22 @@ class Hub:
         except BaseException:
             self.detach(sub)
             raise
+
+    async def _next_page(self, sub: Subscriber, last: StoredEvent, upto: int) -> Replay:
+        """The page after ``last``, read only once the previous one drained: a subscriber
+        that does not read holds one page, never the whole history."""
+        try:
+            page = await self.backend.since(last.position, upto, REPLAY_PAGE)
+        except (ConnectionError, OSError) as exc:  # mid-stream: it resumes from what it got
+            log.warning("closing a replaying subscriber: history is unavailable: %s", exc)
+            sub.stream.abort()
+            raise ConnectionResetError("history is unavailable") from exc
+        if not page.found:  # history moved past it mid-replay: say so, never skip silently
+            view = self._views[sub.key]
+            sub.write(
+                gap_notice(last.id, Replay([e for e in page.events if view.wants(e)][:1], False))
+            )
+        return page
 
     async def _replay(self, sub: Subscriber, view: _View, replay: Replay) -> None:
         chunk: list[bytes] = []

@@ -33,7 +33,7 @@ class Settings:
         "server",
     )
     workers: int = _opt(
-        1, "Processes sharing the port (SO_REUSEPORT); needs a shared store.", "server"
+        1, "Processes sharing the port (SO_REUSEPORT); needs a Redis store.", "server"
     )
     demo: bool = _opt(
         True,
@@ -41,7 +41,10 @@ class Settings:
         "server",
     )
     subscriptions: bool = _opt(
-        False, "Publish subscription events and serve the Mercure subscriptions API.", "server"
+        False,
+        "Publish subscription events (live only, never kept in history) and serve the Mercure"
+        " subscriptions API.",
+        "server",
     )
     # -- auth -------------------------------------------------------------------------------
     publisher_jwt_key: str | None = _opt(
@@ -126,6 +129,13 @@ class Settings:
             raise ValueError(
                 "--workers needs a shared store: each process would keep its own memory history"
                 " (use --store redis://…)"
+            )
+        if self.workers > 1 and self.store.startswith("sqlite:"):
+            # Each worker would share the history but deliver only what was published
+            # through it: subscribers on the other workers would miss events silently.
+            raise ValueError(
+                "--workers needs a shared store: SQLite delivers live events only within the"
+                " process that stored them (use --store redis://…, or one worker)"
             )
         if "none" in (a.strip().lower() for a in self.jwt_algorithm.split(",")):
             raise ValueError("jwt_algorithm 'none' would accept unsigned tokens")
