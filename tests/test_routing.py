@@ -112,22 +112,31 @@ def test_join_and_leave_update_cached_routes_instead_of_clearing() -> None:
         books = await attach(hub, ["https://example.com/books/{id}"])
         topics = [f"https://example.com/books/{i}" for i in range(20)]
         await asyncio.gather(*(hub.publish(Event((t,), "a")) for t in topics))
-        assert {key for key in hub.routes.cached} == {(t,) for t in topics}
-        for i in range(50):  # churn: views come and go, exact, template and *
+        answers = {(t,) for t in topics}
+        assert set(hub.routes.cached) == answers
+        assert hub.routes.recomputed == 20
+        for i in range(60):  # churn: views come and go, exact, template and *
             stream = FakeStream()
-            sub = Subscriber(stream, (f"urn:churn:{i}", "urn:{x}", ALL)[i % 3 : i % 3 + 1], None)
+            selector = (f"urn:churn:{i}", "urn:{x}", ALL, topics[i % 20])[i % 4]
+            sub = Subscriber(stream, (selector,), None)
             await hub.subscribe(sub, None, preamble)
+            if i % 8 == 3:  # one publish while a churner is there: it receives it
+                await hub.publish(Event((topics[i % 20],), "c"))
+                assert len(stream.ids()) == 1
             hub.detach(sub)
-        assert {key for key in hub.routes.cached} == {(t,) for t in topics}  # nothing cleared
-        assert hub.routes.evictions == 0
-        # A view that joins now is added to the cached routes it matches, and only to those.
+        assert set(hub.routes.cached) | set(hub.routes.stale) == answers  # nothing cleared
+        # A view that joins now is added to the answers it belongs in, and only to those.
         seven = await attach(hub, ["https://example.com/books/7"])
         other = await attach(hub, ["https://example.com/{kind}/3"])
+        everything = await attach(hub, [ALL])
         await asyncio.gather(*(hub.publish(Event((t,), "b")) for t in topics))
-        assert len(books.ids()) == 40
+        assert len(books.ids()) == 40 + 8
         assert len(seven.ids()) == 1
         assert len(other.ids()) == 1
-        assert {key for key in hub.routes.cached} == {(t,) for t in topics}
+        assert len(everything.ids()) == 20
+        assert set(hub.routes.cached) == answers
+        assert hub.routes.recomputed == 20  # every answer after the first was kept up to date
+        assert hub.routes.evictions == 0
 
     asyncio.run(go())
 
@@ -169,10 +178,12 @@ _ops = st.lists(
 
 
 @settings(max_examples=300, deadline=None)
-@given(_ops, st.integers(2, 12))
-def test_incremental_routes_equal_fresh_ones(ops: list[tuple[str, object]], cap: int) -> None:
+@given(_ops, st.integers(2, 12), st.integers(1, 4))
+def test_incremental_routes_equal_fresh_ones(
+    ops: list[tuple[str, object]], cap: int, max_added: int
+) -> None:
     matcher = TopicMatcher()
-    index: RouteIndex[_View] = RouteIndex(matcher, max_routes=cap, max_chars=40)
+    index: RouteIndex[_View] = RouteIndex(matcher, cap, max_chars=40, max_added=max_added)
     live: list[_View] = []
     for n, (op, arg) in enumerate(ops):
         if op == "join":
@@ -193,8 +204,16 @@ def test_incremental_routes_equal_fresh_ones(ops: list[tuple[str, object]], cap:
         for key, views in index.cached.items():  # every cached answer is still right
             assert len(views) == len(set(views))
             assert sorted(v.name for v in views) == _wanting(matcher, live, key)
-        assert len(index.cached) <= cap
-        assert index._chars == sum(len(t) for key in index.cached for t in key) <= 40
+        for key, views in index.stale.items():  # stale ones miss only views added since
+            assert len(views) == len(set(views))
+            names = {v.name for v in views}
+            wanted = set(_wanting(matcher, live, key))
+            assert names <= wanted
+            assert wanted - names <= {v.name for v in index.added}
+        assert len(index) <= cap
+        assert not set(index.cached) & set(index.stale)
+        keys = [*index.cached, *index.stale]
+        assert index._chars == sum(len(t) for key in keys for t in key) <= 40
 
 
 def _wanting(matcher: TopicMatcher, views: list[_View], topics: tuple[str, ...]) -> list[int]:

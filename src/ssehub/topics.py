@@ -147,7 +147,7 @@ def _template_matches(tokens: tuple[_Token, ...], topic: str) -> bool:
     the cost is linear in tokens x length whatever the template; a backtracking regex can
     take exponential time on adjacent expressions, and selectors come from anyone. Masks
     are made once per operator, and a run of same-operator expressions stops as soon as
-    the set of positions stops growing.
+    the set of positions stops growing. No bit passes n: masks and hits end before it.
     """
     first, last = tokens[0], tokens[-1]
     if isinstance(first, str) and not topic.startswith(first):
@@ -155,7 +155,6 @@ def _template_matches(tokens: tuple[_Token, ...], topic: str) -> bool:
     if isinstance(last, str) and not topic.endswith(last):
         return False
     n = len(topic)
-    full = (1 << (n + 1)) - 1
     masks: dict[frozenset[str], int] = {}
     prefixes: dict[str, int] = {}
     reach = 1  # position 0
@@ -177,11 +176,10 @@ def _template_matches(tokens: tuple[_Token, ...], topic: str) -> bool:
                 # Adding the run starts to the mask carries through each run of allowed
                 # characters: the XORs leave exactly the positions one or more characters on.
                 after = (allowed + begin) ^ allowed ^ begin
-                grown = (reach | after) & full  # an undefined variable expands to nothing
+                grown = reach | after  # an undefined variable expands to nothing
                 if grown == reach:
                     break  # a fixed point: the rest of the run adds nothing either
                 reach = grown
-        reach &= full
         if not reach:
             return False
     return bool(reach >> n & 1)
