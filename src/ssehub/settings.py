@@ -107,6 +107,17 @@ class Settings:
     max_url_length: int = _opt(8 * KiB, "Longest request URL in bytes (414 above).", "limits")
     max_body_size: int = _opt(1 * MiB, "Largest publish body in bytes (413 above).", "limits")
     max_topics: int = _opt(100, "Most topic selectors in one subscription.", "limits")
+    max_template_length: int = _opt(
+        2048,
+        "Longest URI template topic selector in characters (400 above); 2048 at most.",
+        "limits",
+    )
+    max_template_expressions: int = _opt(
+        32,
+        "Most URI template expressions in one subscription, all its selectors together (400 "
+        "above): every new topic is tried against every template.",
+        "limits",
+    )
     max_pipelined: int = _opt(64, "Requests read ahead on one connection.", "limits")
     max_connections: int = _opt(10_000, "Open connections at most (503 above).", "limits")
     max_connections_per_ip: int = _opt(

@@ -25,6 +25,7 @@ from ..sse import encode_comment
 from ..subscriber import Stream, Subscriber
 from ..subscriptions import PREFIX as SUBSCRIPTIONS
 from ..subscriptions import Subscriptions
+from ..topics import check_selectors
 from .http import Request, Response, error_response, response
 
 if TYPE_CHECKING:
@@ -290,6 +291,9 @@ class App:
         headers = request.headers
         wanted = parse_subscribe(
             request.query, headers.get("last-event-id"), self.settings.max_topics
+        )
+        check_selectors(
+            wanted.topics, self.settings.max_template_length, self.settings.max_template_expressions
         )
         found = self._token(request, wanted.authorization or "")
         claims = self.auth.subscriber(found, self.settings.anonymous)
