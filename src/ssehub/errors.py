@@ -43,3 +43,15 @@ class HubError(Exception):
             return HTTPStatus(self.status).phrase
         except ValueError:
             return "Error"
+
+
+class ConfigError(Exception):
+    """The hub cannot start as configured: a store that will not open, a key it cannot read,
+    an address it cannot listen on.
+
+    Raised where the fault is found, its text is one line naming the setting, what is wrong
+    and what to check; the CLI prints it and exits 1.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(" ".join(reason.split()))
