@@ -119,7 +119,8 @@ def answer_id(answer: httpx.Response) -> str:
     return answer.text
 
 
-def _compact_json(data: object) -> str:
+def compact_json(data: object) -> str:
+    """``data`` as JSON without spaces, non-ASCII kept as is."""
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
@@ -191,7 +192,7 @@ class _Publishing(Generic[_Client]):
         claims: Mapping[str, object] | None = None,
         retries: Retries = Retries(),
         timeout: float = 10.0,
-        dumps: Callable[[object], str] = _compact_json,
+        dumps: Callable[[object], str] = compact_json,
         client: _Client | None = None,
     ) -> None:
         self.url = url
@@ -391,5 +392,6 @@ __all__ = [
     "Publisher",
     "Retries",
     "answer_id",
+    "compact_json",
     "form_body",
 ]
