@@ -131,3 +131,16 @@ class Cookie:
     secure: bool
     httponly: bool = True
     samesite: Literal["Strict"] = "Strict"
+
+    def set_on(self, set_cookie: Callable[..., object]) -> None:
+        """Call a response's ``set_cookie`` (Django's and Werkzeug's take the same names)."""
+        set_cookie(
+            self.name,
+            self.value,
+            max_age=self.max_age,
+            path=self.path,
+            domain=self.domain,
+            secure=self.secure,
+            httponly=self.httponly,
+            samesite=self.samesite,
+        )

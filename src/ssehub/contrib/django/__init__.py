@@ -117,17 +117,7 @@ def subscriber_url(*topics: str, last_event_id: str | None = None) -> str:
 def authorize(response: _Response, *topics: str) -> _Response:
     """Set the ``mercureAuthorization`` cookie on ``response``: its browser may then receive
     private updates of these topic selectors (a user's own, say). Returns ``response``."""
-    cookie = _hub()[0].subscriber_cookie(topics)
-    response.set_cookie(
-        cookie.name,
-        cookie.value,
-        max_age=cookie.max_age,
-        path=cookie.path,
-        domain=cookie.domain,
-        secure=cookie.secure,
-        httponly=cookie.httponly,
-        samesite=cookie.samesite,
-    )
+    _hub()[0].subscriber_cookie(topics).set_on(response.set_cookie)
     return response
 
 
