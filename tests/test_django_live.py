@@ -148,7 +148,13 @@ class NotesLive(LiveServerTestCase):
         )
         with override_settings(SSEHUB_PUBLIC_URL="https://hub.example.com/.well-known/mercure"):
             assert ssehub.subscriber_url("b").startswith("https://hub.example.com/")
+        from django.core import checks
         from django.core.exceptions import ImproperlyConfigured
 
-        with override_settings(SSEHUB_URL=None), pytest.raises(ImproperlyConfigured, match="URL"):
-            ssehub.publish("b")
+        assert checks.run_checks() == []
+        with override_settings(SSEHUB_URL=None):
+            [problem] = checks.run_checks()
+            assert (problem.id, problem.level) == ("ssehub.E001", checks.ERROR)
+            assert "SSEHUB_URL" in problem.msg
+            with pytest.raises(ImproperlyConfigured, match="SSEHUB_URL"):
+                ssehub.publish("b")

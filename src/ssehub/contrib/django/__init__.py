@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from django.conf import settings
+from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.core.serializers.json import DjangoJSONEncoder
 from django.core.signals import setting_changed
@@ -47,16 +48,29 @@ def _dumps(data: object) -> str:
     return DjangoJSONEncoder(ensure_ascii=False, separators=(",", ":")).encode(data)
 
 
+def _read() -> HubSettings:
+    return HubSettings.read(lambda name: getattr(settings, name, None))
+
+
 def _hub() -> tuple[HubSettings, Publisher]:
     global _state
     with _lock:
         if _state is None:
             try:
-                hub = HubSettings.read(lambda name: getattr(settings, name, None))
+                hub = _read()
             except ValueError as exc:
                 raise ImproperlyConfigured(str(exc)) from None
             _state = (hub, hub.publisher(dumps=_dumps))
         return _state
+
+
+def check_settings(**_: object) -> list[checks.CheckMessage]:
+    """``manage.py check`` (and every ``runserver``) says what is missing, before a publish."""
+    try:
+        _read()
+    except ValueError as exc:
+        return [checks.Error(str(exc), id="ssehub.E001")]
+    return []
 
 
 def _forget(*, setting: str, **_: Any) -> None:

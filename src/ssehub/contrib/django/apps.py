@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from django.apps import AppConfig
+from django.core import checks
 
 
 class SSEHubConfig(AppConfig):
     name = "ssehub.contrib.django"
     label = "ssehub"
     verbose_name = "ssehub"
+
+    def ready(self) -> None:
+        from . import check_settings
+
+        checks.register(check_settings)
