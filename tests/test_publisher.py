@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs
 
@@ -316,7 +317,16 @@ def test_async_publisher_retries_with_the_same_id(
 
 
 def test_key_or_token_not_both() -> None:
-    with pytest.raises(ValueError, match="key"):
+    with pytest.raises(ValueError, match="either a key"):
         Publisher("http://hub", key=KEY, token="t")
-    with pytest.raises(ValueError, match="key"):
+    with pytest.raises(ValueError, match="either a key"):
         Publisher("http://hub")
+
+
+def test_threads_share_one_connection_pool(flaky: Callable[..., FlakyHub]) -> None:
+    front = flaky()
+    with Publisher(front.url, key=KEY) as pub, ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(lambda n: pub.publish("urn:threads", str(n)), range(40)))
+    assert len(set(ids)) == 40
+    assert sorted(a.body["data"][0] for a in front.attempts) == sorted(map(str, range(40)))
+    assert front.connections <= 8

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable, Generator, Mapping, Sequence
@@ -137,7 +138,7 @@ class _Token:
         claims: Mapping[str, object] | None,
     ) -> None:
         if (key is None) == (token is None):
-            raise ValueError("give a key (to mint tokens) or a token, not both")
+            raise ValueError("give either a key (to mint tokens) or a token")
         self._key = key
         self._fixed = token
         self._algorithm = algorithm
@@ -203,6 +204,7 @@ class _Publishing(Generic[_Client]):
         self._own = client is None
         self._client: _Client | None = client
         self._pid = os.getpid()
+        self._opening = threading.Lock()
 
     def _exchange(
         self,
@@ -276,12 +278,16 @@ class Publisher(_Publishing[httpx.Client]):
     """
 
     def _http(self) -> httpx.Client:
-        if self._own and (self._client is None or self._pid != os.getpid()):
-            # The parent's pooled socket is not ours to use or close after a fork.
-            self._client = httpx.Client(timeout=self.timeout)
-            self._pid = os.getpid()
-        assert self._client is not None
-        return self._client
+        client = self._client
+        if self._own and (client is None or self._pid != os.getpid()):
+            with self._opening:  # threads share one client: httpx's is thread-safe
+                if self._client is None or self._pid != os.getpid():
+                    # After a fork the parent's pooled socket is not ours to use or close.
+                    self._client = httpx.Client(timeout=self.timeout)
+                    self._pid = os.getpid()
+                client = self._client
+        assert client is not None
+        return client
 
     def publish(
         self,
