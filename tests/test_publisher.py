@@ -25,6 +25,7 @@ from ssehub.client import (
     HubUnavailable,
     Publisher,
     Retries,
+    publish,
 )
 
 from .support import KEY, HubProcess, free_port, make_token
@@ -330,3 +331,12 @@ def test_threads_share_one_connection_pool(flaky: Callable[..., FlakyHub]) -> No
     assert len(set(ids)) == 40
     assert sorted(a.body["data"][0] for a in front.attempts) == sorted(map(str, range(40)))
     assert front.connections <= 8
+
+
+def test_one_shot_publish_raises_hub_unavailable_on_5xx(flaky: Callable[..., FlakyHub]) -> None:
+    front = flaky(503)
+    with pytest.raises(HubUnavailable) as failed:
+        asyncio.run(publish(front.url, "urn:once", "x", token=make_token(publish=["*"])))
+    assert (failed.value.status, failed.value.reason) == (503, "scripted 503")
+    assert len(front.attempts) == 1  # the one-shot function does not retry
+    assert "id" not in front.attempts[0].body  # and leaves the id to the hub
