@@ -111,6 +111,8 @@ def test_configuration_errors_name_the_setting(hub: HubProcess) -> None:
         make_app("")
     with pytest.raises(RuntimeError, match="SSEHUB_JWT_KEY"):
         make_app(hub.url, SSEHUB_JWT_KEY=None)
+    with pytest.raises(RuntimeError, match="SSEHUB_COOKIE_LIFETIME"):
+        make_app(hub.url, SSEHUB_COOKIE_LIFETIME="1h")
     _, unbound = make_app(hub.url)
     with Flask("other").app_context(), pytest.raises(RuntimeError, match="init_app"):
         unbound.publish("urn:flask", "x")

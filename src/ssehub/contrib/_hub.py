@@ -60,7 +60,11 @@ class HubSettings:
                 "set SSEHUB_JWT_KEY (or SSEHUB_PUBLISHER_JWT_KEY, or SSEHUB_PUBLISHER_TOKEN) "
                 "to publish"
             )
-        lifetime = get("SSEHUB_COOKIE_LIFETIME")
+        lifetime = get("SSEHUB_COOKIE_LIFETIME") or 3600
+        if not isinstance(lifetime, int) or lifetime <= 0:
+            raise ValueError(
+                f"SSEHUB_COOKIE_LIFETIME must be a positive int (seconds), not {lifetime!r}"
+            )
         return cls(
             url=url,
             public_url=text("SSEHUB_PUBLIC_URL") or url,
@@ -70,7 +74,7 @@ class HubSettings:
             jwt_algorithm=text("SSEHUB_JWT_ALGORITHM") or "HS256",
             cookie_name=text("SSEHUB_COOKIE_NAME") or COOKIE,
             cookie_domain=text("SSEHUB_COOKIE_DOMAIN"),
-            cookie_lifetime=int(lifetime) if isinstance(lifetime, int | str) else 3600,
+            cookie_lifetime=lifetime,
         )
 
     def publisher(self, dumps: Callable[[object], str] = compact_json) -> Publisher:
