@@ -20,7 +20,7 @@ class HubSettings:
     """The hub as an app sees it.
 
     ``url`` is where the app publishes; ``public_url`` where browsers subscribe (the same
-    unless the hub sits behind another name). One ``jwt_key`` serves both sides, or
+    unless the hub sits behind another name). One ``SSEHUB_JWT_KEY`` serves both sides, or
     ``publisher_jwt_key`` / ``subscriber_jwt_key`` apart; ``publisher_token`` replaces the
     publisher key with a ready token.
     """
