@@ -18,7 +18,7 @@ pytest.importorskip("django")
 
 SITE = Path(__file__).resolve().parent.parent / "examples" / "django_live"
 sys.path.insert(0, str(SITE))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "live.settings")
+os.environ["DJANGO_SETTINGS_MODULE"] = "live.settings"
 
 import django  # noqa: E402
 
