@@ -20,12 +20,16 @@ from typing import Any
 
 import jwt
 
+from .access_tokens import DetailsError, grants, is_access_token
 from .errors import HubError, one_line
 from .topics import TopicMatcher
 
 log = logging.getLogger("ssehub.auth")
 
 COOKIE = "mercureAuthorization"
+ACCESS_COOKIE = "__Secure-mercure_access_token"  # Mercure 1.0's
+DIALECT_0 = "0.x"  # a JWS with a ``mercure`` claim (draft-07)
+DIALECT_1 = "1.0"  # an RFC 9068 access token with authorization_details (draft-08)
 _JWKS_REFRESH = 300.0
 _VERIFIED_MAX = 4096
 _JWKS_RETRY = 10.0
@@ -39,6 +43,7 @@ class Claims:
     subscribe: tuple[str, ...] | None
     expires: float | None
     payload: object = None  # mercure.payload, shown in subscription events
+    dialect: str = DIALECT_0  # which kind of token granted these
 
 
 def _challenge(error: str | None, reason: str) -> tuple[tuple[str, str], ...]:
@@ -193,7 +198,7 @@ class Authenticator:
         self.leeway = leeway
         self.audience = audience
         self.issuer = issuer
-        self._verified: dict[tuple[str, int, int], tuple[Claims, float]] = {}
+        self._verified: dict[tuple[str, int, int, tuple[str, ...]], tuple[Claims, float]] = {}
 
     async def start(self) -> None:
         """Fetch JWKS URLs once before the first request."""
@@ -201,13 +206,19 @@ class Authenticator:
             if keys is not None:
                 await keys.refresh()
 
-    def verify(self, token: str, carrier: str, keys: KeySet) -> Claims:
+    def verify(
+        self, token: str, carrier: str, keys: KeySet, resource: tuple[str, ...] = ()
+    ) -> Claims:
         """Check signature, algorithm and time/audience/issuer claims; 401 with the reason.
+
+        An RFC 9068 access token (``typ: at+jwt``) is read as Mercure 1.0: its ``aud`` must
+        name one of ``resource`` (the hub's resource identifiers), ``exp`` is required and
+        its grants come from ``authorization_details``. Any other JWS is read as 0.x.
 
         A token that verified once is remembered (bounded, first in first out) with its time
         window: a publisher reusing one token pays for the signature once, not per publish.
         Failures are never cached, so every refusal keeps its exact reason."""
-        cache_key = (token, id(keys), keys.generation)
+        cache_key = (token, id(keys), keys.generation, resource)
         cached = self._verified.get(cache_key)
         if cached is not None:
             claims, valid_from = cached
@@ -217,26 +228,34 @@ class Authenticator:
             ):
                 return claims
             del self._verified[cache_key]
-        claims, valid_from = self._verify(token, carrier, keys)
+        claims, valid_from = self._verify(token, carrier, keys, resource)
         if len(self._verified) >= _VERIFIED_MAX:
             del self._verified[next(iter(self._verified))]
         self._verified[cache_key] = (claims, valid_from)
         return claims
 
-    def _verify(self, token: str, carrier: str, keys: KeySet) -> tuple[Claims, float]:
+    def _verify(
+        self, token: str, carrier: str, keys: KeySet, resource: tuple[str, ...]
+    ) -> tuple[Claims, float]:
         of = f"token from the {carrier}"
         try:
+            access = is_access_token(jwt.get_unverified_header(token))
             key = keys.key_for(token, carrier)
             if not isinstance(key, str):
                 self._check_family(token, key, of)
+            audience: str | list[str] | None = self.audience
+            options: Any = {"verify_aud": self.audience is not None}
+            if access:  # RFC 9068: aud is the hub's resource identifier, exp is required
+                audience = list(resource)
+                options = {"verify_aud": True, "require": ["exp", "aud"]}
             payload = jwt.decode(
                 token,
                 key,
                 algorithms=self.algorithms,
                 leeway=self.leeway,
-                audience=self.audience,
+                audience=audience,
                 issuer=self.issuer,
-                options={"verify_aud": self.audience is not None},
+                options=options,
             )
         except jwt.ExpiredSignatureError:
             raise unauthorized(f"{of} has expired (exp)") from None
@@ -270,6 +289,20 @@ class Authenticator:
             raise unauthorized(f"{of} cannot be verified with the configured key") from None
         if not isinstance(payload, dict):  # PyJWT checks this; a hostile token must not pass
             raise unauthorized(f"{of} has a payload that is not a JSON object")
+        valid_from = _seconds(payload.get("nbf")) or 0.0
+        if access:
+            try:
+                granted = grants(payload.get("authorization_details"))
+            except DetailsError as exc:
+                raise unauthorized(f"{of}: {exc}") from None
+            claims = Claims(
+                granted.publish,
+                granted.subscribe,
+                _seconds(payload.get("exp")),
+                granted.payload,
+                DIALECT_1,
+            )
+            return claims, valid_from
         mercure = payload.get("mercure")
         if mercure is None:
             mercure = {}
@@ -281,7 +314,7 @@ class Authenticator:
             _seconds(payload.get("exp")),
             mercure.get("payload"),
         )
-        return claims, _seconds(payload.get("nbf")) or 0.0
+        return claims, valid_from
 
     def _check_family(self, token: str, key: object, of: str) -> None:
         """A JWKS key is a key object of one family (RSA, EC, OKP, HMAC bytes): a token
@@ -297,7 +330,13 @@ class Authenticator:
                 f"{of} is signed with {alg}, which does not fit its key in the JWKS"
             ) from None
 
-    def publisher(self, found: tuple[str, str] | None, topics: Iterable[str]) -> Claims:
+    def publisher(
+        self,
+        found: tuple[str, str] | None,
+        topics: Iterable[str],
+        *,
+        resource: tuple[str, ...] = (),
+    ) -> Claims:
         """Claims of a publisher allowed to publish to every topic, else 401/403."""
         if self.publisher_keys is None:
             raise forbidden("publishing is disabled: the hub has no publisher key")
@@ -307,15 +346,22 @@ class Authenticator:
                 "parameter or the cookie",
                 None,
             )
-        claims = self.verify(*found, self.publisher_keys)
+        claims = self.verify(*found, self.publisher_keys, resource)
+        grant = "mercure.publish" if claims.dialect == DIALECT_0 else "a publish grant"
         if not claims.publish:
-            raise forbidden(f"token from the {found[1]} has no mercure.publish selectors")
+            raise forbidden(f"token from the {found[1]} has no {grant}")
         for topic in topics:
             if not any(self.matcher.match(s, topic) for s in claims.publish):
-                raise forbidden(f"mercure.publish does not cover topic {topic!r}")
+                raise forbidden(f"{grant} does not cover topic {topic!r}")
         return claims
 
-    def subscriber(self, found: tuple[str, str] | None, anonymous: bool) -> Claims | None:
+    def subscriber(
+        self,
+        found: tuple[str, str] | None,
+        anonymous: bool,
+        *,
+        resource: tuple[str, ...] = (),
+    ) -> Claims | None:
         """Claims of a subscriber, ``None`` for an allowed anonymous one, else 401."""
         if found is None:
             if anonymous:
@@ -327,7 +373,7 @@ class Authenticator:
             )
         if self.subscriber_keys is None:
             raise unauthorized("this hub has no subscriber key and cannot verify tokens")
-        return self.verify(*found, self.subscriber_keys)
+        return self.verify(*found, self.subscriber_keys, resource)
 
 
 def _header_alg(token: str) -> str:
@@ -387,4 +433,14 @@ def mint_token(
     return jwt.encode(payload, signing_key(key), algorithm=algorithm)
 
 
-__all__ = ["COOKIE", "Authenticator", "Claims", "KeySet", "find_token", "mint_token"]
+__all__ = [
+    "ACCESS_COOKIE",
+    "COOKIE",
+    "DIALECT_0",
+    "DIALECT_1",
+    "Authenticator",
+    "Claims",
+    "KeySet",
+    "find_token",
+    "mint_token",
+]

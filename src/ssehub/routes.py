@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Generic, Protocol, TypeVar
 
-from .topics import ALL, TopicMatcher, is_template
+from .topics import ALL, TopicMatcher, exact_topic, is_pattern
 
 Topics = tuple[str, ...]
 
@@ -135,11 +135,11 @@ class RouteIndex(Generic[V]):
             if selector == ALL:
                 self._everything.add(view)
                 broad = True
-            elif is_template(selector):
+            elif is_pattern(selector):
                 self._templates.setdefault(selector, set()).add(view)
                 broad = True
             else:
-                self._exact.setdefault(selector, set()).add(view)
+                self._exact.setdefault(exact_topic(selector), set()).add(view)
         if broad:
             if len(self.added) >= self.max_added:  # trying them all would cost as much as a miss
                 while self.stale:
@@ -152,7 +152,7 @@ class RouteIndex(Generic[V]):
             return
         keys: set[Topics] = set()
         for selector in view.selectors:
-            keys |= self._by_topic.get(selector, set())
+            keys |= self._by_topic.get(exact_topic(selector), set())
         if keys:
             self._routes_of[view] = keys
         for key in keys:
@@ -162,12 +162,12 @@ class RouteIndex(Generic[V]):
     def remove(self, view: V) -> None:
         """Forget a view, in the index and in every answer that lists it."""
         for selector in view.selectors:
-            for index in (self._exact, self._templates):
-                views = index.get(selector)
+            for index, name in ((self._exact, exact_topic(selector)), (self._templates, selector)):
+                views = index.get(name)
                 if views is not None:
                     views.discard(view)
                     if not views:
-                        del index[selector]
+                        del index[name]
         self._everything.discard(view)
         self.added.pop(view, None)
         for key in self._routes_of.pop(view, ()):

@@ -1,4 +1,11 @@
-"""Mercure topic selectors: ``*``, exact strings and RFC 6570 URI templates, sans-I/O."""
+"""Mercure topic selectors, sans-I/O.
+
+Mercure 0.x (draft-07) selectors are ``*``, exact strings and RFC 6570 URI templates.
+Mercure 1.0 (draft-08) matchers are typed: ``exact`` (byte-for-byte) or ``urlpattern``
+(WHATWG URL Pattern). The engine keeps every selector a string: a 1.0 matcher that a 0.x
+reading would take differently is marked with a NUL prefix, which no topic or 1.0 matcher
+may hold (both refuse control characters), so one index and one cache serve both.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +14,17 @@ import string
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from urlpattern import URLPattern
+
 from .errors import HubError
 
 ALL = "*"
+EXACT = "exact"
+URLPATTERN = "urlpattern"
+MATCH_TYPES = (EXACT, URLPATTERN)
+_EXACT_MARK = "\x00exact\x00"
+_PATTERN_MARK = "\x00urlpattern\x00"
+DEFAULT_BASE = "https://localhost/.well-known/mercure"
 
 _MAX_TEMPLATE = 2048  # longer selectors are never parsed as templates (see check_selectors)
 _VARSPEC = re.compile(
@@ -39,6 +54,7 @@ class _Expression:
 
 
 _Token = str | _Expression
+_Compiled = tuple[_Token, ...] | URLPattern | None
 
 
 def _parse(selector: str, limit: int = _MAX_TEMPLATE) -> tuple[_Token, ...] | None:
@@ -124,6 +140,67 @@ def is_template(selector: str) -> bool:
     return _parse(selector) is not None
 
 
+def is_pattern(selector: str) -> bool:
+    """True if ``selector`` may match other topics than itself (a template or URL pattern);
+    ``*`` aside, everything else matches by equality and can be looked up."""
+    if selector.startswith(_EXACT_MARK):
+        return False
+    return selector.startswith(_PATTERN_MARK) or is_template(selector)
+
+
+def exact_topic(selector: str) -> str:
+    """The one topic an exact selector (not ``*``, not a pattern) matches."""
+    return selector.removeprefix(_EXACT_MARK)
+
+
+def matcher_selector(match_type: str, match: str) -> str:
+    """The engine's selector string for a Mercure 1.0 matcher (``*`` is every topic)."""
+    if match == ALL:
+        return ALL
+    if match_type == URLPATTERN:
+        return _PATTERN_MARK + match
+    if match_type != EXACT:
+        raise ValueError(f"unknown match type {match_type!r}")
+    # Plain when a 0.x reading would also compare it byte for byte.
+    return _EXACT_MARK + match if is_template(match) else match
+
+
+def selector_matcher(selector: str) -> tuple[str, str]:
+    """The ``(match_type, match)`` of a selector (0.x selectors read as ``exact``)."""
+    if selector.startswith(_PATTERN_MARK):
+        return URLPATTERN, selector[len(_PATTERN_MARK) :]
+    return EXACT, selector.removeprefix(_EXACT_MARK)
+
+
+def compile_pattern(pattern: str, base: str = DEFAULT_BASE) -> URLPattern:
+    """A URL pattern, relative ones resolved against the hub's URL; ValueError if invalid.
+
+    The package compiles with Rust's ``regex`` crate, which matches in linear time, so a
+    crafted pattern cannot backtrack; the length bound in ``check_matchers`` bounds the rest.
+    """
+    try:
+        return URLPattern(pattern, base)
+    except ValueError:
+        return URLPattern(pattern)
+
+
+def check_matchers(
+    matchers: Iterable[tuple[str, str]], max_length: int, base: str = DEFAULT_BASE
+) -> None:
+    """Refuse (400) a URL pattern too long or invalid: each is tried on every new topic."""
+    for match_type, match in matchers:
+        if match_type != URLPATTERN or match == ALL:
+            continue
+        if len(match) > max_length:
+            raise HubError(
+                400, f"URL pattern too long: {len(match)} characters, at most {max_length}"
+            )
+        try:
+            compile_pattern(match, base)
+        except ValueError as exc:
+            raise HubError(400, f"invalid URL pattern {match[:80]!r}: {exc}") from None
+
+
 def _mask(text: str, allowed: frozenset[str]) -> int:
     """Bit i is set when text[i] may appear in a value (non-ASCII counts: IRIs)."""
     bits = "".join("1" if c in allowed or c > "\x7f" else "0" for c in reversed(text))
@@ -194,21 +271,46 @@ class TopicMatcher:
     """
 
     def __init__(
-        self, max_cached: int = 10_000, max_selectors: int = 4096, max_chars: int = 4 << 20
+        self,
+        max_cached: int = 10_000,
+        max_selectors: int = 4096,
+        max_chars: int = 4 << 20,
+        base: str = DEFAULT_BASE,
     ) -> None:
+        self.base = base  # the hub's URL: relative URL patterns and topics resolve against it
         self.max_cached = max_cached
         self.max_selectors = max_selectors
         self.max_chars = max_chars  # per cache
         self._results: dict[tuple[str, str], bool] = {}
         self._results_chars = 0
-        self._templates: dict[str, tuple[_Token, ...] | None] = {}
+        self._templates: dict[str, _Compiled] = {}
         self._templates_chars = 0
 
-    def _tokens(self, selector: str) -> tuple[_Token, ...] | None:
+    def _compile(self, selector: str) -> _Compiled:
+        if selector.startswith(_PATTERN_MARK):
+            try:
+                return compile_pattern(selector[len(_PATTERN_MARK) :], self.base)
+            except ValueError:
+                return None  # refused at subscribe; one from a token matches nothing
+        if selector.startswith(_EXACT_MARK):
+            return None
+        return _parse(selector)
+
+    def _run(self, compiled: _Compiled, topic: str) -> bool:
+        if compiled is None:
+            return False
+        if isinstance(compiled, tuple):
+            return _template_matches(compiled, topic)
+        try:
+            return bool(compiled.test(topic, self.base))
+        except ValueError:  # a topic that is no URL, even resolved against the hub's
+            return False
+
+    def _tokens(self, selector: str) -> _Compiled:
         templates = self._templates
         if selector in templates:
             return templates[selector]
-        tokens = _parse(selector)
+        tokens = self._compile(selector)
         size = len(selector)
         if size <= self.max_chars:
             while templates and (
@@ -226,13 +328,16 @@ class TopicMatcher:
         """Like ``match`` without caching the answer: for callers that cache their own."""
         if selector in (ALL, topic):
             return True
-        tokens = self._tokens(selector)
-        return tokens is not None and _template_matches(tokens, topic)
+        if selector.startswith(_EXACT_MARK):
+            return selector[len(_EXACT_MARK) :] == topic
+        return self._run(self._tokens(selector), topic)
 
     def match(self, selector: str, topic: str) -> bool:
-        """Mercure's rule: ``*``, then equality, then URI template matching."""
+        """Mercure's rule: ``*``, then equality, then URI template or URL pattern matching."""
         if selector in (ALL, topic):
             return True
+        if selector.startswith(_EXACT_MARK):
+            return selector[len(_EXACT_MARK) :] == topic
         tokens = self._tokens(selector)
         if tokens is None:
             return False
@@ -240,7 +345,7 @@ class TopicMatcher:
         results = self._results
         found = results.get(key)
         if found is None:
-            found = _template_matches(tokens, topic)
+            found = self._run(tokens, topic)
             size = len(selector) + len(topic)
             if size <= self.max_chars:
                 while results and (
