@@ -15,10 +15,10 @@ from pathlib import Path
 
 import jwt
 
+from .mercure import DETAIL_TYPE
 from .topics import EXACT, MATCH_TYPES, URLPATTERN, compile_pattern, matcher_selector
 
 AT_JWT = "at+jwt"
-DETAIL_TYPE = "https://mercure.rocks/authorization-detail"
 # The short name is the draft's; the URL is what the reference hub's 1.0 releases mint.
 DETAIL_TYPES = (DETAIL_TYPE, "mercure")
 ACTIONS = ("publish", "subscribe")

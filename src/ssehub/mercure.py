@@ -25,6 +25,7 @@ DIALECTS = (DIALECT_0, DIALECT_1)
 RESUMED_HEADER = {DIALECT_0: "Last-Event-ID", DIALECT_1: "Mercure-Last-Event-ID"}
 # 1.0 subscribe parameters naming a matcher type; the rest of the match* namespace is reserved.
 MATCH_PARAMS = {"match": EXACT, "match_exact": EXACT, "match_urlpattern": URLPATTERN}
+DETAIL_TYPE = "https://mercure.rocks/authorization-detail"  # RFC 9396 type of 1.0 grants
 METADATA_PATH = "/.well-known/oauth-protected-resource" + HUB_PATH  # RFC 9728, section 3.1
 
 
@@ -273,3 +274,21 @@ def gap_notice(requested: str, replay: Replay) -> bytes:
         "reason": "the requested id is not in history: events after it may be lost",
     }
     return encode_event(json.dumps(body, separators=(",", ":")), event=GAP_EVENT)
+
+
+def metadata_url(resource: str) -> str:
+    """Where RFC 9728 puts the metadata of ``resource``: its path after the well-known
+    prefix, on the same origin."""
+    parts = urlsplit(resource)
+    return f"{parts.scheme}://{parts.netloc}{METADATA_PATH.removesuffix(HUB_PATH)}{parts.path}"
+
+
+def protected_resource_metadata(resource: str, cookie_name: str) -> dict[str, object]:
+    """The hub's RFC 9728 protected resource metadata, as the 1.0 hub serves it: the
+    header is the only RFC 6750 method (no query tokens); the cookie has its own member."""
+    return {
+        "resource": resource,
+        "bearer_methods_supported": ["header"],
+        "authorization_details_types_supported": [DETAIL_TYPE],
+        "mercure_cookie": cookie_name,
+    }
