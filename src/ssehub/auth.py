@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import time
 import urllib.request
 from collections.abc import Iterable
@@ -29,6 +30,7 @@ COOKIE = "mercureAuthorization"
 _JWKS_REFRESH = 300.0
 _VERIFIED_MAX = 4096
 _JWKS_RETRY = 10.0
+_PLAIN_ALG = re.compile(r"[A-Za-z0-9_+-]{1,20}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,9 +334,12 @@ class Authenticator:
 
 def _header_alg(token: str) -> str:
     try:
-        return _quoted(jwt.get_unverified_header(token).get("alg"))
+        alg = jwt.get_unverified_header(token).get("alg")
     except jwt.InvalidTokenError:
         return "an unreadable algorithm"
+    if isinstance(alg, str) and _PLAIN_ALG.fullmatch(alg):
+        return alg  # a name like HS512 or none, shown as is
+    return _quoted(alg)
 
 
 def _seconds(claim: object) -> float | None:
