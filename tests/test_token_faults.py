@@ -287,3 +287,17 @@ def test_reasons_that_quote_the_request_stay_short(hub: HubProcess) -> None:
     assert "does not cover topic 'urn:xxx" in r.text
     assert len(r.headers["www-authenticate"]) < 1000
     assert len(r.content) < 1000
+
+
+def test_huge_token_is_refused_before_decoding_on_both_faces(
+    hub: HubProcess, asgi_hub: HubProcess
+) -> None:
+    """The standalone server bounds the head (431); the ASGI face relies on its server, so
+    the token itself is bounded: a 20 KB header token is a 401 that says so."""
+    claims = {"mercure": {"publish": ["*"]}, "pad": "x" * 20_000}
+    token = jwt.encode(claims, KEY, algorithm="HS256")
+    r = asgi_hub.publish("urn:t", "x", token=token)
+    assert r.status_code == 401
+    assert "longer than 16384 characters" in r.text
+    r = hub.publish("urn:t", "x", token=token)
+    assert r.status_code == 431

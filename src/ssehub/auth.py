@@ -31,6 +31,9 @@ _JWKS_REFRESH = 300.0
 _VERIFIED_MAX = 4096
 _JWKS_RETRY = 10.0
 _PLAIN_ALG = re.compile(r"[A-Za-z0-9_+-]{1,20}")
+# Far above any real token, far below what it costs to decode and verify a huge one on every
+# request: the standalone server bounds heads anyway, an ASGI server may not.
+MAX_TOKEN = 16 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,17 +87,21 @@ def find_token(
     header: str | None, query: str | None, cookie_header: str | None, cookie_name: str = COOKIE
 ) -> tuple[str, str] | None:
     """The token and its carrier, by the spec's precedence: header, then query, then cookie."""
+    found = None
     if header is not None:
         scheme, _, token = header.strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise unauthorized("Authorization header must be 'Bearer <token>'", "invalid_request")
-        return token.strip(), "Authorization header"
-    if query:
-        return query, "authorization query parameter"
-    cookie = read_cookie(cookie_header, cookie_name)
-    if cookie:
-        return cookie, f"{cookie_name} cookie"
-    return None
+        found = token.strip(), "Authorization header"
+    elif query:
+        found = query, "authorization query parameter"
+    else:
+        cookie = read_cookie(cookie_header, cookie_name)
+        if cookie:
+            found = cookie, f"{cookie_name} cookie"
+    if found is not None and len(found[0]) > MAX_TOKEN:
+        raise unauthorized(f"token from the {found[1]} is longer than {MAX_TOKEN} characters")
+    return found
 
 
 class KeySet:
