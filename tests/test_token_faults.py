@@ -6,10 +6,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import http.server
 import json
 import os
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -301,3 +303,37 @@ def test_huge_token_is_refused_before_decoding_on_both_faces(
     assert "longer than 16384 characters" in r.text
     r = hub.publish("urn:t", "x", token=token)
     assert r.status_code == 431
+
+
+def test_oversized_jwks_answer_is_not_loaded() -> None:
+    """A JWKS URL is read up to 1 MiB: a larger answer is refused (and logged), not held."""
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(jwt.get_algorithm_by_name("RS256").to_jwk(private.public_key()))
+    body = json.dumps({"keys": [{**jwk, "kid": "k1"}], "pad": " " * (2 << 20)}).encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_port}/jwks.json"
+    h = start_hub("--no-demo", "--jwt-algorithm", "RS256", "--jwt-key", url, key=None)
+    try:
+        token = jwt.encode(
+            {"mercure": {"publish": ["*"]}}, private, algorithm="RS256", headers={"kid": "k1"}
+        )
+        r = h.publish("urn:t", "x", token=token)
+        assert r.status_code == 401
+        assert "not in the JWKS" in r.text
+    finally:
+        h.stop()
+        server.shutdown()
+    assert b"larger than 1048576 bytes" in h.proc.stderr.read()  # type: ignore[union-attr]

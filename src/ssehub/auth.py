@@ -34,6 +34,7 @@ _PLAIN_ALG = re.compile(r"[A-Za-z0-9_+-]{1,20}")
 # Far above any real token, far below what it costs to decode and verify a huge one on every
 # request: the standalone server bounds heads anyway, an ASGI server may not.
 MAX_TOKEN = 16 * 1024
+_JWKS_MAX_BYTES = 1024 * 1024  # a key set is a few KiB; this bounds what a fetch may hold
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +140,10 @@ class KeySet:
 
         def fetch() -> str:
             with urllib.request.urlopen(url, timeout=5) as answer:
-                return str(answer.read().decode("utf-8"))
+                body = answer.read(_JWKS_MAX_BYTES + 1)
+            if len(body) > _JWKS_MAX_BYTES:
+                raise ValueError(f"the answer is larger than {_JWKS_MAX_BYTES} bytes")
+            return str(body.decode("utf-8"))
 
         try:
             self._load_jwks(await asyncio.to_thread(fetch))
