@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -164,10 +164,12 @@ def test_kid_that_is_not_a_string_is_a_401(
 
 _RSA = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 _EC = ec.generate_private_key(ec.SECP256R1())
+_ED = ed25519.Ed25519PrivateKey.generate()
 _SECRET = b"s" * 32
 _SIGNERS: dict[str, tuple[str, object]] = {
     "r": ("RS256", _RSA),
     "e": ("ES256", _EC),
+    "d": ("EdDSA", _ED),
     "h": ("HS256", _SECRET),
 }
 _ALGS = ["RS256", "ES256", "HS256", "EdDSA", "PS256", "none", "HS256" + INJECTED]
@@ -182,7 +184,7 @@ def jwks_authenticator() -> Iterator[Authenticator]:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump({"keys": keys}, f)
     try:
-        yield Authenticator(f"@{f.name}", f"@{f.name}", "RS256,ES256,HS256,PS256", leeway=5)
+        yield Authenticator(f"@{f.name}", f"@{f.name}", "RS256,ES256,HS256,PS256,EdDSA", leeway=5)
     finally:
         os.unlink(f.name)
 
