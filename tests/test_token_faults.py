@@ -14,6 +14,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import jwt
@@ -339,3 +340,18 @@ def test_oversized_jwks_answer_is_not_loaded() -> None:
         h.stop()
         server.shutdown()
     assert b"larger than 1048576 bytes" in h.proc.stderr.read()  # type: ignore[union-attr]
+
+
+def test_event_source_response_headers_cannot_be_split(asgi_hub: HubProcess) -> None:
+    """EventSourceResponse (an app's own stream) cleans its header values too."""
+    query = "text=" + quote("note" + INJECTED)
+    raw = raw_request(
+        asgi_hub.port,
+        f"GET /note?{query} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode(),
+    )
+    status, lines = head_of(raw)
+    assert status == 200, raw[:300]
+    names = [line.partition(":")[0].lower() for line in lines]
+    assert "x-injected" not in names
+    assert "set-cookie" not in names
+    assert "x-note" in names
