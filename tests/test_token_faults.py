@@ -355,3 +355,17 @@ def test_event_source_response_headers_cannot_be_split(asgi_hub: HubProcess) -> 
     assert "x-injected" not in names
     assert "set-cookie" not in names
     assert "x-note" in names
+
+
+def test_remembered_tokens_are_bounded_by_size() -> None:
+    """Verified tokens are remembered to skip the signature next time; long ones (a big
+    mercure.payload, up to 16 KiB) must not let that memory grow to 4096 x 16 KiB."""
+    auth = Authenticator(KEY, KEY)
+    total = 0
+    for n in range(600):
+        claims = {"mercure": {"subscribe": ["*"], "payload": {"n": n, "pad": "x" * 15_000}}}
+        token = jwt.encode(claims, KEY, algorithm="HS256")
+        total += len(token)
+        assert auth.subscriber((token, "cookie"), anonymous=False) is not None
+    assert total > 2 * (4 << 20)
+    assert 0 < auth.cached_chars <= 4 << 20

@@ -28,6 +28,7 @@ log = logging.getLogger("ssehub.auth")
 COOKIE = "mercureAuthorization"
 _JWKS_REFRESH = 300.0
 _VERIFIED_MAX = 4096
+_VERIFIED_CHARS = 4 << 20  # tokens may be 16 KiB each: count them, not only how many
 _JWKS_RETRY = 10.0
 # Far above any real token, far below what it costs to decode and verify a huge one on every
 # request: the standalone server bounds heads anyway, an ASGI server may not.
@@ -205,6 +206,7 @@ class Authenticator:
         self.audience = audience
         self.issuer = issuer
         self._verified: dict[tuple[str, int, int], tuple[Claims, float]] = {}
+        self._verified_chars = 0
 
     async def start(self) -> None:
         """Fetch JWKS URLs once before the first request."""
@@ -228,11 +230,23 @@ class Authenticator:
             ):
                 return claims
             del self._verified[cache_key]
+            self._verified_chars -= len(token)
         claims, valid_from = self._verify(token, carrier, keys)
-        if len(self._verified) >= _VERIFIED_MAX:
-            del self._verified[next(iter(self._verified))]
-        self._verified[cache_key] = (claims, valid_from)
+        verified = self._verified
+        while verified and (
+            len(verified) >= _VERIFIED_MAX or self._verified_chars + len(token) > _VERIFIED_CHARS
+        ):
+            oldest = next(iter(verified))
+            del verified[oldest]
+            self._verified_chars -= len(oldest[0])
+        verified[cache_key] = (claims, valid_from)
+        self._verified_chars += len(token)
         return claims
+
+    @property
+    def cached_chars(self) -> int:
+        """Characters of the remembered tokens (bounded, like their number)."""
+        return self._verified_chars
 
     def _verify(self, token: str, carrier: str, keys: KeySet) -> tuple[Claims, float]:
         of = f"token from the {carrier}"
