@@ -304,3 +304,25 @@ def test_in_process_publish_of_a_bad_event_fails_alone(bad: Event) -> None:
             await hub.close()
 
     asyncio.run(go())
+
+
+# -- framing headers ------------------------------------------------------------------------------
+
+
+def test_no_content_answer_has_no_content_length() -> None:
+    """RFC 9110 8.6: a server must not send Content-Length in a 204 (the CORS preflight)."""
+    h = start_hub("--no-demo", "--heartbeat", "0", "--cors-origins", "https://app.example")
+    try:
+        with Wire(h.port) as wire:
+            wire.send(
+                f"OPTIONS {HUB} HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\n"
+                "Access-Control-Request-Method: POST\r\n\r\n"
+                "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+            )
+            raw = wire.until_closed()
+        first, _, rest = raw.partition(b"\r\n\r\n")
+        assert first.startswith(b"HTTP/1.1 204 ")
+        assert b"content-length" not in first.lower()
+        assert rest.startswith(b"HTTP/1.1 200 OK\r\n")
+    finally:
+        h.stop()
