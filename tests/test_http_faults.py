@@ -326,3 +326,34 @@ def test_no_content_answer_has_no_content_length() -> None:
         assert rest.startswith(b"HTTP/1.1 200 OK\r\n")
     finally:
         h.stop()
+
+
+SMUGGLED = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + SMUGGLED,
+        b"Content-Length: 5\r\nContent-Length: 40\r\n\r\nhello" + SMUGGLED,
+        b"Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n" + SMUGGLED,
+        b"Content-Length: -1\r\n\r\n" + SMUGGLED,
+        b"X-Folded: a\r\n b\r\nContent-Length: 0\r\n\r\n" + SMUGGLED,
+    ],
+    ids=["cl-and-te", "two-lengths", "te-list", "negative-length", "obs-fold"],
+)
+def test_ambiguous_framing_is_refused_after_the_valid_request(
+    full_hub: HubProcess, framing: bytes
+) -> None:
+    """Request smuggling: a request whose length is ambiguous is a 400 and ends the
+    connection, so nothing after it is read as a request; what came before is answered."""
+    topic = unique("smuggle")
+    with Wire(full_hub.port) as wire:
+        wire.send(
+            publish_request(full_hub.publisher_token, f"topic={topic}&data=x&id=sm1")
+            + f"POST {HUB} HTTP/1.1\r\nHost: x\r\n".encode()
+            + framing
+        )
+        raw = wire.until_closed()
+    assert statuses(raw) == [200, 400]
+    assert b"ok\n" not in raw
