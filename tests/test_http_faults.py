@@ -357,3 +357,15 @@ def test_ambiguous_framing_is_refused_after_the_valid_request(
         raw = wire.until_closed()
     assert statuses(raw) == [200, 400]
     assert b"ok\n" not in raw
+
+
+def test_no_100_continue_to_an_http_1_0_client(full_hub: HubProcess) -> None:
+    """RFC 9110 10.1.1: a server must not send 100 Continue to an HTTP/1.0 client."""
+    topic = unique("continue10")
+    body = f"topic={topic}&data=x&id=c10"
+    request = publish_request(full_hub.publisher_token, body, expect=True)
+    with Wire(full_hub.port) as wire:
+        wire.send(request.replace(b" HTTP/1.1\r\n", b" HTTP/1.0\r\n", 1))
+        raw = wire.until_closed()
+    assert statuses(raw) == [200]
+    assert raw.startswith(b"HTTP/1.1 200 ")
