@@ -13,7 +13,9 @@ from collections.abc import Iterator
 import pytest
 
 from ssehub import Event, Hub, MemoryBackend
+from ssehub.client import subscribe
 from ssehub.errors import HubError
+from ssehub.sse import ServerEvent
 
 from .support import HUB, HubProcess, make_token, start_hub
 
@@ -369,3 +371,22 @@ def test_no_100_continue_to_an_http_1_0_client(full_hub: HubProcess) -> None:
         raw = wire.until_closed()
     assert statuses(raw) == [200]
     assert raw.startswith(b"HTTP/1.1 200 ")
+
+
+def test_client_resumes_from_a_non_ascii_id(full_hub: HubProcess) -> None:
+    """The hub takes UTF-8 ids and finds them from a UTF-8 Last-Event-ID (as browsers send
+    it); ssehub.client must be able to send one back too."""
+    topic = unique("client-utf8")
+    first = full_hub.publish(topic, "a", id=f"café-{uuid.uuid4().hex[:6]}").text
+    second = full_hub.publish(topic, "b").text
+
+    async def go() -> list[str]:
+        got: list[str] = []
+        async with asyncio.timeout(10):
+            async for item in subscribe(full_hub.url, topic, last_event_id=first):
+                assert isinstance(item, ServerEvent), item
+                got.append(item.id)
+                break
+        return got
+
+    assert asyncio.run(go()) == [second]
