@@ -28,7 +28,12 @@ log = logging.getLogger("ssehub.auth")
 COOKIE = "mercureAuthorization"
 _JWKS_REFRESH = 300.0
 _VERIFIED_MAX = 4096
+_VERIFIED_CHARS = 4 << 20  # tokens may be 16 KiB each: count them, not only how many
 _JWKS_RETRY = 10.0
+# Far above any real token, far below what it costs to decode and verify a huge one on every
+# request: the standalone server bounds heads anyway, an ASGI server may not.
+MAX_TOKEN = 16 * 1024
+_JWKS_MAX_BYTES = 1024 * 1024  # a key set is a few KiB; this bounds what a fetch may hold
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,17 +87,21 @@ def find_token(
     header: str | None, query: str | None, cookie_header: str | None, cookie_name: str = COOKIE
 ) -> tuple[str, str] | None:
     """The token and its carrier, by the spec's precedence: header, then query, then cookie."""
+    found = None
     if header is not None:
         scheme, _, token = header.strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise unauthorized("Authorization header must be 'Bearer <token>'", "invalid_request")
-        return token.strip(), "Authorization header"
-    if query:
-        return query, "authorization query parameter"
-    cookie = read_cookie(cookie_header, cookie_name)
-    if cookie:
-        return cookie, f"{cookie_name} cookie"
-    return None
+        found = token.strip(), "Authorization header"
+    elif query:
+        found = query, "authorization query parameter"
+    else:
+        cookie = read_cookie(cookie_header, cookie_name)
+        if cookie:
+            found = cookie, f"{cookie_name} cookie"
+    if found is not None and len(found[0]) > MAX_TOKEN:
+        raise unauthorized(f"token from the {found[1]} is longer than {MAX_TOKEN} characters")
+    return found
 
 
 class KeySet:
@@ -130,7 +139,10 @@ class KeySet:
 
         def fetch() -> str:
             with urllib.request.urlopen(url, timeout=5) as answer:
-                return str(answer.read().decode("utf-8"))
+                body = answer.read(_JWKS_MAX_BYTES + 1)
+            if len(body) > _JWKS_MAX_BYTES:
+                raise ValueError(f"the answer is larger than {_JWKS_MAX_BYTES} bytes")
+            return str(body.decode("utf-8"))
 
         try:
             self._load_jwks(await asyncio.to_thread(fetch))
@@ -194,6 +206,7 @@ class Authenticator:
         self.audience = audience
         self.issuer = issuer
         self._verified: dict[tuple[str, int, int], tuple[Claims, float]] = {}
+        self._verified_chars = 0
 
     async def start(self) -> None:
         """Fetch JWKS URLs once before the first request."""
@@ -217,11 +230,23 @@ class Authenticator:
             ):
                 return claims
             del self._verified[cache_key]
+            self._verified_chars -= len(token)
         claims, valid_from = self._verify(token, carrier, keys)
-        if len(self._verified) >= _VERIFIED_MAX:
-            del self._verified[next(iter(self._verified))]
-        self._verified[cache_key] = (claims, valid_from)
+        verified = self._verified
+        while verified and (
+            len(verified) >= _VERIFIED_MAX or self._verified_chars + len(token) > _VERIFIED_CHARS
+        ):
+            oldest = next(iter(verified))
+            del verified[oldest]
+            self._verified_chars -= len(oldest[0])
+        verified[cache_key] = (claims, valid_from)
+        self._verified_chars += len(token)
         return claims
+
+    @property
+    def cached_chars(self) -> int:
+        """Characters of the remembered tokens (bounded, like their number)."""
+        return self._verified_chars
 
     def _verify(self, token: str, carrier: str, keys: KeySet) -> tuple[Claims, float]:
         of = f"token from the {carrier}"
@@ -332,9 +357,10 @@ class Authenticator:
 
 def _header_alg(token: str) -> str:
     try:
-        return _quoted(jwt.get_unverified_header(token).get("alg"))
+        alg = jwt.get_unverified_header(token).get("alg")
     except jwt.InvalidTokenError:
         return "an unreadable algorithm"
+    return _quoted(alg)
 
 
 def _seconds(claim: object) -> float | None:

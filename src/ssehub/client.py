@@ -110,9 +110,11 @@ async def subscribe(
     delay = retry
     try:
         while True:
-            headers = {**_auth(token), "Accept": "text/event-stream", "Cache-Control": "no-store"}
+            text = {**_auth(token), "Accept": "text/event-stream", "Cache-Control": "no-store"}
+            headers = [(name.encode(), value.encode()) for name, value in text.items()]
             if last_event_id:
-                headers["Last-Event-ID"] = last_event_id
+                # In UTF-8, as browsers send it: httpx refuses a non-ASCII str header value.
+                headers.append((b"Last-Event-ID", last_event_id.encode("utf-8")))
             try:
                 async with http.stream("GET", url, params=params, headers=headers) as answer:
                     if 400 <= answer.status_code < 500:
