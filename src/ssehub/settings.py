@@ -104,6 +104,12 @@ class Settings:
     max_url_length: int = _opt(8 * KiB, "Longest request URL in bytes (414 above).", "limits")
     max_body_size: int = _opt(1 * MiB, "Largest publish body in bytes (413 above).", "limits")
     max_topics: int = _opt(100, "Most topic selectors in one subscription.", "limits")
+    max_topic_length: int = _opt(
+        2 * KiB,
+        "Longest topic of a publish in characters (400 above); history, routes and caches "
+        "hold topics, and a longer one would not fit a subscribe URL.",
+        "limits",
+    )
     max_pipelined: int = _opt(64, "Requests read ahead on one connection.", "limits")
     max_connections: int = _opt(10_000, "Open connections at most (503 above).", "limits")
     max_connections_per_ip: int = _opt(
