@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import secrets
 import socket
 import sys
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Sequence
 from dataclasses import fields
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import httpx
@@ -19,7 +21,8 @@ import rich_click as click
 from rich_click.utils import OptionGroupDict
 
 from . import __version__
-from .settings import Settings
+from .errors import ConfigError
+from .settings import InvalidSetting, Settings
 
 _TYPES: dict[str, Any] = {
     "str": str,
@@ -77,13 +80,93 @@ def _option_groups() -> list[OptionGroupDict]:
 click.rich_click.OPTION_GROUPS = {"ssehub serve": _option_groups()}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Main(click.RichGroup):
+    """The ``ssehub`` group: every error leaves as one line on stderr, exit 2 for usage
+    errors and 1 for the rest; ``--debug`` (or ``SSEHUB_DEBUG=1``) adds the traceback."""
+
+    debug = False
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        self.debug = os.environ.get("SSEHUB_DEBUG", "").strip().lower() in _TRUE
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as exc:
+            _fail(exc.format_message(), exc.exit_code, self.debug)
+        except InvalidSetting as exc:
+            _fail(f"Invalid value for {_setting_hint(exc.name)}: {exc.reason}", 2, self.debug)
+        except click.ClickException as exc:
+            _fail(exc.format_message(), exc.exit_code, self.debug)
+        except click.Abort:
+            _fail("Aborted!", 1, self.debug)
+        except ConfigError as exc:
+            _fail(str(exc), 1, self.debug)
+        except Exception as exc:
+            _fail(
+                f"unexpected {type(exc).__name__}: {exc} (a bug: rerun with --debug and report"
+                " the traceback)",
+                1,
+                self.debug,
+            )
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+_TRUE = ("1", "true", "yes", "on")
+
+
+def _fail(message: str, code: int, debug: bool) -> NoReturn:
+    """Print one line (after the traceback, with --debug) and exit."""
+    if debug:
+        traceback.print_exc()
+    line = " ".join(message.split())
+    click.echo(f"{click.style('Error:', fg='red', bold=True)} {line}", err=True)
+    sys.exit(code)
+
+
+def _setting_hint(name: str) -> str:
+    """How a Settings field is set: ``'--flag' / SSEHUB_NAME``."""
+    return f"'--{name.replace('_', '-')}' / {env_name(name)}"
+
+
+def _set_debug(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        root = ctx.find_root().command
+        if isinstance(root, _Main):
+            root.debug = True
+
+
+def debug_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--debug``, accepted before or after the subcommand."""
+    return click.option(
+        "--debug",
+        is_flag=True,
+        expose_value=False,
+        is_eager=True,
+        callback=_set_debug,
+        help="On an error, also print the traceback (for a bug report); or SSEHUB_DEBUG=1.",
+    )(command)
+
+
+@click.group(
+    cls=_Main,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, prog_name="ssehub")
+@debug_option
 def main() -> None:
     """ssehub: a Server-Sent Events push hub speaking the Mercure protocol."""
 
 
 @main.command()
+@debug_option
 @click.option(
     "--jwt-key",
     envvar=env_name("jwt_key"),
@@ -111,14 +194,11 @@ def serve(jwt_key: str | None, log_level: str, **options: Any) -> None:
         made_key = secrets.token_urlsafe(32)
         options["publisher_jwt_key"] = options["subscriber_jwt_key"] = made_key
     options.setdefault("demo", made_key is not None)
-    try:
-        settings = Settings(**options)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-    if made_key is not None:
-        _print_first_run(settings, made_key)
+    settings = Settings(**options)
 
     def started(sockets: list[socket.socket]) -> None:
+        if made_key is not None:  # only once it listens: a failed start says one thing
+            _print_first_run(settings, made_key)
         for sock in sockets:
             host, port = sock.getsockname()[:2]
             shown = f"[{host}]" if sock.family == socket.AF_INET6 else host
@@ -144,6 +224,7 @@ _DEFAULT_URL = "http://127.0.0.1:8000/.well-known/mercure"
 
 
 @main.command()
+@debug_option
 @click.option(
     "--url", default=_DEFAULT_URL, envvar="SSEHUB_URL", show_default=True, help="The hub's URL."
 )
@@ -171,7 +252,7 @@ def publish(
     retry: int | None,
 ) -> None:
     """Publish one update to any Mercure hub and print its id."""
-    from .client import HubRefused
+    from .client import HubClientError
     from .client import publish as send
 
     body = sys.stdin.read().removesuffix("\n") if data is None else data
@@ -188,7 +269,7 @@ def publish(
                 retry=retry,
             )
         )
-    except HubRefused as refused:
+    except HubClientError as refused:
         raise click.ClickException(f"the hub refused: {refused}") from None
     except httpx.HTTPError as exc:
         raise click.ClickException(f"could not reach {url}: {exc}") from None
@@ -196,6 +277,7 @@ def publish(
 
 
 @main.command()
+@debug_option
 @click.option(
     "--url", default=_DEFAULT_URL, envvar="SSEHUB_URL", show_default=True, help="The hub's URL."
 )
@@ -250,6 +332,7 @@ def subscribe(
 
 
 @main.command()
+@debug_option
 @click.option(
     "--key",
     envvar="SSEHUB_JWT_KEY",
@@ -270,27 +353,28 @@ def token(
     claim: tuple[str, ...],
 ) -> None:
     """Mint a JWT for publishers and subscribers."""
-    import time
-    from pathlib import Path
+    from .auth import mint_token
 
-    mercure: dict[str, list[str]] = {}
-    if publish_:
-        mercure["publish"] = list(publish_)
-    if subscribe_:
-        mercure["subscribe"] = list(subscribe_)
-    claims: dict[str, object] = {"mercure": mercure}
-    if expires_in:
-        claims["exp"] = int(time.time()) + expires_in
+    claims: dict[str, object] = {}
     for item in claim:
         name, sep, value = item.partition("=")
         if not sep:
             raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--claim")
         claims[name] = value
-    secret = Path(key[1:]).read_text() if key.startswith("@") else key
-    click.echo(jwt.encode(claims, secret, algorithm=algorithm))
+    click.echo(
+        mint_token(
+            key,
+            publish=publish_,
+            subscribe=subscribe_,
+            expires_in=expires_in,
+            algorithm=algorithm,
+            claims=claims,
+        )
+    )
 
 
 @main.command()
+@debug_option
 @click.option(
     "--url",
     default=_DEFAULT_URL,

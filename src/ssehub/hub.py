@@ -17,17 +17,17 @@ from collections.abc import Callable, Sequence
 from .backends import REPLAY_PAGE, Backend, Replay
 from .errors import HubError
 from .events import Event, StoredEvent
-from .mercure import gap_notice
+from .mercure import field_problem, gap_notice
+from .routes import RouteIndex
 from .sse import HEARTBEAT
 from .subscriber import Subscriber, ViewKey
-from .topics import ALL, TopicMatcher, is_template
+from .topics import TopicMatcher
 
 log = logging.getLogger("ssehub.hub")
 
 _REPLAY_CHUNK = 64 * 1024
 _IMMEDIATE = 0.0005  # a fan-out cheaper than this never waits for company
 _OUTBOX_MAX = 4096  # events gathered for one fan-out at most
-_ROUTE_CACHE_MAX = 10_000
 
 Preamble = Callable[[Replay | None], bytes]
 """Builds the first bytes of a stream (HTTP head, first comment, gap notice) once the
@@ -108,10 +108,7 @@ class Hub:
         self.publish_failures = 0
         self.on_append: Callable[[float], None] | None = None  # e.g. a latency histogram
         self._views: dict[ViewKey, _View] = {}
-        self._exact: dict[str, set[_View]] = {}
-        self._templates: dict[str, set[_View]] = {}
-        self._everything: set[_View] = set()
-        self._routes: dict[tuple[str, ...], tuple[_View, ...]] = {}
+        self.routes: RouteIndex[_View] = RouteIndex(self.matcher)
         self._dispatched = 0
         self.max_coalesce = max_coalesce
         self._outbox: list[StoredEvent] = []
@@ -162,6 +159,12 @@ class Hub:
         loop = self._loop
         if loop is None:
             raise RuntimeError("Hub.start() has not been awaited")
+        # Refused alone and now: in the backend's batch it would fail the others' events too.
+        problem = field_problem(event.id, event.type)
+        if problem is None and event.retry is not None and event.retry < 0:
+            problem = "bad retry: it must be >= 0"
+        if problem is not None:
+            raise HubError(400, problem)
         future: asyncio.Future[StoredEvent] = loop.create_future()
         self._pending.append((event, future))
         if not self._committing:
@@ -249,11 +252,11 @@ class Hub:
     def _fan_out(self, events: Sequence[StoredEvent]) -> None:
         """Route a batch of events to views; one write per subscriber."""
         touched: dict[_View, list[bytes]] = {}
-        routes = self._routes
+        routes = self.routes.cached
         for event in events:
             views = routes.get(event.topics)
             if views is None:
-                views = self._route(event.topics)
+                views = self.routes.route(event.topics)
             for view in views:
                 if event.private and not view.may_see(event.topics):
                     continue
@@ -271,22 +274,6 @@ class Hub:
             written += writes * len(data)
         self.deliveries += deliveries
         self.bytes_written += written
-
-    def _route(self, topics: tuple[str, ...]) -> tuple[_View, ...]:
-        found: set[_View] = set(self._everything)
-        for topic in topics:
-            exact = self._exact.get(topic)
-            if exact:
-                found |= exact
-        match = self.matcher.match
-        for selector, views in self._templates.items():
-            if any(match(selector, topic) for topic in topics):
-                found |= views
-        routes = self._routes
-        if len(routes) >= _ROUTE_CACHE_MAX:
-            routes.clear()
-        views_found = routes[topics] = tuple(found)
-        return views_found
 
     def _beat(self) -> None:
         for view in tuple(self._views.values()):
@@ -377,14 +364,7 @@ class Hub:
         view = self._views.get(sub.key)
         if view is None:
             view = self._views[sub.key] = _View(sub.key, self.matcher)
-            for selector in view.selectors:
-                if selector == ALL:
-                    self._everything.add(view)
-                elif is_template(selector):
-                    self._templates.setdefault(selector, set()).add(view)
-                else:
-                    self._exact.setdefault(selector, set()).add(view)
-            self._routes.clear()
+            self.routes.add(view)
         sub.held, sub.held_size = [], 0
         view.waiting[sub] = None
         self._subscribers += 1
@@ -413,12 +393,4 @@ class Hub:
         self._subscribers -= 1
         if not view.live and not view.waiting:
             del self._views[sub.key]
-            for selector in view.selectors:
-                for index in (self._exact, self._templates):
-                    views = index.get(selector)
-                    if views is not None:
-                        views.discard(view)
-                        if not views:
-                            del index[selector]
-            self._everything.discard(view)
-            self._routes.clear()
+            self.routes.remove(view)

@@ -19,9 +19,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from redis import asyncio as aioredis
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import AuthenticationError, RedisError, ResponseError
 from redis.retry import Retry
 
+from ..errors import ConfigError
 from ..events import Event, StoredEvent
 from . import EARLIEST, REPLAY_PAGE, Replay, Sink, new_event_id
 
@@ -118,6 +119,9 @@ class RedisBackend:
         if history_size < 0 or history_max_age < 0:
             raise ValueError("history bounds must be >= 0")
         redis_url, prefix = split_url(url)
+        parts = urlsplit(redis_url)
+        self._where = parts.path if parts.scheme == "unix" else parts.netloc.rpartition("@")[2]
+        self._shown = url.replace(f":{parts.password}@", ":***@") if parts.password else url
         self.history_size = history_size
         self.history_max_age = history_max_age
         self.stream_key = f"{prefix}:events"
@@ -139,7 +143,11 @@ class RedisBackend:
 
     async def start(self, sink: Sink) -> int:
         self._sink = sink
-        newest = _entries(await self._redis.xrevrange(self.stream_key, count=1))
+        try:
+            newest = _entries(await self._redis.xrevrange(self.stream_key, count=1))
+        except (RedisError, OSError) as exc:
+            await self.close()
+            raise ConfigError(f"--store {self._shown}: {_why_not(self._where, exc)}") from exc
         last = newest[0][0].decode() if newest else "0-0"
         if newest:
             self._last_id = newest[0][1][b"id"].decode()
@@ -291,3 +299,15 @@ class RedisBackend:
             oldest_ms = int((time.time() - self.history_max_age) * 1000)
             floor = max(floor, oldest_ms << _SEQ_BITS)
         return floor
+
+
+def _why_not(where: str, exc: BaseException) -> str:
+    """Why the first command to Redis failed, and what to check."""
+    if isinstance(exc, AuthenticationError):
+        return f"Redis at {where} refused the credentials ({exc}): check the URL's user, password"
+    if isinstance(exc, ResponseError):
+        return f"Redis at {where} refused the first command: {exc}"
+    return (
+        f"Redis at {where} does not answer ({exc}): check that redis-server runs there and"
+        " that the host, port and any firewall let this hub reach it"
+    )

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+from ..errors import ConfigError
 from ..events import Event, StoredEvent
 from . import EARLIEST, REPLAY_PAGE, Replay, Sink, new_event_id, transient
 
@@ -66,13 +69,20 @@ class SQLiteBackend:
         return self._position
 
     def _open(self) -> int:
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.executescript(_SCHEMA)
-        row = db.execute(
-            "SELECT id, position FROM events ORDER BY position DESC LIMIT 1"
-        ).fetchone()
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=FULL")
+                db.executescript(_SCHEMA)
+                row = db.execute(
+                    "SELECT id, position FROM events ORDER BY position DESC LIMIT 1"
+                ).fetchone()
+            except BaseException:
+                db.close()
+                raise
+        except sqlite3.Error as exc:
+            raise ConfigError(f"--store sqlite:{self.path}: {_why_not(self.path, exc)}") from exc
         self._db = db
         if row is None:
             # AUTOINCREMENT never reuses a position, even after history was trimmed to nothing.
@@ -239,3 +249,44 @@ class SQLiteBackend:
                 ).fetchone()
                 found = held is not None
         return Replay(events, found, more)
+
+
+def _why_not(path: str, exc: sqlite3.Error) -> str:
+    """Why SQLite could not open ``path``, in terms a person can fix.
+
+    SQLite reports only "unable to open database file"; opening the file ourselves gives the
+    operating system's reason (missing directory, permission, read-only file system)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    if code == sqlite3.SQLITE_NOTADB:
+        return f"{path} is not a SQLite database (another program's file? give a new path)"
+    existed = os.path.exists(path)
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    except OSError as os_exc:
+        return _os_reason(path, folder, os_exc)
+    if not existed:
+        os.unlink(path)  # only a probe: leave things as they were
+    if code == sqlite3.SQLITE_READONLY or "readonly" in str(exc):
+        return (
+            f"the database is read-only: SQLite also writes {path}-wal and {path}-shm beside it,"
+            f" so {folder} must be writable too"
+        )
+    if os.path.exists(path + "-wal") and not os.access(path + "-wal", os.W_OK):
+        return f"{path}-wal is not writable by this user"
+    return f"cannot open {path}: {exc}"
+
+
+def _os_reason(path: str, folder: str, exc: OSError) -> str:
+    if exc.errno == errno.ENOENT:
+        return f"the directory {folder} does not exist (create it, or fix the path)"
+    if exc.errno == errno.EISDIR:
+        return f"{path} is a directory: give a file path, e.g. {os.path.join(path, 'ssehub.db')}"
+    if exc.errno == errno.EROFS:
+        return f"{folder} is on a read-only file system: put the database on a writable one"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return (
+            f"permission denied opening {path} for writing: check the owner and mode of the file"
+            f" and of {folder} (the hub runs as uid {os.getuid()})"
+        )
+    return f"cannot open {path}: {exc.strerror or exc}"
