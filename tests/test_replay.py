@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import tracemalloc
 from pathlib import Path
 
 import pytest
 
 from ssehub.backends import open_backend
+from ssehub.backends.redis import RedisBackend
 from ssehub.events import Event
 
 from .backends import store_url
@@ -94,3 +96,34 @@ def stalled_replays(store: str) -> None:
     # Each stalled replay may hold a page and a socket buffer, never the history: together
     # less than one copy of it, where one copy each is STALLED times that.
     assert grown < history, f"RSS grew {grown >> 20} MiB over a {history >> 20} MiB history"
+
+
+def test_redis_replay_reads_a_page_not_the_stream() -> None:
+    """Redis keeps a stream longer than a short history (it carries live events between
+    nodes); finding where history starts once read every entry before it, per page."""
+    with store_url("redis") as store:
+        asyncio.run(_short_history(store))
+
+
+async def _short_history(store: str) -> None:
+    backend = RedisBackend(store, history_size=10)
+    await backend.start(lambda batch: None)
+    try:
+        stored = await backend.append(
+            [Event(("t",), "x" * 100_000, id=f"f{i}") for i in range(300)]
+        )  # 30 MB in the stream, 1 MB of it history
+        upto = stored[-1].position
+        tracemalloc.start()
+        try:
+            kept = await backend.since("f295", upto, 1 << 20)
+            gone = await backend.since("f100", upto, 1 << 20)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert kept.found and [e.id for e in kept.events] == ["f296", "f297", "f298", "f299"]
+        assert not gone.found and gone.events[0].id == "f290"
+        # Reading history's start from the stream's entries peaked at 57 MiB per call here.
+        assert peak < 24 << 20, f"two replays read {peak >> 20} MiB"
+    finally:
+        await backend._redis.delete(backend.stream_key, backend.index_key)
+        await backend.close()
