@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import pytest
 
 from ssehub import Event, Hub, MemoryBackend, StoredEvent
-from ssehub.backends import EARLIEST, REPLAY_PAGE, Replay
+from ssehub.backends import EARLIEST, REPLAY_PAGE, Replay, transient
 from ssehub.sse import Decoder
 from ssehub.subscriber import Subscriber
 
@@ -196,6 +196,28 @@ def test_history_failing_mid_replay_closes_the_stream() -> None:
         assert stream.aborted
         assert hub.subscriber_count == 0
         assert len(Decoder().feed(b"".join(stream.writes[1:]))) == 2  # the first page
+
+    asyncio.run(go())
+
+
+class _StalePositions(MemoryBackend):
+    """Broadcasts carrying an older position, as one travelling apart from the stream may."""
+
+    async def broadcast(self, events: Sequence[Event]) -> list[StoredEvent]:
+        sent = [transient(event, 0, 0.0) for event in events]
+        if self._sink is not None:
+            self._sink(sent)
+        return sent
+
+
+def test_a_broadcast_never_moves_the_replay_point_back() -> None:
+    async def go() -> None:
+        hub = Hub(_StalePositions(), heartbeat=0)
+        await hub.start()
+        stored = await hub.publish(Event(("t",), "kept"))
+        await hub.announce(Event(("t",), "now"))
+        stream = await attach(hub, ["t"], last_event_id=EARLIEST)
+        assert stream.ids() == [stored.id]
 
     asyncio.run(go())
 
