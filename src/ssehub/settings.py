@@ -103,7 +103,9 @@ class Settings:
     history_size: int = _opt(10_000, "Events kept for replay; 0 keeps none.", "history")
     history_max_age: float = _opt(0.0, "Seconds an event stays in history; 0: no limit.", "history")
     history_max_bytes: int = _opt(
-        64 * MiB, "Memory store: bytes of history kept at most.", "history"
+        64 * MiB,
+        "Memory store: bytes history may hold, everything counted (data, wire, ids, topics).",
+        "history",
     )
     # -- limits -----------------------------------------------------------------------------
     max_head_size: int = _opt(16 * KiB, "Largest request head in bytes (431 above).", "limits")
