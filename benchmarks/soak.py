@@ -197,7 +197,8 @@ class Hostile:
         """Asks for the whole history of the normal topic and never reads it."""
         await self._send(
             s,
-            f"GET {HUB_PATH}?topic={TOPIC}&lastEventID=earliest HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+            f"GET {HUB_PATH}?topic={TOPIC}&lastEventID=earliest HTTP/1.1\r\n"
+            "Host: x\r\n\r\n".encode(),
         )
         self.held.append(s)
         self.count("stalled_replay", "held")

@@ -119,6 +119,26 @@ def check_selectors(selectors: Iterable[str], max_length: int, max_expressions: 
             )
 
 
+class Template:
+    """A parsed URI template selector, for callers that keep their own (the route index)."""
+
+    __slots__ = ("_tokens", "selector")
+
+    def __init__(self, selector: str, tokens: tuple[_Token, ...]) -> None:
+        self.selector = selector
+        self._tokens = tokens
+
+    def matches(self, topic: str) -> bool:
+        """Mercure's rule for a template: equal to it, or one of its expansions."""
+        return topic == self.selector or _template_matches(self._tokens, topic)
+
+
+def template(selector: str) -> Template | None:
+    """``selector`` parsed, if it is a valid URI template with at least one expression."""
+    tokens = _parse(selector)
+    return None if tokens is None else Template(selector, tokens)
+
+
 def is_template(selector: str) -> bool:
     """True if ``selector`` is a valid URI template with at least one expression."""
     return _parse(selector) is not None
