@@ -144,10 +144,20 @@ def is_template(selector: str) -> bool:
     return _parse(selector) is not None
 
 
+# operator's characters -> str.translate table writing each ASCII character as "1" or "0"
+_BITS = {
+    allowed: {i: "1" if chr(i) in allowed else "0" for i in range(128)}
+    for _, allowed in _OPERATORS.values()
+}
+
+
 def _mask(text: str, allowed: frozenset[str]) -> int:
     """Bit i is set when text[i] may appear in a value (non-ASCII counts: IRIs)."""
-    bits = "".join("1" if c in allowed or c > "\x7f" else "0" for c in reversed(text))
-    return int(bits, 2) if bits else 0
+    if not text:
+        return 0
+    if text.isascii():
+        return int(text.translate(_BITS[allowed])[::-1], 2)
+    return int("".join("1" if c in allowed or c > "\x7f" else "0" for c in reversed(text)), 2)
 
 
 def _positions(text: str, part: str) -> int:
