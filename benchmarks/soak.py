@@ -98,6 +98,23 @@ async def _read(s: socket.socket, until: bytes | None = b"\r\n\r\n", wait: float
     return got
 
 
+def _closed_by_peer(s: socket.socket) -> bool:
+    """Whether the peer has closed ``s``, once what it sent is read (up to 16 MiB)."""
+    s.setblocking(False)
+    got = 0
+    try:
+        while got < 16 << 20:
+            chunk = s.recv(1 << 16)
+            if not chunk:
+                return True
+            got += len(chunk)
+    except BlockingIOError:
+        return False
+    except OSError:  # reset: closed with unsent bytes, as a slow reader is
+        return True
+    return False
+
+
 def _status(answer: bytes) -> str:
     """The status code of the first response in ``answer`` ("none" when there is none)."""
     if not answer.startswith(b"HTTP/1.1 "):
@@ -116,7 +133,7 @@ class Hostile:
         self.port = port
         self.token = token
         self.counts: dict[str, dict[str, int]] = {}
-        self.held: list[socket.socket] = []
+        self.held: dict[socket.socket, str] = {}  # sockets kept open, by kind
         self.rng = random.Random(7)
         self.forged = jwt.encode(
             {"mercure": {"publish": ["*"]}}, "not-the-key-0123456789-0123456789"
@@ -154,10 +171,13 @@ class Hostile:
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
             while len(self.held) > 200:  # keep the open-file count bounded
-                self.held.pop(0).close()
+                oldest = next(iter(self.held))
+                del self.held[oldest]
+                oldest.close()
             await asyncio.sleep(0.01)
         await asyncio.gather(*tasks)
-        for s in self.held:
+        for s, held_as in self.held.items():  # did the hub let go of the ones still held?
+            self.count(held_as, "closed by the hub" if _closed_by_peer(s) else "open at the end")
             s.close()
 
     async def _one(self, kind: Callable[[socket.socket], Awaitable[None]]) -> None:
@@ -180,7 +200,7 @@ class Hostile:
     async def slowloris(self, s: socket.socket) -> None:
         """A head that never ends."""
         await self._send(s, b"POST /.well-known/mercure HTTP/1.1\r\nX-Slow: ")
-        self.held.append(s)
+        self.held[s] = "slowloris"
         self.count("slowloris", "held")
 
     async def garbage(self, s: socket.socket) -> None:
@@ -190,7 +210,7 @@ class Hostile:
     async def stopped_reader(self, s: socket.socket) -> None:
         """A subscriber to the normal topic that never reads."""
         await self._send(s, f"GET {HUB_PATH}?topic={TOPIC} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        self.held.append(s)
+        self.held[s] = "stopped_reader"
         self.count("stopped_reader", "held")
 
     async def stalled_replay(self, s: socket.socket) -> None:
@@ -200,7 +220,7 @@ class Hostile:
             f"GET {HUB_PATH}?topic={TOPIC}&lastEventID=earliest HTTP/1.1\r\n"
             "Host: x\r\n\r\n".encode(),
         )
-        self.held.append(s)
+        self.held[s] = "stalled_replay"
         self.count("stalled_replay", "held")
 
     async def churn(self, s: socket.socket) -> None:
