@@ -238,7 +238,7 @@ def test_incremental_routes_equal_fresh_ones(
     ops: list[tuple[str, object]], cap: int, max_added: int
 ) -> None:
     matcher = TopicMatcher()
-    index: RouteIndex[_View] = RouteIndex(matcher, cap, max_chars=40, max_added=max_added)
+    index: RouteIndex[_View] = RouteIndex(cap, max_chars=40, max_added=max_added)
     live: list[_View] = []
     for n, (op, arg) in enumerate(ops):
         if op == "join":
@@ -280,7 +280,7 @@ def _wanting(matcher: TopicMatcher, views: list[_View], topics: tuple[str, ...])
 
 def test_caches_are_bounded_by_bytes() -> None:
     matcher = TopicMatcher(max_chars=100_000)
-    index: RouteIndex[_View] = RouteIndex(matcher, max_chars=100_000)
+    index: RouteIndex[_View] = RouteIndex(max_chars=100_000)
     index.add(_View(0, frozenset({"urn:{x}"})))
     for i in range(200):
         topic = f"urn:{i}:" + "t" * 10_000  # a topic can be as long as a publish body

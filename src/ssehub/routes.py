@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Generic, Protocol, TypeVar
 
-from .topics import ALL, Template, TopicMatcher, template
+from .topics import ALL, Template, template
 
 Topics = tuple[str, ...]
 
@@ -41,13 +41,8 @@ class RouteIndex(Generic[V]):
     """
 
     def __init__(
-        self,
-        matcher: TopicMatcher,
-        max_routes: int = 10_000,
-        max_chars: int = 4 << 20,
-        max_added: int = 64,
+        self, max_routes: int = 10_000, max_chars: int = 4 << 20, max_added: int = 64
     ) -> None:
-        self.matcher = matcher
         self.max_added = max_added  # views a stale answer may need tried; past it, drop them
         self.max_routes = max_routes
         self.max_chars = max_chars
@@ -72,9 +67,8 @@ class RouteIndex(Generic[V]):
         found = self.stale.pop(topics, None)
         if found is not None:
             self.refreshed += 1
-            test = self.matcher.test
             for view in self.added:
-                if view not in found and any(test(s, t) for s in view.selectors for t in topics):
+                if view not in found and self._wants(view, topics):
                     found = (*found, view)
                     self._routes_of.setdefault(view, set()).add(topics)
             self.cached[topics] = found
@@ -107,6 +101,16 @@ class RouteIndex(Generic[V]):
             if any(parsed.matches(topic) for topic in topics):
                 found |= views
         return tuple(found)
+
+    def _wants(self, view: V, topics: Topics) -> bool:
+        for selector in view.selectors:
+            if selector == ALL:
+                return True
+            known = self._templates.get(selector)
+            for topic in topics:
+                if topic == selector or (known is not None and known[0].matches(topic)):
+                    return True
+        return False
 
     def _evict(self, topics: Topics) -> None:
         views = self.stale.pop(topics, None)
