@@ -92,6 +92,11 @@ def test_expressions(selector: str, count: int) -> None:
     assert expressions(selector) == count
 
 
+def test_counting_stops_past_the_bound() -> None:
+    assert expressions("{/a}{.b}" * 1000, stop=5) == 6
+    assert expressions("{/a}{.b}" * 2, stop=5) == 4
+
+
 def test_check_selectors() -> None:
     check_selectors(["*", "urn:a", "urn:{a}{b}"], max_length=100, max_expressions=2)
     with pytest.raises(HubError) as bound:

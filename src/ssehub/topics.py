@@ -41,11 +41,18 @@ class _Expression:
 _Token = str | _Expression
 
 
-def _parse(selector: str, limit: int = _MAX_TEMPLATE) -> tuple[_Token, ...] | None:
-    """Literals and expressions of a valid template with at least one expression, else None."""
+def _parse(
+    selector: str, limit: int = _MAX_TEMPLATE, stop: int | None = None
+) -> tuple[_Token, ...] | None:
+    """Literals and expressions of a valid template with at least one expression, else None.
+
+    With ``stop``, parsing ends once more than ``stop`` expressions are read (the tokens so
+    far are returned): counting a hostile selector costs no more than the bound it breaks.
+    """
     if "{" not in selector or len(selector) > limit:
         return None
     tokens: list[_Token] = []
+    count = 0
     pos = 0
     while pos < len(selector):
         start = selector.find("{", pos)
@@ -77,16 +84,20 @@ def _parse(selector: str, limit: int = _MAX_TEMPLATE) -> tuple[_Token, ...] | No
             tokens[-1] = _Expression(prefix, allowed, last.repeat + 1)
         else:
             tokens.append(_Expression(prefix, allowed))
+        count += 1
+        if stop is not None and count > stop:
+            break
         pos = end + 1
     return tuple(tokens)
 
 
-def expressions(selector: str) -> int:
-    """How many expressions a template holds (0 for ``*``, exact topics and non-templates).
+def expressions(selector: str, stop: int | None = None) -> int:
+    """How many expressions a template holds (0 for ``*``, exact topics and non-templates);
+    with ``stop``, counting ends past it.
 
     Matching costs about this many steps per topic; the hub bounds it per subscription.
     """
-    tokens = _parse(selector, limit=len(selector))
+    tokens = _parse(selector, limit=len(selector), stop=stop)
     if tokens is None:
         return 0
     return sum(t.repeat for t in tokens if isinstance(t, _Expression))
@@ -102,7 +113,7 @@ def check_selectors(selectors: Iterable[str], max_length: int, max_expressions: 
     max_length = min(max_length, _MAX_TEMPLATE)  # longer ones would match only themselves
     total = 0
     for selector in selectors:
-        count = expressions(selector)
+        count = expressions(selector, stop=max_expressions - total)
         if not count:
             continue
         if len(selector) > max_length:
