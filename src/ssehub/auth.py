@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import Any
 
 import jwt
 
-from .errors import HubError
+from .errors import ConfigError, HubError
 from .topics import TopicMatcher
 
 log = logging.getLogger("ssehub.auth")
@@ -28,6 +29,8 @@ COOKIE = "mercureAuthorization"
 _JWKS_REFRESH = 300.0
 _VERIFIED_MAX = 4096
 _JWKS_RETRY = 10.0
+# What PyJWKSet.from_json raises on a document that is not a usable key set.
+_BAD_JWKS = (ValueError, KeyError, TypeError, AttributeError, jwt.PyJWTError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +92,9 @@ def find_token(
 class KeySet:
     """The key(s) that verify one kind of token."""
 
-    def __init__(self, spec: str) -> None:
+    def __init__(self, spec: str, label: str = "JWT key") -> None:
         self.spec = spec
+        self.label = label  # names the setting in startup errors
         self._key: Any = None
         self._jwks: dict[str, Any] = {}
         self._url: str | None = None
@@ -100,9 +104,22 @@ class KeySet:
         if spec.startswith(("http://", "https://")):
             self._url = spec
         elif spec.startswith("@"):
-            text = Path(spec[1:]).read_text()
+            try:
+                text = Path(spec[1:]).read_text()
+            except UnicodeDecodeError:
+                raise ConfigError(
+                    f"{label} {spec}: {spec[1:]!r} is not text (a PEM key or a JWKS is)"
+                ) from None
+            except OSError as exc:
+                reason = exc.strerror or exc
+                raise ConfigError(f"{label} {spec}: cannot read {spec[1:]!r}: {reason}") from exc
             if text.lstrip().startswith("{"):
-                self._load_jwks(text)
+                try:
+                    self._load_jwks(text)
+                except _BAD_JWKS as exc:
+                    raise ConfigError(
+                        f"{label} {spec}: not a usable JWKS: {_jwks_reason(exc)}"
+                    ) from exc
             else:
                 self._key = text
         else:
@@ -113,8 +130,9 @@ class KeySet:
         self._jwks = {k.key_id or "": k for k in keys.keys}
         self.generation += 1
 
-    async def refresh(self) -> None:
-        """Fetch a JWKS URL again (in a thread: urllib blocks)."""
+    async def refresh(self, strict: bool = False) -> None:
+        """Fetch a JWKS URL again (in a thread: urllib blocks); a failure is logged and retried
+        later, or with ``strict`` (the first fetch, at start) raised as a ConfigError."""
         url = self._url
         if url is None:
             return
@@ -126,7 +144,13 @@ class KeySet:
         try:
             self._load_jwks(await asyncio.to_thread(fetch))
             self._fetched = time.monotonic()
-        except (OSError, ValueError, jwt.PyJWKSetError) as exc:
+        except (OSError, *_BAD_JWKS) as exc:
+            if strict:
+                reason = exc.reason if isinstance(exc, urllib.error.URLError) else _jwks_reason(exc)
+                raise ConfigError(
+                    f"{self.label} {url}: could not fetch the JWKS ({reason}): check the URL and"
+                    " that its server answers from this host"
+                ) from exc
             log.warning("could not fetch the JWKS at %s: %s", url, exc)
             self._fetched = time.monotonic() - _JWKS_REFRESH + _JWKS_RETRY
 
@@ -139,6 +163,25 @@ class KeySet:
             self._refreshing = asyncio.get_running_loop().create_task(self.refresh())
         except RuntimeError:  # no loop: a synchronous caller (tests, tools)
             asyncio.run(self.refresh())
+
+    def check(self, algorithms: list[str]) -> None:
+        """Refuse a single key that none of ``algorithms`` can verify with (a PEM key with
+        only HS256 allowed, an HMAC secret with only RS256): every token would be refused."""
+        if self._key is None:
+            return
+        reasons = []
+        for name in algorithms:
+            try:
+                jwt.get_algorithm_by_name(name).prepare_key(self._key)
+            except (jwt.InvalidKeyError, ValueError, TypeError, NotImplementedError) as exc:
+                reasons.append(f"{name}: {exc}")
+            else:
+                return
+        shown = self.spec if self.spec.startswith("@") else "(given inline)"
+        raise ConfigError(
+            f"{self.label} {shown} cannot verify tokens signed with {', '.join(algorithms)}"
+            f" ({'; '.join(reasons)}): check the key and --jwt-algorithm"
+        )
 
     def key_for(self, token: str, carrier: str) -> Any:
         """The verification key for ``token`` (by ``kid`` for a JWKS)."""
@@ -171,11 +214,16 @@ class Authenticator:
         audience: str | None = None,
         issuer: str | None = None,
     ) -> None:
-        self.publisher_keys = KeySet(publisher_key) if publisher_key else None
-        self.subscriber_keys = KeySet(subscriber_key) if subscriber_key else None
+        self.publisher_keys = KeySet(publisher_key, "publisher JWT key") if publisher_key else None
+        self.subscriber_keys = (
+            KeySet(subscriber_key, "subscriber JWT key") if subscriber_key else None
+        )
         self.algorithms = [a.strip() for a in algorithm.split(",") if a.strip()]
         if any(a.lower() == "none" for a in self.algorithms):
             raise ValueError("the 'none' algorithm would accept unsigned tokens")
+        for keys in (self.publisher_keys, self.subscriber_keys):
+            if keys is not None:
+                keys.check(self.algorithms)
         self.matcher = matcher or TopicMatcher()
         self.leeway = leeway
         self.audience = audience
@@ -183,10 +231,10 @@ class Authenticator:
         self._verified: dict[tuple[str, int, int], tuple[Claims, float]] = {}
 
     async def start(self) -> None:
-        """Fetch JWKS URLs once before the first request."""
+        """Fetch JWKS URLs once before the first request; ConfigError if one does not answer."""
         for keys in (self.publisher_keys, self.subscriber_keys):
             if keys is not None:
-                await keys.refresh()
+                await keys.refresh(strict=True)
 
     def verify(self, token: str, carrier: str, keys: KeySet) -> Claims:
         """Check signature, algorithm and time/audience/issuer claims; 401 with the reason.
@@ -293,6 +341,12 @@ class Authenticator:
         if self.subscriber_keys is None:
             raise unauthorized("this hub has no subscriber key and cannot verify tokens")
         return self.verify(*found, self.subscriber_keys)
+
+
+def _jwks_reason(exc: BaseException) -> str:
+    if isinstance(exc, KeyError):
+        return f"a key lacks its {exc.args[0]!r} member"
+    return str(exc) or type(exc).__name__
 
 
 def _header_alg(token: str) -> str:

@@ -191,7 +191,13 @@ def serve(jwt_key: str | None, log_level: str, **options: Any) -> None:
     options.setdefault("subscriber_jwt_key", jwt_key)
     made_key = None
     if options["publisher_jwt_key"] is None and options["subscriber_jwt_key"] is None:
-        made_key = secrets.token_urlsafe(32)
+        if not _hmac_algorithm(options.get("jwt_algorithm", "HS256")):
+            raise click.UsageError(
+                "with --jwt-algorithm "
+                f"{options['jwt_algorithm']} give the key that verifies tokens (--jwt-key"
+                " @public.pem, or a JWKS): the key made when none is given is an HMAC secret"
+            )
+        made_key = secrets.token_urlsafe(64)  # long enough for HS512
         options["publisher_jwt_key"] = options["subscriber_jwt_key"] = made_key
     options.setdefault("demo", made_key is not None)
     settings = Settings(**options)
@@ -500,8 +506,13 @@ def _shown_store(store: str) -> str:
     return store.replace(f":{password}@", ":***@") if password else store
 
 
+def _hmac_algorithm(algorithms: str) -> str | None:
+    """The first HMAC algorithm allowed, the only kind a made-up secret can sign with."""
+    return next((a.strip() for a in algorithms.split(",") if a.strip().startswith("HS")), None)
+
+
 def _print_first_run(settings: Settings, key: str) -> None:
-    algorithm = settings.jwt_algorithm.split(",")[0].strip()
+    algorithm = _hmac_algorithm(settings.jwt_algorithm) or "HS256"
     publisher = jwt.encode({"mercure": {"publish": ["*"]}}, key, algorithm=algorithm)
     subscriber = jwt.encode({"mercure": {"subscribe": ["*"]}}, key, algorithm=algorithm)
     click.echo(
