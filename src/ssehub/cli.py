@@ -229,10 +229,59 @@ def serve(jwt_key: str | None, log_level: str, **options: Any) -> None:
 _DEFAULT_URL = "http://127.0.0.1:8000/.well-known/mercure"
 
 
+def _hub_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A hub URL must be absolute http(s): httpx's own complaint comes too late and vaguely."""
+    if value is None:
+        return value
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise click.BadParameter(
+            f"{value!r} is not an http(s) URL: write e.g. {_DEFAULT_URL}", ctx, param
+        )
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r}: {exc}", ctx, param) from None
+    return value
+
+
+def _root_reason(exc: BaseException) -> str:
+    """The operating system's reason under an httpx error ("Connection refused")."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno and seen.errno > 0:
+            return os.strerror(seen.errno)  # asyncio rewrites strerror as "Connect call failed"
+        if isinstance(seen, OSError) and seen.strerror:
+            return seen.strerror
+        seen = seen.__cause__ or seen.__context__
+    return str(exc) or type(exc).__name__
+
+
+def _unreachable(url: str, exc: httpx.HTTPError) -> click.ClickException:
+    """One line for a hub that did not answer, or answered with a server error."""
+    if isinstance(exc, httpx.HTTPStatusError):
+        answer = exc.response
+        reason = " ".join(answer.text.split())[:300] or answer.reason_phrase
+        return click.ClickException(f"the hub at {url} answered {answer.status_code}: {reason}")
+    if isinstance(exc, httpx.ConnectError):
+        return click.ClickException(
+            f"could not reach {url}: nothing answers there ({_root_reason(exc)}): is the hub"
+            " running, and is --url right?"
+        )
+    if isinstance(exc, httpx.TimeoutException):
+        return click.ClickException(f"could not reach {url}: no answer in time ({exc!r})")
+    return click.ClickException(f"could not reach {url}: {exc or type(exc).__name__}")
+
+
 @main.command()
 @debug_option
 @click.option(
-    "--url", default=_DEFAULT_URL, envvar="SSEHUB_URL", show_default=True, help="The hub's URL."
+    "--url",
+    default=_DEFAULT_URL,
+    envvar="SSEHUB_URL",
+    show_default=True,
+    callback=_hub_url,
+    help="The hub's URL.",
 )
 @click.option(
     "--topic",
@@ -278,14 +327,19 @@ def publish(
     except HubRefused as refused:
         raise click.ClickException(f"the hub refused: {refused}") from None
     except httpx.HTTPError as exc:
-        raise click.ClickException(f"could not reach {url}: {exc}") from None
+        raise _unreachable(url, exc) from None
     click.echo(got)
 
 
 @main.command()
 @debug_option
 @click.option(
-    "--url", default=_DEFAULT_URL, envvar="SSEHUB_URL", show_default=True, help="The hub's URL."
+    "--url",
+    default=_DEFAULT_URL,
+    envvar="SSEHUB_URL",
+    show_default=True,
+    callback=_hub_url,
+    help="The hub's URL.",
 )
 @click.option(
     "--topic",
@@ -311,7 +365,9 @@ def subscribe(
 
     async def run() -> None:
         seen = 0
-        async for item in listen(url, topics, token=token, last_event_id=last_event_id):
+        async for item in listen(
+            url, topics, token=token, last_event_id=last_event_id, retry_first=False
+        ):
             line: dict[str, object]
             if isinstance(item, Gap):
                 line = {
@@ -333,6 +389,8 @@ def subscribe(
         asyncio.run(run())
     except HubRefused as refused:
         raise click.ClickException(f"the hub refused: {refused}") from None
+    except httpx.HTTPError as exc:
+        raise _unreachable(url, exc) from None
     except KeyboardInterrupt:
         pass
 
