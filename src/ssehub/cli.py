@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import httpx
 import jwt
 import rich_click as click
+from jwt.algorithms import get_default_algorithms
 from rich_click.utils import OptionGroupDict
 
 from . import __version__
@@ -403,7 +404,12 @@ def subscribe(
     required=True,
     help="HMAC secret, or @PATH of a PEM private key.",
 )
-@click.option("--algorithm", default="HS256", show_default=True)
+@click.option(
+    "--algorithm",
+    default="HS256",
+    show_default=True,
+    type=click.Choice(sorted(set(get_default_algorithms()) - {"none"})),
+)
 @click.option("--publish", "publish_", multiple=True, help="Selector for mercure.publish.")
 @click.option("--subscribe", "subscribe_", multiple=True, help="Selector for mercure.subscribe.")
 @click.option("--expires-in", type=click.IntRange(min=1), help="Seconds until exp.")
@@ -433,8 +439,22 @@ def token(
         if not sep:
             raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--claim")
         claims[name] = value
-    secret = Path(key[1:]).read_text() if key.startswith("@") else key
-    click.echo(jwt.encode(claims, secret, algorithm=algorithm))
+    secret = key
+    if key.startswith("@"):
+        try:
+            secret = Path(key[1:]).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not text (a PEM key is)"
+            raise click.ClickException(f"--key {key}: cannot read {key[1:]!r}: {reason}") from None
+    try:
+        minted = jwt.encode(claims, secret, algorithm=algorithm)
+    except (jwt.InvalidKeyError, ValueError, TypeError) as exc:
+        raise click.BadParameter(
+            f"this key cannot sign {algorithm} ({exc}): an HS algorithm takes a secret, the"
+            " others a PEM private key (@PATH)",
+            param_hint="'--key' / '--algorithm'",
+        ) from None
+    click.echo(minted)
 
 
 @main.command()
