@@ -448,9 +448,11 @@ def token(
             raise click.ClickException(f"--key {key}: cannot read {key[1:]!r}: {reason}") from None
     try:
         minted = jwt.encode(claims, secret, algorithm=algorithm)
-    except (jwt.InvalidKeyError, ValueError, TypeError) as exc:
+    except (jwt.InvalidKeyError, ValueError, TypeError, AttributeError) as exc:
+        # PyJWT lets a public key reach cryptography, which has no sign() on it
+        why = "a public key cannot sign" if isinstance(exc, AttributeError) else exc
         raise click.BadParameter(
-            f"this key cannot sign {algorithm} ({exc}): an HS algorithm takes a secret, the"
+            f"this key cannot sign {algorithm} ({why}): an HS algorithm takes a secret, the"
             " others a PEM private key (@PATH)",
             param_hint="'--key' / '--algorithm'",
         ) from None

@@ -125,6 +125,8 @@ async def subscribe(
                     if 400 <= answer.status_code < 500:
                         body = (await answer.aread()).decode("utf-8", "replace").strip()
                         raise HubRefused(answer.status_code, body)
+                    if answer.is_error:
+                        await answer.aread()  # the reason, for whoever reports the error
                     answer.raise_for_status()
                     retry_first = True  # connected once: from now on, always resume
                     delay = retry
