@@ -12,6 +12,7 @@ import asyncio
 import logging
 import math
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import Any
 
 import jwt
 
-from .errors import HubError, one_line
+from .errors import ConfigError, HubError, one_line
 from .topics import TopicMatcher
 
 log = logging.getLogger("ssehub.auth")
@@ -34,6 +35,8 @@ _JWKS_RETRY = 10.0
 # request: the standalone server bounds heads anyway, an ASGI server may not.
 MAX_TOKEN = 16 * 1024
 _JWKS_MAX_BYTES = 1024 * 1024  # a key set is a few KiB; this bounds what a fetch may hold
+# What PyJWKSet.from_json raises on a document that is not a usable key set.
+_BAD_JWKS = (ValueError, KeyError, TypeError, AttributeError, jwt.PyJWTError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +110,9 @@ def find_token(
 class KeySet:
     """The key(s) that verify one kind of token."""
 
-    def __init__(self, spec: str) -> None:
+    def __init__(self, spec: str, label: str = "JWT key") -> None:
         self.spec = spec
+        self.label = label  # names the setting in startup errors
         self._key: Any = None
         self._jwks: dict[str, Any] = {}
         self._url: str | None = None
@@ -118,9 +122,22 @@ class KeySet:
         if spec.startswith(("http://", "https://")):
             self._url = spec
         elif spec.startswith("@"):
-            text = Path(spec[1:]).read_text()
+            try:
+                text = Path(spec[1:]).read_text()
+            except UnicodeDecodeError:
+                raise ConfigError(
+                    f"{label} {spec}: {spec[1:]!r} is not text (a PEM key or a JWKS is)"
+                ) from None
+            except OSError as exc:
+                reason = exc.strerror or exc
+                raise ConfigError(f"{label} {spec}: cannot read {spec[1:]!r}: {reason}") from exc
             if text.lstrip().startswith("{"):
-                self._load_jwks(text)
+                try:
+                    self._load_jwks(text)
+                except _BAD_JWKS as exc:
+                    raise ConfigError(
+                        f"{label} {spec}: not a usable JWKS: {_jwks_reason(exc)}"
+                    ) from exc
             else:
                 self._key = text
         else:
@@ -131,8 +148,9 @@ class KeySet:
         self._jwks = {k.key_id or "": k for k in keys.keys}
         self.generation += 1
 
-    async def refresh(self) -> None:
-        """Fetch a JWKS URL again (in a thread: urllib blocks)."""
+    async def refresh(self, strict: bool = False) -> None:
+        """Fetch a JWKS URL again (in a thread: urllib blocks); a failure is logged and retried
+        later, or with ``strict`` (the first fetch, at start) raised as a ConfigError."""
         url = self._url
         if url is None:
             return
@@ -147,7 +165,13 @@ class KeySet:
         try:
             self._load_jwks(await asyncio.to_thread(fetch))
             self._fetched = time.monotonic()
-        except (OSError, ValueError, jwt.PyJWKSetError) as exc:
+        except (OSError, *_BAD_JWKS) as exc:
+            if strict:
+                reason = exc.reason if isinstance(exc, urllib.error.URLError) else _jwks_reason(exc)
+                raise ConfigError(
+                    f"{self.label} {url}: could not fetch the JWKS ({reason}): check the URL and"
+                    " that its server answers from this host"
+                ) from exc
             log.warning("could not fetch the JWKS at %s: %s", url, exc)
             self._fetched = time.monotonic() - _JWKS_REFRESH + _JWKS_RETRY
 
@@ -160,6 +184,25 @@ class KeySet:
             self._refreshing = asyncio.get_running_loop().create_task(self.refresh())
         except RuntimeError:  # no loop: a synchronous caller (tests, tools)
             asyncio.run(self.refresh())
+
+    def check(self, algorithms: list[str]) -> None:
+        """Refuse a single key that none of ``algorithms`` can verify with (a PEM key with
+        only HS256 allowed, an HMAC secret with only RS256): every token would be refused."""
+        if self._key is None:
+            return
+        reasons = []
+        for name in algorithms:
+            try:
+                jwt.get_algorithm_by_name(name).prepare_key(self._key)
+            except (jwt.InvalidKeyError, ValueError, TypeError, NotImplementedError) as exc:
+                reasons.append(f"{name}: {exc}")
+            else:
+                return
+        shown = self.spec if self.spec.startswith("@") else "(given inline)"
+        raise ConfigError(
+            f"{self.label} {shown} cannot verify tokens signed with {', '.join(algorithms)}"
+            f" ({'; '.join(reasons)}): check the key and --jwt-algorithm"
+        )
 
     def key_for(self, token: str, carrier: str) -> Any:
         """The verification key for ``token`` (by ``kid`` for a JWKS)."""
@@ -196,11 +239,16 @@ class Authenticator:
         audience: str | None = None,
         issuer: str | None = None,
     ) -> None:
-        self.publisher_keys = KeySet(publisher_key) if publisher_key else None
-        self.subscriber_keys = KeySet(subscriber_key) if subscriber_key else None
+        self.publisher_keys = KeySet(publisher_key, "publisher JWT key") if publisher_key else None
+        self.subscriber_keys = (
+            KeySet(subscriber_key, "subscriber JWT key") if subscriber_key else None
+        )
         self.algorithms = [a.strip() for a in algorithm.split(",") if a.strip()]
         if any(a.lower() == "none" for a in self.algorithms):
             raise ValueError("the 'none' algorithm would accept unsigned tokens")
+        for keys in (self.publisher_keys, self.subscriber_keys):
+            if keys is not None:
+                keys.check(self.algorithms)
         self.matcher = matcher or TopicMatcher()
         self.leeway = leeway
         self.audience = audience
@@ -209,10 +257,10 @@ class Authenticator:
         self._verified_chars = 0
 
     async def start(self) -> None:
-        """Fetch JWKS URLs once before the first request."""
+        """Fetch JWKS URLs once before the first request; ConfigError if one does not answer."""
         for keys in (self.publisher_keys, self.subscriber_keys):
             if keys is not None:
-                await keys.refresh()
+                await keys.refresh(strict=True)
 
     def verify(self, token: str, carrier: str, keys: KeySet) -> Claims:
         """Check signature, algorithm and time/audience/issuer claims; 401 with the reason.
@@ -353,6 +401,12 @@ class Authenticator:
         if self.subscriber_keys is None:
             raise unauthorized("this hub has no subscriber key and cannot verify tokens")
         return self.verify(*found, self.subscriber_keys)
+
+
+def _jwks_reason(exc: BaseException) -> str:
+    if isinstance(exc, KeyError):
+        return f"a key lacks its {exc.args[0]!r} member"
+    return str(exc) or type(exc).__name__
 
 
 def _header_alg(token: str) -> str:
