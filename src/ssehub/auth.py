@@ -28,6 +28,9 @@ log = logging.getLogger("ssehub.auth")
 COOKIE = "mercureAuthorization"
 _JWKS_REFRESH = 300.0
 _VERIFIED_MAX = 4096
+# Characters of cached tokens at most. A token's claims (selectors, payload) are decoded from
+# it, so they are no bigger than a small multiple of it: this bounds the cache's bytes too.
+_VERIFIED_CHARS = 4 << 20
 _JWKS_RETRY = 10.0
 
 
@@ -194,6 +197,7 @@ class Authenticator:
         self.audience = audience
         self.issuer = issuer
         self._verified: dict[tuple[str, int, int], tuple[Claims, float]] = {}
+        self._verified_chars = 0
 
     async def start(self) -> None:
         """Fetch JWKS URLs once before the first request."""
@@ -217,10 +221,17 @@ class Authenticator:
             ):
                 return claims
             del self._verified[cache_key]
+            self._verified_chars -= len(token)
         claims, valid_from = self._verify(token, carrier, keys)
-        if len(self._verified) >= _VERIFIED_MAX:
-            del self._verified[next(iter(self._verified))]
+        while self._verified and (
+            len(self._verified) >= _VERIFIED_MAX
+            or self._verified_chars + len(token) > _VERIFIED_CHARS
+        ):
+            oldest = next(iter(self._verified))
+            self._verified_chars -= len(oldest[0])
+            del self._verified[oldest]
         self._verified[cache_key] = (claims, valid_from)
+        self._verified_chars += len(token)
         return claims
 
     def _verify(self, token: str, carrier: str, keys: KeySet) -> tuple[Claims, float]:
