@@ -108,7 +108,7 @@ class Hub:
         self.publish_failures = 0
         self.on_append: Callable[[float], None] | None = None  # e.g. a latency histogram
         self._views: dict[ViewKey, _View] = {}
-        self.routes: RouteIndex[_View] = RouteIndex(self.matcher)
+        self.routes: RouteIndex[_View] = RouteIndex()
         self._dispatched = 0
         self.max_coalesce = max_coalesce
         self._outbox: list[StoredEvent] = []

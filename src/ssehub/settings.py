@@ -218,6 +218,9 @@ def _validate(s: Settings) -> None:
             f"{s.max_head_size} bytes cannot hold a request line with a URL of max_url_length"
             f" ({s.max_url_length}); it needs at least {s.max_url_length + _REQUEST_LINE}",
         )
+    for name in ("publisher_jwt_key", "subscriber_jwt_key"):
+        if getattr(s, name) is not None and not getattr(s, name).strip():
+            raise InvalidSetting(name, "is empty: give a secret, @PATH or a JWKS URL")
     algorithms = [a.strip() for a in s.jwt_algorithm.split(",") if a.strip()]
     if not algorithms:
         raise InvalidSetting("jwt_algorithm", "names no algorithm")
