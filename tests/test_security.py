@@ -493,11 +493,11 @@ def test_random_bytes_never_hurt_the_hub(guarded: HubProcess, control: Control) 
             with contextlib.suppress(ConnectionResetError):
                 while chunk := s.recv(65536):
                     answer += chunk
-        if expected_outcome(junk) == "silence":
-            assert answer == b""
+        if not answer:  # fine for an unfinished request the client gave up on, only
+            assert expected_outcome(junk) == "silence", "a request the hub read got no answer"
             return
         status, _, body = next(iter_responses(answer))
-        assert status in (400, 401, 404, 405, 413, 414, 415, 431), answer[:200]
+        assert status in (400, 401, 404, 405, 408, 413, 414, 415, 431), answer[:200]
         assert body.endswith(b"\n") and body.count(b"\n") == 1, answer[:200]  # one line
 
     one()
