@@ -61,10 +61,19 @@ async def live_subscriber(server: object, *topics: str) -> Connection:
     """A subscriber on ``server``: registered once its head and first comment are written."""
     sub = await make_protocol(server=server)
     sub.send(subscribe(*topics))
-    await until(lambda: sub.stream_head() is not None, "the stream's head")
-    assert sub.events() == []
-    await until(lambda: sub.decoder.comments_seen >= 1, "the first comment")
+    await first_comment(sub)
     return sub
+
+
+async def first_comment(sub: Connection) -> None:
+    """Wait for a stream's head and first comment (written once it is registered)."""
+    await until(lambda: sub.stream_head() is not None, "the stream's head")
+
+    def seen() -> bool:
+        assert sub.events() == []  # no event before the first comment
+        return sub.decoder.comments_seen >= 1
+
+    await until(seen, "the first comment")
 
 
 async def marker(conn: Connection, topic: str) -> str:
@@ -443,7 +452,7 @@ async def test_stream_head_preamble_and_live_delivery() -> None:
     conn = await make_protocol(hub_settings(retry=1234))
     sub = await make_protocol(server=conn.server)
     sub.send(subscribe("https://example.com/books/{id}"))
-    await until(lambda: sub.stream_head() is not None, "the stream's head")
+    await first_comment(sub)
     head = sub.stream_head()
     assert head is not None
     status, headers = head
@@ -453,7 +462,6 @@ async def test_stream_head_preamble_and_live_delivery() -> None:
     assert "content-length" not in headers
     assert headers["x-accel-buffering"] == "no"
     assert "last-event-id" not in headers
-    assert sub.events() == []
     assert (sub.decoder.comments_seen, sub.decoder.retry) == (1, 1234)
     assert conn.hub.subscriber_count == 1
 
