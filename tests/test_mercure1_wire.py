@@ -71,7 +71,7 @@ class _View:
 
 
 def test_route_index_routes_typed_matchers() -> None:
-    index: RouteIndex[_View] = RouteIndex(TopicMatcher())
+    index: RouteIndex[_View] = RouteIndex()
     pattern = _View(matcher_selector("urlpattern", "https://e.com/books/:id"))
     literal = _View(matcher_selector("exact", "https://e.com/shelf/{id}"))
     assert index.route(("https://e.com/books/1",)) == ()

@@ -57,11 +57,18 @@ _Token = str | _Expression
 _Compiled = tuple[_Token, ...] | URLPattern | None
 
 
-def _parse(selector: str, limit: int = _MAX_TEMPLATE) -> tuple[_Token, ...] | None:
-    """Literals and expressions of a valid template with at least one expression, else None."""
+def _parse(
+    selector: str, limit: int = _MAX_TEMPLATE, stop: int | None = None
+) -> tuple[_Token, ...] | None:
+    """Literals and expressions of a valid template with at least one expression, else None.
+
+    With ``stop``, parsing ends once more than ``stop`` expressions are read (the tokens so
+    far are returned): counting a hostile selector costs no more than the bound it breaks.
+    """
     if "{" not in selector or len(selector) > limit:
         return None
     tokens: list[_Token] = []
+    count = 0
     pos = 0
     while pos < len(selector):
         start = selector.find("{", pos)
@@ -93,16 +100,20 @@ def _parse(selector: str, limit: int = _MAX_TEMPLATE) -> tuple[_Token, ...] | No
             tokens[-1] = _Expression(prefix, allowed, last.repeat + 1)
         else:
             tokens.append(_Expression(prefix, allowed))
+        count += 1
+        if stop is not None and count > stop:
+            break
         pos = end + 1
     return tuple(tokens)
 
 
-def expressions(selector: str) -> int:
-    """How many expressions a template holds (0 for ``*``, exact topics and non-templates).
+def expressions(selector: str, stop: int | None = None) -> int:
+    """How many expressions a template holds (0 for ``*``, exact topics and non-templates);
+    with ``stop``, counting ends past it.
 
     Matching costs about this many steps per topic; the hub bounds it per subscription.
     """
-    tokens = _parse(selector, limit=len(selector))
+    tokens = _parse(selector, limit=len(selector), stop=stop)
     if tokens is None:
         return 0
     return sum(t.repeat for t in tokens if isinstance(t, _Expression))
@@ -118,7 +129,7 @@ def check_selectors(selectors: Iterable[str], max_length: int, max_expressions: 
     max_length = min(max_length, _MAX_TEMPLATE)  # longer ones would match only themselves
     total = 0
     for selector in selectors:
-        count = expressions(selector)
+        count = expressions(selector, stop=max_expressions - total)
         if not count:
             continue
         if len(selector) > max_length:
@@ -133,6 +144,52 @@ def check_selectors(selectors: Iterable[str], max_length: int, max_expressions: 
                 f"too many template expressions: more than {max_expressions} in this "
                 "subscription's topic selectors",
             )
+
+
+class Template:
+    """A parsed URI template selector, for callers that keep their own (the route index)."""
+
+    __slots__ = ("_tokens", "selector")
+
+    def __init__(self, selector: str, tokens: tuple[_Token, ...]) -> None:
+        self.selector = selector
+        self._tokens = tokens
+
+    def matches(self, topic: str) -> bool:
+        """Mercure's rule for a template: equal to it, or one of its expansions."""
+        return topic == self.selector or _template_matches(self._tokens, topic)
+
+
+class Pattern:
+    """A Mercure 1.0 URL pattern selector, compiled, for callers that keep their own."""
+
+    __slots__ = ("_base", "_pattern", "selector")
+
+    def __init__(self, selector: str, pattern: URLPattern, base: str) -> None:
+        self.selector = selector
+        self._pattern = pattern
+        self._base = base
+
+    def matches(self, topic: str) -> bool:
+        """Whether the topic (resolved against the hub's URL if relative) matches."""
+        try:
+            return bool(self._pattern.test(topic, self._base))
+        except ValueError:  # a topic that is no URL, even resolved against the hub's
+            return False
+
+
+def template(selector: str, base: str = DEFAULT_BASE) -> Template | Pattern | None:
+    """``selector`` parsed, if it may match other topics than itself: a valid URI template
+    with at least one expression, or a (valid) 1.0 URL pattern."""
+    if selector.startswith(_EXACT_MARK):
+        return None
+    if selector.startswith(_PATTERN_MARK):
+        try:
+            return Pattern(selector, compile_pattern(selector[len(_PATTERN_MARK) :], base), base)
+        except ValueError:
+            return None
+    tokens = _parse(selector)
+    return None if tokens is None else Template(selector, tokens)
 
 
 def is_template(selector: str) -> bool:
@@ -201,10 +258,20 @@ def check_matchers(
             raise HubError(400, f"invalid URL pattern {match[:80]!r}: {exc}") from None
 
 
+# operator's characters -> str.translate table writing each ASCII character as "1" or "0"
+_BITS = {
+    allowed: {i: "1" if chr(i) in allowed else "0" for i in range(128)}
+    for _, allowed in _OPERATORS.values()
+}
+
+
 def _mask(text: str, allowed: frozenset[str]) -> int:
     """Bit i is set when text[i] may appear in a value (non-ASCII counts: IRIs)."""
-    bits = "".join("1" if c in allowed or c > "\x7f" else "0" for c in reversed(text))
-    return int(bits, 2) if bits else 0
+    if not text:
+        return 0
+    if text.isascii():
+        return int(text.translate(_BITS[allowed])[::-1], 2)
+    return int("".join("1" if c in allowed or c > "\x7f" else "0" for c in reversed(text)), 2)
 
 
 def _positions(text: str, part: str) -> int:
