@@ -13,19 +13,30 @@ from urllib.parse import urlsplit
 import jwt
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from ..auth import Authenticator, find_token, forbidden
+from .. import dialects
+from ..auth import DIALECT_1, Authenticator, forbidden
 from ..backends import EARLIEST, Replay
 from ..errors import HubError
 from ..events import Event, StoredEvent
 from ..hub import Hub
-from ..mercure import HUB_PATH, LINK, gap_notice, parse_publish, parse_subscribe, query_token
+from ..mercure import (
+    HUB_PATH,
+    LINK,
+    METADATA_PATH,
+    RESUMED_HEADER,
+    check_publish_1,
+    gap_notice,
+    parse_publish,
+    parse_subscribe,
+    protected_resource_metadata,
+)
 from ..metrics import CONTENT_TYPE, Metrics
 from ..settings import Settings
 from ..sse import encode_comment
 from ..subscriber import Stream, Subscriber
 from ..subscriptions import PREFIX as SUBSCRIPTIONS
 from ..subscriptions import Subscriptions
-from ..topics import check_selectors
+from ..topics import check_matchers, check_selectors
 from .http import Request, Response, error_response, response
 
 if TYPE_CHECKING:
@@ -35,6 +46,7 @@ CLOCK_TOPIC = "urn:ssehub:clock"
 DEMO_TOPIC = "urn:ssehub:demo"
 _DEMO_TOKEN_TTL = 24 * 3600
 _CORS_HEADERS = "authorization, cache-control, content-type, last-event-id"
+_EXPOSED = "Last-Event-ID, Mercure-Last-Event-ID, Link, WWW-Authenticate"
 
 Headers = tuple[tuple[str, str], ...]
 
@@ -64,6 +76,7 @@ class App:
             audience=settings.jwt_audience,
             issuer=settings.jwt_issuer,
         )
+        hub.matcher.base = hub.routes.base = dialects.base_url(settings)
         self.connections: set[HttpProtocol] = set()
         self.rejections = {401: 0, 403: 0}
         self.subscriptions = Subscriptions(hub) if settings.subscriptions else None
@@ -85,6 +98,8 @@ class App:
             answer = self._route(request, cors)
         except HubError as error:
             self.count(error)
+            if dialects.speaks_1(self.settings, request.headers, request.query, False):
+                error = dialects.with_metadata(error, self.settings, request.headers)
             answer = error_response(error, request.keep_alive, cors)
         if request.method == "HEAD" and isinstance(answer, Response):
             answer.bodiless = True  # every answer to a HEAD, refusals too: no body on the wire
@@ -126,6 +141,10 @@ class App:
                     (("Allow", "GET, HEAD"),),
                 )
             return self._subscriptions(request, cors)
+        if path == METADATA_PATH and self._metadata_served():
+            if method not in ("GET", "HEAD"):
+                raise HubError(405, f"{method} not allowed on {path}", (("Allow", "GET, HEAD"),))
+            return self._metadata(request, cors)
         if path == "/metrics":
             if method not in ("GET", "HEAD"):
                 raise HubError(405, f"{method} not allowed on /metrics", (("Allow", "GET, HEAD"),))
@@ -143,17 +162,38 @@ class App:
         raise HubError(404, f"no such path {path!r}: the hub is at {HUB_PATH}")
 
     def _subscriptions(self, request: Request, cors: Headers) -> Response:
-        """The subscriptions API; the URL must match one of the token's mercure.subscribe."""
+        """The subscriptions API; the URL must match one of the token's subscribe selectors.
+        A 1.0 access token gets the 1.0 subscriptions as plain JSON, a 0.x one JSON-LD."""
         assert self.subscriptions is not None
-        found = self._token(request)
-        claims = self.auth.subscriber(found, anonymous=False)
+        found = dialects.find(self.settings, request.headers, request.query, None)
+        resource = dialects.resources(self.settings, request.headers)
+        claims = self.auth.subscriber(found, anonymous=False, resource=resource)
         assert claims is not None
+        dialect = dialects.settle(self.settings, claims, found, None)
         selectors = claims.subscribe or ()
         if not any(self.hub.matcher.match(s, request.path) for s in selectors):
-            raise forbidden(f"mercure.subscribe does not cover {request.path!r}")
-        body = json.dumps(self.subscriptions.answer(request.path)).encode()
+            grant = "a subscribe grant" if dialect == DIALECT_1 else "mercure.subscribe"
+            raise forbidden(f"{grant} does not cover {request.path!r}")
+        body = json.dumps(self.subscriptions.answer(request.path, dialect)).encode()
+        media = "application/json" if dialect == DIALECT_1 else "application/ld+json"
+        return response(200, body, media, headers=cors, keep_alive=request.keep_alive)
+
+    def _metadata_served(self) -> bool:
+        """RFC 9728 metadata: for 1.0, when the hub verifies tokens at all."""
+        keys = self.settings.publisher_jwt_key or self.settings.subscriber_jwt_key
+        return DIALECT_1 in self.settings.dialects and keys is not None
+
+    def _metadata(self, request: Request, cors: Headers) -> Response:
+        found = dialects.resources(self.settings, request.headers)
+        if not found:
+            raise HubError(400, "no Host header: set --resource to name the hub's URL")
+        document = protected_resource_metadata(found[0], self.settings.access_cookie_name)
         return response(
-            200, body, "application/ld+json", headers=cors, keep_alive=request.keep_alive
+            200,
+            json.dumps(document).encode(),
+            "application/json",
+            headers=cors,
+            keep_alive=request.keep_alive,
         )
 
     def stream_closed(self, sub: Subscriber) -> None:
@@ -161,16 +201,6 @@ class App:
         subscriber = self._subscriber_ids.pop(sub, None)
         if subscriber is not None and self.subscriptions is not None:
             self.subscriptions.closed(subscriber)
-
-    def _token(self, request: Request, query: str | None = None) -> tuple[str, str] | None:
-        """The request's token and its carrier (header, then query, then cookie)."""
-        headers = request.headers
-        return find_token(
-            headers.get("authorization"),
-            query if query is not None else query_token(request.query),
-            headers.get("cookie"),
-            self.settings.cookie_name,
-        )
 
     # -- CORS and CSRF -------------------------------------------------------------------------
 
@@ -188,12 +218,12 @@ class App:
             # it; echoing it with credentials would let every site read a visitor's stream.
             return (
                 ("Access-Control-Allow-Origin", "*"),
-                ("Access-Control-Expose-Headers", "Last-Event-ID, Link"),
+                ("Access-Control-Expose-Headers", _EXPOSED),
             )
         return (
             ("Access-Control-Allow-Origin", origin),
             ("Access-Control-Allow-Credentials", "true"),
-            ("Access-Control-Expose-Headers", "Last-Event-ID, Link"),
+            ("Access-Control-Expose-Headers", _EXPOSED),
             ("Vary", "Origin"),
         )
 
@@ -240,10 +270,13 @@ class App:
 
     def _publish(self, request: Request, cors: Headers) -> Pending:
         event = parse_publish(request.body, request.headers.get("content-type"))
-        found = self._token(request)
+        found = dialects.find(self.settings, request.headers, request.query, None)
         if found is not None and found[1].endswith(" cookie"):
             self._check_cookie_origin(request)
-        self.auth.publisher(found, event.topics)
+        resource = dialects.resources(self.settings, request.headers)
+        claims = self.auth.publisher(found, event.topics, resource=resource)
+        if dialects.settle(self.settings, claims, found, None) == DIALECT_1:
+            check_publish_1(event, dialects.base_url(self.settings))
         longest = max(len(topic) for topic in event.topics)
         if longest > self.settings.max_topic_length:
             raise HubError(
@@ -286,6 +319,8 @@ class App:
             return self._open_stream(request, conn, write, cors)
         except HubError as error:
             self.count(error)
+            if dialects.speaks_1(self.settings, request.headers, request.query, True):
+                error = dialects.with_metadata(error, self.settings, request.headers)
             raise HubError(error.status, error.reason, (*error.headers, *cors)) from None
 
     def _open_stream(
@@ -296,14 +331,22 @@ class App:
         cors: Headers,
     ) -> tuple[Subscriber, str | None, Preamble, float | None]:
         headers = request.headers
+        settings = self.settings
         wanted = parse_subscribe(
-            request.query, headers.get("last-event-id"), self.settings.max_topics
+            request.query, headers.get("last-event-id"), settings.max_topics, settings.dialects
         )
-        check_selectors(
-            wanted.topics, self.settings.max_template_length, self.settings.max_template_expressions
-        )
-        found = self._token(request, wanted.authorization or "")
-        claims = self.auth.subscriber(found, self.settings.anonymous)
+        if wanted.dialect == DIALECT_1:
+            base = dialects.base_url(settings)
+            check_matchers(wanted.matchers, settings.max_template_length, base)
+        else:
+            check_selectors(
+                wanted.topics, settings.max_template_length, settings.max_template_expressions
+            )
+        found = dialects.find(settings, headers, request.query, wanted.dialect)
+        resource = dialects.resources(settings, headers)
+        claims = self.auth.subscriber(found, settings.anonymous, resource=resource)
+        dialects.settle(settings, claims, found, wanted.dialect)
+        resumed_header = RESUMED_HEADER[wanted.dialect]
         allowed = None
         if claims is not None and claims.subscribe is not None:
             allowed = frozenset(claims.subscribe)
@@ -317,7 +360,7 @@ class App:
             stream_headers = [*_STREAM_HEADERS, *cors]
             gap = b""
             if requested is not None and replay is not None:
-                stream_headers.append(("Last-Event-ID", requested if replay.found else EARLIEST))
+                stream_headers.append((resumed_header, requested if replay.found else EARLIEST))
                 if not replay.found:
                     gap = gap_notice(requested, replay)
             return stream_headers, first + gap
@@ -328,7 +371,9 @@ class App:
             expires = max(0.0, claims.expires + self.settings.jwt_leeway - time.time())
         if self.subscriptions is not None:
             payload = claims.payload if claims is not None else None
-            self._subscriber_ids[sub] = self.subscriptions.opened(wanted.topics, payload)
+            self._subscriber_ids[sub] = self.subscriptions.opened(
+                wanted.topics, payload, wanted.matchers
+            )
         return sub, requested, preamble, expires
 
     # -- the demo ------------------------------------------------------------------------------
