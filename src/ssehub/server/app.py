@@ -14,7 +14,7 @@ import jwt
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from .. import dialects
-from ..auth import DIALECT_1, Authenticator, forbidden
+from ..auth import DIALECT_1, Authenticator, forbidden, unauthorized
 from ..backends import EARLIEST, Replay
 from ..errors import HubError
 from ..events import Event, StoredEvent
@@ -343,6 +343,13 @@ class App:
                 wanted.topics, settings.max_template_length, settings.max_template_expressions
             )
         found = dialects.find(settings, headers, request.query, wanted.dialect)
+        if found is None and wanted.dialect == DIALECT_1 and not settings.anonymous:
+            raise unauthorized(
+                "no token: this hub does not allow anonymous subscribers; send "
+                f"'Authorization: Bearer <access token>' or the {settings.access_cookie_name} "
+                "cookie",
+                None,
+            )
         resource = dialects.resources(settings, headers)
         claims = self.auth.subscriber(found, settings.anonymous, resource=resource)
         dialects.settle(settings, claims, found, wanted.dialect)
