@@ -54,7 +54,7 @@ class _Expression:
 
 
 _Token = str | _Expression
-_Compiled = tuple[_Token, ...] | URLPattern | None
+_Compiled = tuple[_Token, ...] | URLPattern | str | None  # str: a marked exact matcher
 
 
 def _parse(
@@ -360,12 +360,14 @@ class TopicMatcher:
             except ValueError:
                 return None  # refused at subscribe; one from a token matches nothing
         if selector.startswith(_EXACT_MARK):
-            return None
+            return selector[len(_EXACT_MARK) :]  # compared byte for byte
         return _parse(selector)
 
     def _run(self, compiled: _Compiled, topic: str) -> bool:
         if compiled is None:
             return False
+        if isinstance(compiled, str):
+            return compiled == topic
         if isinstance(compiled, tuple):
             return _template_matches(compiled, topic)
         try:
@@ -395,16 +397,12 @@ class TopicMatcher:
         """Like ``match`` without caching the answer: for callers that cache their own."""
         if selector in (ALL, topic):
             return True
-        if selector.startswith(_EXACT_MARK):
-            return selector[len(_EXACT_MARK) :] == topic
         return self._run(self._tokens(selector), topic)
 
     def match(self, selector: str, topic: str) -> bool:
         """Mercure's rule: ``*``, then equality, then URI template or URL pattern matching."""
         if selector in (ALL, topic):
             return True
-        if selector.startswith(_EXACT_MARK):
-            return selector[len(_EXACT_MARK) :] == topic
         tokens = self._tokens(selector)
         if tokens is None:
             return False
