@@ -361,7 +361,7 @@ def subscribe(
 ) -> None:
     """Print events as JSON lines (id, type, data; a gap as {"gap": …}), reconnecting and
     resuming until interrupted."""
-    from .client import Gap, HubRefused
+    from .client import Gap, HubRefused, NotAStream
     from .client import subscribe as listen
 
     async def run() -> None:
@@ -390,6 +390,10 @@ def subscribe(
         asyncio.run(run())
     except HubRefused as refused:
         raise click.ClickException(f"the hub refused: {refused}") from None
+    except NotAStream as exc:
+        raise click.ClickException(
+            f"{url} answered {exc}, not an event stream: is --url the hub's /.well-known/mercure?"
+        ) from None
     except httpx.HTTPError as exc:
         raise _unreachable(url, exc) from None
     except KeyboardInterrupt:
