@@ -23,6 +23,7 @@ from rich_click.utils import OptionGroupDict
 
 from . import __version__
 from .errors import ConfigError
+from .publisher import HubClientError
 from .settings import InvalidSetting, Settings
 
 _TYPES: dict[str, Any] = {
@@ -258,8 +259,11 @@ def _root_reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _unreachable(url: str, exc: httpx.HTTPError) -> click.ClickException:
+def _unreachable(url: str, exc: httpx.HTTPError | HubClientError) -> click.ClickException:
     """One line for a hub that did not answer, or answered with a server error."""
+    if isinstance(exc, HubClientError):  # a 5xx with the hub's reason, or no answer
+        said = f"answered {exc}" if exc.status is not None else f"could not be reached: {exc}"
+        return click.ClickException(f"the hub at {url} {said}")
     if isinstance(exc, httpx.HTTPStatusError):
         answer = exc.response
         reason = " ".join(answer.text.split())[:300] or answer.reason_phrase
@@ -327,7 +331,7 @@ def publish(
         )
     except HubRefused as refused:
         raise click.ClickException(f"the hub refused: {refused}") from None
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, HubClientError) as exc:
         raise _unreachable(url, exc) from None
     click.echo(got)
 
@@ -427,31 +431,26 @@ def token(
     claim: tuple[str, ...],
 ) -> None:
     """Mint a JWT for publishers and subscribers."""
-    import time
-    from pathlib import Path
+    from .auth import mint_token
 
-    mercure: dict[str, list[str]] = {}
-    if publish_:
-        mercure["publish"] = list(publish_)
-    if subscribe_:
-        mercure["subscribe"] = list(subscribe_)
-    claims: dict[str, object] = {"mercure": mercure}
-    if expires_in:
-        claims["exp"] = int(time.time()) + expires_in
+    claims: dict[str, object] = {}
     for item in claim:
         name, sep, value = item.partition("=")
         if not sep:
             raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--claim")
         claims[name] = value
-    secret = key
-    if key.startswith("@"):
-        try:
-            secret = Path(key[1:]).read_text()
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else "not text (a PEM key is)"
-            raise click.ClickException(f"--key {key}: cannot read {key[1:]!r}: {reason}") from None
     try:
-        minted = jwt.encode(claims, secret, algorithm=algorithm)
+        minted = mint_token(
+            key,
+            publish=publish_,
+            subscribe=subscribe_,
+            expires_in=expires_in,
+            algorithm=algorithm,
+            claims=claims,
+        )
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not text (a PEM key is)"
+        raise click.ClickException(f"--key {key}: cannot read {key[1:]!r}: {reason}") from None
     except (jwt.InvalidKeyError, ValueError, TypeError, AttributeError) as exc:
         # PyJWT lets a public key reach cryptography, which has no sign() on it
         why = "a public key cannot sign" if isinstance(exc, AttributeError) else exc
@@ -659,7 +658,7 @@ def _check_hub(url: str, topic: str, token: str) -> None:
         asyncio.run(publish(url, topic, "ssehub bench: checking the hub", token=token))
     except HubRefused as refused:
         raise click.ClickException(f"the hub refused the bench's publish: {refused}") from None
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, HubClientError) as exc:
         raise _unreachable(url, exc) from None
 
 

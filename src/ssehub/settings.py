@@ -36,7 +36,7 @@ class Settings:
         "server",
     )
     workers: int = _opt(
-        1, "Processes sharing the port (SO_REUSEPORT); needs a shared store.", "server"
+        1, "Processes sharing the port (SO_REUSEPORT); needs a Redis store.", "server"
     )
     demo: bool = _opt(
         True,
@@ -44,7 +44,10 @@ class Settings:
         "server",
     )
     subscriptions: bool = _opt(
-        False, "Publish subscription events and serve the Mercure subscriptions API.", "server"
+        False,
+        "Publish subscription events (live only, never kept in history) and serve the Mercure"
+        " subscriptions API.",
+        "server",
     )
     # -- auth -------------------------------------------------------------------------------
     publisher_jwt_key: str | None = _opt(
@@ -66,11 +69,14 @@ class Settings:
     anonymous: bool = _opt(False, "Let subscribers without a token receive public updates.", "auth")
     cors_origins: tuple[str, ...] = _opt(
         (),
-        "Origins allowed to call the hub from a browser (comma-separated; * for any).",
+        "Origins allowed to call the hub from a browser (comma-separated; * for any, "
+        "answered without credentials: cookies need origins listed by name).",
         "auth",
     )
     publish_origins: tuple[str, ...] = _opt(
-        (), "Origins allowed to publish with a cookie (CSRF check on Origin/Referer).", "auth"
+        (),
+        "Origins allowed to publish with a cookie (CSRF check on Origin/Referer; never *).",
+        "auth",
     )
     # -- streams ----------------------------------------------------------------------------
     heartbeat: float = _opt(
@@ -97,13 +103,32 @@ class Settings:
     history_size: int = _opt(10_000, "Events kept for replay; 0 keeps none.", "history")
     history_max_age: float = _opt(0.0, "Seconds an event stays in history; 0: no limit.", "history")
     history_max_bytes: int = _opt(
-        64 * MiB, "Memory store: bytes of history kept at most.", "history"
+        64 * MiB,
+        "Memory store: bytes history may hold, everything counted (data, wire, ids, topics).",
+        "history",
     )
     # -- limits -----------------------------------------------------------------------------
     max_head_size: int = _opt(16 * KiB, "Largest request head in bytes (431 above).", "limits")
     max_url_length: int = _opt(8 * KiB, "Longest request URL in bytes (414 above).", "limits")
     max_body_size: int = _opt(1 * MiB, "Largest publish body in bytes (413 above).", "limits")
     max_topics: int = _opt(100, "Most topic selectors in one subscription.", "limits")
+    max_topic_length: int = _opt(
+        2 * KiB,
+        "Longest topic of a publish in characters (400 above); history, routes and caches "
+        "hold topics, and a longer one would not fit a subscribe URL.",
+        "limits",
+    )
+    max_template_length: int = _opt(
+        2048,
+        "Longest URI template topic selector in characters (400 above); 2048 at most.",
+        "limits",
+    )
+    max_template_expressions: int = _opt(
+        32,
+        "Most URI template expressions in one subscription, all its selectors together (400 "
+        "above): every new topic is tried against every template.",
+        "limits",
+    )
     max_pipelined: int = _opt(64, "Requests read ahead on one connection.", "limits")
     max_connections: int = _opt(10_000, "Open connections at most (503 above).", "limits")
     max_connections_per_ip: int = _opt(
@@ -207,6 +232,19 @@ def _validate(s: Settings) -> None:
             raise InvalidSetting(
                 "jwt_algorithm", f"unknown algorithm {algorithm!r}: use {', '.join(sorted(known))}"
             )
+    if s.workers > 1 and s.store.startswith("sqlite:"):
+        # Each worker would share the history but deliver only what was published
+        # through it: subscribers on the other workers would miss events silently.
+        raise InvalidSetting(
+            "workers",
+            "needs a shared store: SQLite delivers live events only within the process that"
+            " stored them (use --store redis://…, or one worker)",
+        )
+    if "*" in s.publish_origins:
+        raise InvalidSetting(
+            "publish_origins",
+            "'*' would let any site publish with a visitor's cookie (CSRF): list the origins",
+        )
     for name in ("cors_origins", "publish_origins"):
         for origin in getattr(s, name):
             problem = _origin_problem(origin)

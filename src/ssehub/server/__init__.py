@@ -126,7 +126,8 @@ class _Clock:
         self._handle = self._loop.call_later(self._second - time.time(), self._tick)
 
     def _tick(self) -> None:
-        self._app.hub.publish(self._app.clock_event(self._second))
+        # A tick is news for a second only: it goes live, never into history.
+        self._app.hub.announce(self._app.clock_event(self._second))
         self._second = max(self._second + 1, math.floor(time.time()) + 1)
         self._handle = self._loop.call_later(max(0.0, self._second - time.time()), self._tick)
 
