@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 from urllib.parse import quote, urlencode
 
@@ -293,3 +295,24 @@ def test_0x_unchanged_beside_1x(hub: HubProcess) -> None:
     with hub.subscribe("https://e.com/books/{id}", last_event_id=sent) as old:
         assert old.headers["last-event-id"] == sent
         assert "mercure-last-event-id" not in old.headers
+
+
+def test_cli_mints_access_tokens(hub: HubProcess) -> None:
+    def mint(*args: str) -> str:
+        cmd = [sys.executable, "-m", "ssehub.cli", "token", "--key", KEY, *args]
+        return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
+
+    reader = mint("--audience", RESOURCE, "--subscribe-urlpattern", "https://e.com/cli/:id")
+    publisher = mint("--audience", RESOURCE, "--publish", "https://e.com/cli/1")
+    with subscribe(hub, [("match", "https://e.com/cli/1")], bearer(reader)) as sub:
+        assert sub.status == 200, sub.body
+        sent = hub.publish("https://e.com/cli/1", "private", token=publisher, private="on")
+        assert sent.status_code == 200, sent.text
+        sub.next_is(sent.text)
+    refused = subprocess.run(
+        [sys.executable, "-m", "ssehub.cli", "token", "--key", KEY, "--publish-urlpattern", "x"],
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 2
+    assert "give --audience too" in refused.stderr

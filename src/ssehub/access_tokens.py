@@ -130,28 +130,31 @@ def mint_access_token(
     payload: object = None,
     expires_in: float = 3600,
     algorithm: str = "HS256",
+    claims: Mapping[str, object] | None = None,
 ) -> str:
     """An RFC 9068 access token for a Mercure 1.0 hub whose resource identifier is
-    ``audience``. Matchers are exact topics, or ``(match_type, match)`` pairs."""
+    ``audience``. Matchers are exact topics, or ``(match_type, match)`` pairs; ``claims``
+    adds or overrides any claim (iss, sub, client_id…)."""
     now = int(time.time())
-    claims: dict[str, object] = {
+    body: dict[str, object] = {
         "aud": audience,
         "exp": int(now + expires_in),
         "iat": now,
         "jti": f"urn:uuid:{uuid.uuid4()}",
     }
     if issuer is not None:
-        claims["iss"] = issuer
+        body["iss"] = issuer
     if subject is not None:
-        claims["sub"] = subject
+        body["sub"] = subject
     details = []
     if publish := list(publish):
         details.append(_details("publish", publish, None))
     if subscribe := list(subscribe):
         details.append(_details("subscribe", subscribe, payload))
-    claims["authorization_details"] = details
+    body["authorization_details"] = details
+    body.update(claims or {})
     secret = Path(key[1:]).read_text() if key.startswith("@") else key  # as auth.signing_key
-    return jwt.encode(claims, secret, algorithm=algorithm, headers={"typ": AT_JWT})
+    return jwt.encode(body, secret, algorithm=algorithm, headers={"typ": AT_JWT})
 
 
 __all__ = ["AT_JWT", "DETAIL_TYPE", "DetailsError", "Grants", "grants", "mint_access_token"]
