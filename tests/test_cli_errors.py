@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -190,6 +191,47 @@ def test_serve_runtime_errors_are_one_line_exit_1(
         args = [*args, "--jwt-key", KEY]
     done = ssehub("serve", "--port", "0", *args)
     assert_one_line(done, 1, fragment.format(closed=closed))
+
+
+@pytest.fixture(scope="module")
+def redis_with_password(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A Redis of our own that wants a password (the shared one has none)."""
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.skip("no redis-server here")
+    port = free_port()
+    folder = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        [server, "--port", str(port), "--requirepass", "s3cret", "--save", "", "--dir", folder],
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail("redis-server did not start")
+            time.sleep(0.02)
+    yield port
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.mark.parametrize(
+    ("password", "fragment"),
+    [("", "requires a password: put it in the URL"), (":wrong@", "refused the credentials")],
+    ids=["none", "wrong"],
+)
+def test_redis_credentials_are_one_line(
+    redis_with_password: int, password: str, fragment: str
+) -> None:
+    store = f"redis://{password}127.0.0.1:{redis_with_password}/0"
+    done = ssehub("serve", "--jwt-key", KEY, "--port", "0", "--store", store)
+    assert_one_line(done, 1, fragment)
+    assert "wrong" not in done.stderr  # the password is never shown
 
 
 def test_a_port_in_use_is_one_line() -> None:

@@ -130,6 +130,7 @@ class RedisBackend:
         parts = urlsplit(redis_url)
         self._where = parts.path if parts.scheme == "unix" else parts.netloc.rpartition("@")[2]
         self._shown = url.replace(f":{parts.password}@", ":***@") if parts.password else url
+        self._with_password = bool(parts.password)
         self.history_size = history_size
         self.history_max_age = history_max_age
         self.stream_key = f"{prefix}:events"
@@ -155,7 +156,8 @@ class RedisBackend:
             newest = _entries(await self._redis.xrevrange(self.stream_key, count=1))
         except (RedisError, OSError) as exc:
             await self.close()
-            raise ConfigError(f"--store {self._shown}: {_why_not(self._where, exc)}") from exc
+            why = _why_not(self._where, exc, self._with_password)
+            raise ConfigError(f"--store {self._shown}: {why}") from exc
         last = newest[0][0].decode() if newest else "0-0"
         if newest:
             self._last_id = newest[0][1][b"id"].decode()
@@ -310,8 +312,13 @@ class RedisBackend:
         return floor
 
 
-def _why_not(where: str, exc: BaseException) -> str:
+def _why_not(where: str, exc: BaseException, with_password: bool) -> str:
     """Why the first command to Redis failed, and what to check."""
+    if isinstance(exc, AuthenticationError) and not with_password:
+        return (
+            f"Redis at {where} requires a password: put it in the URL,"
+            " redis://:PASSWORD@HOST:PORT/DB (or redis://USER:PASSWORD@…)"
+        )
     if isinstance(exc, AuthenticationError):
         return f"Redis at {where} refused the credentials ({exc}): check the URL's user, password"
     if isinstance(exc, ResponseError):
