@@ -173,8 +173,8 @@ def test_redis_restart_under_load_loses_nothing_acknowledged() -> None:
                         )
                         if r.status_code == 200:
                             acked.append(r.text)
-                        else:
-                            assert r.status_code == 503, r.text
+                        else:  # not stored, or (a publish cut off mid-way) not known
+                            assert r.status_code in (503, 504), r.text
                             assert "Redis" in r.text
                         return r.status_code
 
@@ -183,7 +183,7 @@ def test_redis_restart_under_load_loses_nothing_acknowledged() -> None:
                     redis.send_signal(signal.SIGTERM)
                     redis.wait()
                     for i in range(100, 110):
-                        failures += send(i) == 503
+                        failures += send(i) != 200
                     redis = _redis(port, data_dir)
                     deadline = time.monotonic() + 15
                     i = 110

@@ -12,58 +12,170 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 import time
+import uuid
 from collections.abc import Sequence
 from typing import cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from redis import asyncio as aioredis
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from ..events import Event, StoredEvent
-from . import EARLIEST, Replay, Sink, new_event_id
+from . import EARLIEST, Gap, GapSink, OutcomeUnknown, Replay, Sink, new_event_id
 
 log = logging.getLogger("ssehub.redis")
 
 _SEQ_BITS = 24
 _MIN_STREAM = 1024  # the stream also carries live events between nodes: never shorter
 _READ_COUNT = 1000
+_BLOCK_MS = 5000
+_READER_SLACK = 10_000  # entries the stream may hold past its bound while a node catches up
+_READER_STALE_MS = 30_000  # a reader silent this long is presumed gone (a crashed node)
+_REPORT_EVERY = 1.0  # a reader reports its position this often (seconds) when quiet,
+_REPORT_AFTER = 500  # and after reading this many entries, so trimming keeps close behind
+_FORGET_MAX = 10_000  # entries one append trims at most; the next append goes on
+_KEEPALIVE = {  # a silent reader connection is probed after 5 s and dropped ~6 s later
+    option: value
+    for name, value in (("TCP_KEEPIDLE", 5), ("TCP_KEEPINTVL", 2), ("TCP_KEEPCNT", 3))
+    if (option := getattr(socket, name, None)) is not None
+}
 
+# Every entry carries ``n``, a counter with no holes: a reader that sees n jump knows the
+# stream was trimmed past it (a gap), and history's floor is ``counter - history_size``.
 _APPEND = """
-local stream, index = KEYS[1], KEYS[2]
-local maxlen, max_age_ms, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local out = {}
-local i = 4
+local stream, index, counter, readers = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local history, maxlen, hard = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local max_age_ms, stale_ms, forget_max = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local n = tonumber(ARGV[7])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local cutoff = now - max_age_ms
+
+local function split(sid)
+  local ms, seq = string.match(sid, '^(%d+)%-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local function not_after(a, b)
+  local ams, aseq = split(a)
+  local bms, bseq = split(b)
+  return ams < bms or (ams == bms and aseq <= bseq)
+end
+local function field(entry, name)
+  local f = entry[2]
+  for k = 1, #f, 2 do
+    if f[k] == name then return f[k + 1] end
+  end
+  return nil
+end
+
+local seq = tonumber(redis.call('GET', counter) or '0')
+-- The entry history holds for a public id, if any: a publisher's retry is answered with it.
+local function kept(eid)
+  if history == 0 then return nil end
+  local sid = redis.call('HGET', index, eid)
+  if not sid then return nil end
+  local found = redis.call('XRANGE', stream, sid, sid)
+  if #found == 0 then return nil end
+  local en = tonumber(field(found[1], 'n') or '0')
+  if en > 0 and en <= seq - history then return nil end
+  if max_age_ms > 0 and split(sid) < cutoff then return nil end
+  return found[1]
+end
+
+local out, added = {}, 0
+local i = 8
 for e = 1, n do
-  local sid = redis.call('XADD', stream, '*', 'id', ARGV[i], 'topics', ARGV[i + 1],
-    'data', ARGV[i + 2], 'private', ARGV[i + 3], 'type', ARGV[i + 4], 'retry', ARGV[i + 5])
-  redis.call('HSET', index, ARGV[i], sid)
-  out[e] = sid
+  local eid = ARGV[i]
+  local entry = kept(eid)
+  if entry then
+    out[e] = entry
+  else
+    seq = seq + 1
+    local sid = redis.call('XADD', stream, '*', 'id', eid, 'n', seq, 'topics', ARGV[i + 1],
+      'data', ARGV[i + 2], 'private', ARGV[i + 3], 'type', ARGV[i + 4], 'retry', ARGV[i + 5])
+    redis.call('HSET', index, eid, sid)
+    out[e] = sid
+    added = added + 1
+  end
   i = i + 6
 end
-local function forget(entries)
-  for _, entry in ipairs(entries) do
-    local eid = entry[2][2]
-    if redis.call('HGET', index, eid) == entry[1] then redis.call('HDEL', index, eid) end
-  end
-end
+if added > 0 then redis.call('SET', counter, seq) end
+
+-- Trim the oldest entries past the length bound or the age bound, at most forget_max at
+-- once and never this batch's own, and forget their ids with them so the two agree.
 local len = redis.call('XLEN', stream)
-if len > maxlen then
-  forget(redis.call('XRANGE', stream, '-', '+', 'COUNT', len - maxlen))
-  redis.call('XTRIM', stream, 'MAXLEN', maxlen)
-end
+local cut = len - maxlen
+local entries = nil
 if max_age_ms > 0 then
-  local now = redis.call('TIME')
-  local cutoff = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - max_age_ms
-  local older = redis.call('XRANGE', stream, '-', '(' .. cutoff .. '-0', 'COUNT', 10000)
-  if #older > 0 and len - #older >= 1 then
-    forget(older)
-    redis.call('XTRIM', stream, 'MINID', cutoff .. '-0')
+  entries = redis.call('XRANGE', stream, '-', '(' .. string.format('%.0f', cutoff) .. '-0',
+    'COUNT', forget_max)
+  if #entries > cut then cut = #entries end
+end
+cut = math.min(cut, len - math.max(added, 1), forget_max)
+if cut <= 0 then return out end
+if not entries or #entries < cut then
+  entries = redis.call('XRANGE', stream, '-', '+', 'COUNT', cut)
+end
+-- Only what every live reader has read goes, unless the stream would pass its hard bound:
+-- then a reader that far behind loses events, and sees the jump in n.
+local slowest = nil
+local r = redis.call('HGETALL', readers)
+for k = 1, #r, 2 do
+  local pos, seen = string.match(r[k + 1], '^(%d+%-%d+) (%d+)$')
+  if not pos or tonumber(seen) < now - stale_ms then
+    redis.call('HDEL', readers, r[k])
+  elseif not slowest or not_after(pos, slowest) then
+    slowest = pos
   end
 end
+local go = cut
+if slowest then
+  local read = 0
+  for k = 1, cut do
+    if not_after(entries[k][1], slowest) then read = k else break end
+  end
+  go = math.max(read, math.min(cut, len - hard))
+end
+if go <= 0 then return out end
+for k = 1, go do
+  local eid = field(entries[k], 'id')
+  if eid and redis.call('HGET', index, eid) == entries[k][1] then
+    redis.call('HDEL', index, eid)
+  end
+end
+redis.call('XTRIM', stream, 'MAXLEN', len - go)
 return out
+"""
+
+# History after an id, newest first and at most ``count``, with the counter that gives
+# history's floor and the anchor entry itself (an index entry alone proves nothing).
+_SINCE = """
+local stream, index, counter = KEYS[1], KEYS[2], KEYS[3]
+local last_id, upto, count = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local seq = tonumber(redis.call('GET', counter) or '0')
+local anchor, start = false, '-'
+if last_id ~= '' then
+  local sid = redis.call('HGET', index, last_id)
+  if sid then
+    local found = redis.call('XRANGE', stream, sid, sid)
+    if #found > 0 then
+      anchor, start = found[1], '(' .. sid
+    end
+  end
+end
+return {seq, anchor, redis.call('XREVRANGE', stream, upto, start, 'COUNT', count)}
+"""
+
+_REPORT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. string.format('%.0f', now))
 """
 
 
@@ -86,6 +198,18 @@ def _entries(reply: object) -> Entries:
     return cast(Entries, reply or [])
 
 
+def _raw_entry(entry: object) -> tuple[bytes, dict[bytes, bytes]]:
+    """A stream entry as a script returns it: ``[id, [field, value, ...]]``."""
+    sid, flat = cast(tuple[bytes, list[bytes]], entry)
+    return sid, dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _number(fields: dict[bytes, bytes]) -> int | None:
+    """The entry's place in the hole-free count (None for entries written before it)."""
+    n = fields.get(b"n")
+    return int(n) if n is not None else None
+
+
 def _decode(stream_id: bytes, fields: dict[bytes, bytes]) -> StoredEvent:
     event_id = fields[b"id"].decode()
     type_ = fields[b"type"].decode() or None
@@ -102,6 +226,17 @@ def _decode(stream_id: bytes, fields: dict[bytes, bytes]) -> StoredEvent:
     return StoredEvent.accept(event, event_id, position, (position >> _SEQ_BITS) / 1000)
 
 
+def _never_sent(exc: BaseException) -> bool:
+    """Whether a failure came while connecting, before a command could reach Redis."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ConnectionRefusedError | socket.gaierror | FileNotFoundError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    text = str(exc)  # redis-py's own wording for its connect phase
+    return text.startswith("Timeout connecting") or " connecting to " in text
+
+
 def split_url(url: str) -> tuple[str, str]:
     """The Redis URL for redis-py and the key prefix (``?prefix=`` in the store URL)."""
     parts = urlsplit(url)
@@ -112,7 +247,13 @@ def split_url(url: str) -> tuple[str, str]:
 
 
 class RedisBackend:
-    """Redis Streams: XADD with a bounded length, XRANGE for replay, XREAD to follow."""
+    """Redis Streams: XADD with a bounded length, XRANGE for replay, XREAD to follow.
+
+    Each node's reader publishes how far it has read; trimming waits for the slowest live
+    reader (up to ``_READER_SLACK`` entries past the bound), so a burst longer than the
+    stream, or a node paused for a moment, loses nothing. A reader pushed past anyway sees
+    the jump in the entries' count and reports a :class:`Gap`.
+    """
 
     def __init__(self, url: str, history_size: int = 10_000, history_max_age: float = 0.0) -> None:
         if history_size < 0 or history_max_age < 0:
@@ -122,17 +263,37 @@ class RedisBackend:
         self.history_max_age = history_max_age
         self.stream_key = f"{prefix}:events"
         self.index_key = f"{prefix}:ids"
-        # Publishes fail fast when Redis is away (503 to the publisher), never hang.
+        self.counter_key = f"{prefix}:count"
+        self.readers_key = f"{prefix}:readers"
+        self.maxlen = max(history_size, _MIN_STREAM)
+        self.on_gap: GapSink | None = None
+        # Commands fail fast when Redis is away (an answer to the publisher), never hang;
+        # ``_run`` reconnects once itself, where it knows a second try is safe.
         fail_fast = {
             "socket_connect_timeout": 1.0,
             "socket_timeout": 2.0,
             "retry": Retry(NoBackoff(), 0),
+            # RESP2: with RESP3, redis-py 8.1 hands out pooled connections the server has
+            # closed without its check at checkout (redis-py #4252), so a command goes out
+            # on a dead socket and its outcome becomes unknown instead of "not sent".
+            "protocol": 2,
         }
         self._redis = aioredis.Redis.from_url(redis_url, **fail_fast)  # type: ignore[arg-type]
+        # The reader blocks in XREAD; TCP keepalive finds a peer that vanished without a FIN
+        # (a failover, a partition). Not a socket timeout: redis-py can swallow a
+        # cancellation of a blocking read that has one, and close() would never return.
         self._reader = aioredis.Redis.from_url(
-            redis_url, socket_connect_timeout=1.0, socket_timeout=None
+            redis_url,
+            socket_connect_timeout=1.0,
+            socket_timeout=None,
+            protocol=2,
+            socket_keepalive=True,
+            socket_keepalive_options=_KEEPALIVE,
         )
         self._append = self._redis.register_script(_APPEND)
+        self._since_script = self._redis.register_script(_SINCE)
+        self._report = self._reader.register_script(_REPORT)
+        self._name = uuid.uuid4().hex
         self._sink: Sink | None = None
         self._follow: asyncio.Task[None] | None = None
         self._last_id = EARLIEST
@@ -141,17 +302,28 @@ class RedisBackend:
         self._sink = sink
         newest = _entries(await self._redis.xrevrange(self.stream_key, count=1))
         last = newest[0][0].decode() if newest else "0-0"
+        expected = None
         if newest:
             self._last_id = newest[0][1][b"id"].decode()
-        self._follow = asyncio.get_running_loop().create_task(self._read(last))
+            n = _number(newest[0][1])
+            expected = None if n is None else n + 1
+        else:
+            expected = int(cast(bytes | None, await self._redis.get(self.counter_key)) or 0) + 1
+        # Registered before the first append can trim: nothing this node has not read goes.
+        await self._report(keys=[self.readers_key], args=[self._name, last])
+        self._follow = asyncio.get_running_loop().create_task(self._read(last, expected))
         return position_of(last)
 
     async def close(self) -> None:
         self._sink = None
+        self.on_gap = None
         if self._follow is not None:
             self._follow.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._follow
+        # Stop holding back trimming now rather than when the registration goes stale.
+        with contextlib.suppress(RedisError, OSError):
+            await self._redis.hdel(self.readers_key, self._name)
         await self._redis.aclose()
         await self._reader.aclose()
 
@@ -159,15 +331,20 @@ class RedisBackend:
     def last_id(self) -> str:
         return self._last_id
 
-    async def _read(self, last: str) -> None:
+    async def _read(self, last: str, expected: int | None) -> None:
         """Follow the stream; on a Redis failure wait and go on from the last id seen."""
+        loop = asyncio.get_running_loop()
         delay = 0.05
-        while True:
+        reported, unreported = loop.time(), 0
+        while self._sink is not None:
             try:
+                if unreported >= _REPORT_AFTER or loop.time() - reported >= _REPORT_EVERY:
+                    await self._report(keys=[self.readers_key], args=[self._name, last])
+                    reported, unreported = loop.time(), 0
                 reply = cast(
                     list[tuple[bytes, Entries]],
                     await self._reader.xread(
-                        {self.stream_key: last}, count=_READ_COUNT, block=5000
+                        {self.stream_key: last}, count=_READ_COUNT, block=_BLOCK_MS
                     ),
                 )
             except (RedisError, OSError) as exc:
@@ -177,18 +354,74 @@ class RedisBackend:
                 continue
             delay = 0.05
             for _, entries in reply:
-                if not entries:
-                    continue
-                events = [_decode(sid, fields) for sid, fields in entries]
-                last = entries[-1][0].decode()
-                self._last_id = events[-1].id
-                if self._sink is not None:
-                    self._sink(events)
+                if entries:
+                    expected = self._feed(entries, expected)
+                    last = entries[-1][0].decode()
+                    unreported += len(entries)
+
+    def _feed(self, entries: Entries, expected: int | None) -> int | None:
+        """Hand entries to the sink in order, with a gap notice where the count jumps."""
+        batch: list[StoredEvent] = []
+        for sid, fields in entries:
+            event = _decode(sid, fields)
+            n = _number(fields)
+            if n is not None and expected is not None and n != expected:
+                # n < expected: the counter restarted (Redis lost its data): how many is unknown.
+                missed = n - expected if n > expected else None
+                log.warning(
+                    "this node's reader fell behind the Redis stream: %s events trimmed "
+                    "before it read them",
+                    "some" if missed is None else missed,
+                )
+                if batch and self._sink is not None:
+                    self._sink(batch)
+                batch = []
+                if self.on_gap is not None:
+                    self.on_gap(Gap(missed, event.id))
+            if n is not None:
+                expected = n + 1
+            batch.append(event)
+        self._last_id = batch[-1].id
+        if self._sink is not None:
+            self._sink(batch)
+        return expected
+
+    async def _run(self, script: AsyncScript, keys: list[str], args: list[str | int]) -> object:
+        """Run a script, reconnecting once when the connection was lost: Redis closes idle
+        connections (its ``timeout``), restarts and fails over while the pool holds them.
+
+        Both scripts may run twice: reading is harmless, and an append of ids history
+        already holds returns what was stored. A timeout is not retried: Redis is there but
+        slow, and a second wait would double the publisher's. Raises ConnectionError when
+        no attempt can have reached Redis, OutcomeUnknown when one may have."""
+        try:
+            return await script(keys=keys, args=args)
+        except ResponseError as exc:  # Redis answered: it did not run the script
+            raise ConnectionError(f"Redis refused the command: {exc}") from exc
+        except RedisTimeoutError as exc:
+            if _never_sent(exc):
+                raise ConnectionError(f"Redis is unavailable: {exc}") from exc
+            raise OutcomeUnknown(f"Redis did not answer in time ({exc})") from exc
+        except (RedisError, OSError) as exc:
+            sent = not _never_sent(exc)
+            log.info("Redis command failed (%s); reconnecting once", exc)
+        try:
+            return await script(keys=keys, args=args)
+        except ResponseError as exc:
+            raise ConnectionError(f"Redis refused the command: {exc}") from exc
+        except (RedisError, OSError) as exc:
+            if not sent and _never_sent(exc):
+                raise ConnectionError(f"Redis is unavailable: {exc}") from exc
+            raise OutcomeUnknown(f"Redis did not answer ({exc})") from exc
 
     async def append(self, events: Sequence[Event]) -> list[StoredEvent]:
         args: list[str | int] = [
-            max(self.history_size, _MIN_STREAM),
+            self.history_size,
+            self.maxlen,
+            self.maxlen + _READER_SLACK,
             int(self.history_max_age * 1000),
+            _READER_STALE_MS,
+            _FORGET_MAX,
             len(events),
         ]
         ids = []
@@ -203,55 +436,47 @@ class RedisBackend:
                 event.type or "",
                 "" if event.retry is None else str(event.retry),
             ]
-        try:
-            stream_ids = cast(
-                list[bytes],
-                await self._append(keys=[self.stream_key, self.index_key], args=args),
-            )
-        except (RedisError, OSError) as exc:
-            raise ConnectionError(f"Redis is unavailable: {exc}") from exc
+        keys = [self.stream_key, self.index_key, self.counter_key, self.readers_key]
+        reply = cast(list[object], await self._run(self._append, keys, args))
         out = []
-        for event, event_id, sid in zip(events, ids, stream_ids, strict=True):
-            position = position_of(sid)
-            out.append(
-                StoredEvent.accept(event, event_id, position, (position >> _SEQ_BITS) / 1000)
-            )
+        for event, event_id, stored in zip(events, ids, reply, strict=True):
+            if isinstance(stored, bytes):
+                position = position_of(stored)
+                when = (position >> _SEQ_BITS) / 1000
+                out.append(StoredEvent.accept(event, event_id, position, when))
+            else:  # an id history holds: the event stored then is the answer
+                out.append(_decode(*_raw_entry(stored)))
         # Delivery, here as on every other node, comes from the reader following the stream.
         return out
 
     async def since(self, last_id: str, upto: int) -> Replay:
-        try:
-            return await self._since(last_id, upto)
-        except (RedisError, OSError) as exc:
-            raise ConnectionError(f"Redis is unavailable: {exc}") from exc
-
-    async def _since(self, last_id: str, upto: int) -> Replay:
-        start, found = "-", True
-        if last_id != EARLIEST:
-            anchor = cast(bytes | None, await self._redis.hget(self.index_key, last_id))
-            if anchor is None:
-                found = False
-            else:
-                start = "(" + anchor.decode()
         if upto <= 0 or self.history_size == 0:
-            return Replay([], found and last_id == EARLIEST)
-        entries = _entries(await self._redis.xrange(self.stream_key, start, stream_id_of(upto)))
-        events = [_decode(sid, fields) for sid, fields in entries]
-        floor = await self._history_floor()
-        kept = [e for e in events if e.position >= floor]
-        if len(kept) < len(events) and last_id != EARLIEST:
-            found = False  # what followed the anchor is past the history's bounds
-        return Replay(kept, found)
+            return Replay([], last_id == EARLIEST)
+        args: list[str | int] = [
+            "" if last_id == EARLIEST else last_id,
+            stream_id_of(upto),
+            self.history_size,
+        ]
+        keys = [self.stream_key, self.index_key, self.counter_key]
+        try:
+            reply = cast(list[object], await self._run(self._since_script, keys, args))
+        except OutcomeUnknown as exc:
+            raise ConnectionError(f"Redis is unavailable: {exc}") from exc
+        count, anchor, newest_first = reply
+        floor = int(cast(int, count)) - self.history_size
+        oldest_ms = int((time.time() - self.history_max_age) * 1000) if self.history_max_age else 0
 
-    async def _history_floor(self) -> int:
-        """Position of the oldest event the history holds: the stream may hold more (it is
-        never shorter than what carries live events between nodes)."""
-        floor = 0
-        excess = await self._redis.xlen(self.stream_key) - self.history_size
-        if excess > 0:
-            head = _entries(await self._redis.xrange(self.stream_key, "-", "+", count=excess + 1))
-            floor = position_of(head[-1][0])
-        if self.history_max_age:
-            oldest_ms = int((time.time() - self.history_max_age) * 1000)
-            floor = max(floor, oldest_ms << _SEQ_BITS)
-        return floor
+        def kept(sid: bytes, fields: dict[bytes, bytes]) -> bool:
+            n = _number(fields)
+            return (n is None or n > floor) and position_of(sid) >> _SEQ_BITS >= oldest_ms
+
+        events = [
+            _decode(sid, fields)
+            for sid, fields in map(_raw_entry, reversed(cast(list[object], newest_first)))
+            if kept(sid, fields)
+        ]
+        if last_id == EARLIEST:
+            return Replay(events, True)
+        if anchor is None or not kept(*_raw_entry(anchor)):
+            return Replay(events, False)
+        return Replay(events, True, position_of(_raw_entry(anchor)[0]))
