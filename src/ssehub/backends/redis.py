@@ -450,7 +450,7 @@ class RedisBackend:
         return out
 
     async def since(self, last_id: str, upto: int) -> Replay:
-        if upto <= 0 or self.history_size == 0:
+        if self.history_size == 0:
             return Replay([], last_id == EARLIEST)
         args: list[str | int] = [
             "" if last_id == EARLIEST else last_id,
