@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Sequence
 
+import pytest
+
 from ssehub import Event, Hub, MemoryBackend, StoredEvent
-from ssehub.backends import EARLIEST, Replay
+from ssehub.backends import EARLIEST, REPLAY_PAGE, Replay, transient
 from ssehub.sse import Decoder
 from ssehub.subscriber import Subscriber
+
+from .support import until
 
 
 class FakeStream:
@@ -81,7 +86,7 @@ def test_routing_exact_template_all_and_once_per_event() -> None:
         other = await attach(hub, ["https://example.com/authors/{id}"])
         alternate = await attach(hub, ["urn:alt"])
         stored = await hub.publish(Event(("https://example.com/books/1", "urn:alt"), "x"))
-        await asyncio.sleep(0)
+        await until(lambda: bool(alternate.ids()), "the fan-out")
         for stream in (exact, template, everything, both, alternate):
             assert stream.ids() == [stored.id]
         assert other.ids() == []
@@ -116,9 +121,10 @@ def test_resume_holds_live_events_without_gap_or_duplicate() -> None:
         stream.gate = asyncio.Event()  # the replay's drain blocks: live events must be held
         sub = Subscriber(stream, ("t",), None)
         task = asyncio.create_task(hub.subscribe(sub, first[1].id, preamble))
-        await asyncio.sleep(0)
+        await until(lambda: len(stream.writes) == 2, "the preamble and the replay")
         live = [await hub.publish(Event(("t",), f"live{i}")) for i in range(3)]
-        assert sub.held  # held, not written, while the replay waits
+        await until(lambda: sub.held_size > 0, "live events held")  # not written: replay waits
+        assert len(stream.writes) == 2
         stream.gate.set()
         replay = await task
         assert replay is not None and replay.found
@@ -145,6 +151,80 @@ def test_evicted_id_is_reported_not_found() -> None:
     asyncio.run(go())
 
 
+def test_history_lost_between_replay_pages_is_announced() -> None:
+    async def go() -> None:
+        hub = await started(history=4)
+        big = "x" * (REPLAY_PAGE * 5 // 8)  # a page holds two of these
+        old = [await hub.publish(Event(("t",), big)) for _ in range(4)]
+        stream = FakeStream()
+        stream.gate = asyncio.Event()  # the first page waits to drain ...
+        task = asyncio.create_task(
+            hub.subscribe(Subscriber(stream, ("t",), None), EARLIEST, preamble)
+        )
+        await asyncio.sleep(0)
+        assert stream.writes[1:]  # the first page, waiting to drain
+        live = [await hub.publish(Event(("t",), "live")) for _ in range(4)]  # ... and old[2:] go
+        stream.gate.set()
+        await task
+        events = Decoder().feed(b"".join(stream.writes[1:]))
+        gap = events.pop(2)
+        assert gap.event == "ssehub.gap"
+        assert [e.id for e in events] == [old[0].id, old[1].id, *(e.id for e in live)]
+        assert json.loads(gap.data)["requested"] == old[1].id
+
+    asyncio.run(go())
+
+
+class _FailingPages(MemoryBackend):
+    """History whose second page cannot be read (the store went away mid-replay)."""
+
+    async def since(self, after: str | int, upto: int, limit: int = REPLAY_PAGE) -> Replay:
+        if isinstance(after, int):
+            raise OSError("the store went away")
+        return await super().since(after, upto, limit)
+
+
+def test_history_failing_mid_replay_closes_the_stream() -> None:
+    """The head is out, so no 503 can be sent: the stream is cut, and the client resumes
+    from the last event it got (never a silent hole, never a stuck subscriber)."""
+
+    async def go() -> None:
+        hub = Hub(_FailingPages(), heartbeat=0)
+        await hub.start()
+        for _ in range(4):
+            await hub.publish(Event(("t",), "x" * (REPLAY_PAGE * 5 // 8)))
+        stream = FakeStream()
+        with pytest.raises(ConnectionResetError):
+            await hub.subscribe(Subscriber(stream, ("t",), None), EARLIEST, preamble)
+        assert stream.aborted
+        assert hub.subscriber_count == 0
+        assert len(Decoder().feed(b"".join(stream.writes[1:]))) == 2  # the first page
+
+    asyncio.run(go())
+
+
+class _StalePositions(MemoryBackend):
+    """Broadcasts carrying an older position, as one travelling apart from the stream may."""
+
+    async def broadcast(self, events: Sequence[Event]) -> list[StoredEvent]:
+        sent = [transient(event, 0, 0.0) for event in events]
+        if self._sink is not None:
+            self._sink(sent)
+        return sent
+
+
+def test_a_broadcast_never_moves_the_replay_point_back() -> None:
+    async def go() -> None:
+        hub = Hub(_StalePositions(), heartbeat=0)
+        await hub.start()
+        stored = await hub.publish(Event(("t",), "kept"))
+        await hub.announce(Event(("t",), "now"))
+        stream = await attach(hub, ["t"], last_event_id=EARLIEST)
+        assert stream.ids() == [stored.id]
+
+    asyncio.run(go())
+
+
 def test_replay_that_falls_too_far_behind_is_dropped() -> None:
     async def go() -> None:
         hub = Hub(MemoryBackend(), heartbeat=0, max_buffer=1000)
@@ -154,7 +234,7 @@ def test_replay_that_falls_too_far_behind_is_dropped() -> None:
         stream.gate = asyncio.Event()
         sub = Subscriber(stream, ("t",), None)
         task = asyncio.create_task(hub.subscribe(sub, EARLIEST, preamble))
-        await asyncio.sleep(0)
+        await until(lambda: len(stream.writes) == 2, "the preamble and the replay")
         for _ in range(20):
             await hub.publish(Event(("t",), "x" * 100))
         assert stream.aborted

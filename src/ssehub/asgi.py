@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 from .backends import Replay, open_backend
-from .errors import HubError
+from .errors import HubError, field_value
 from .hub import Hub
 from .mercure import HUB_PATH
 from .server.app import App
@@ -206,7 +206,7 @@ class HubApp:
                 {
                     "type": "http.response.start",
                     "status": 200,
-                    "headers": [(k.lower().encode(), v.encode()) for k, v in head],
+                    "headers": _encode_headers(head),
                 }
             )
             while not stream.closed:
@@ -258,8 +258,14 @@ def from_env() -> HubApp:
     return HubApp(settings_from_env(os.environ, demo=False))
 
 
+def _encode_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    """Headers for the ASGI server, as the standalone server writes them: sanitised."""
+    return [(k.lower().encode(), field_value(v).encode()) for k, v in headers]
+
+
 async def _send(send: Send, answer: Response) -> None:
-    headers = [(k.lower().encode(), v.encode()) for k, v in answer.headers]
-    headers.append((b"content-length", str(len(answer.body)).encode()))
+    headers = _encode_headers(answer.headers)
+    if answer.status != 204:  # RFC 9110 8.6: a 204 carries no Content-Length
+        headers.append((b"content-length", str(len(answer.body)).encode()))
     await send({"type": "http.response.start", "status": answer.status, "headers": headers})
-    await send({"type": "http.response.body", "body": answer.body})
+    await send({"type": "http.response.body", "body": answer.content})

@@ -1,5 +1,6 @@
 """An asyncio client for any Mercure hub, on httpx: subscribe (reconnect, resume, gap signal)
-and publish.
+and publish; :class:`Publisher` / :class:`AsyncPublisher` (from :mod:`ssehub.publisher`) for
+applications that publish often.
 
     async for item in subscribe("http://127.0.0.1:8000/.well-known/mercure", ["books/{id}"]):
         if isinstance(item, Gap):
@@ -15,11 +16,21 @@ import json
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from urllib.parse import urlencode
 
 import httpx
 
 from .mercure import GAP_EVENT
+from .publisher import (
+    NO_RETRIES,
+    AsyncPublisher,
+    HubClientError,
+    HubRefused,
+    HubUnavailable,
+    Publisher,
+    Retries,
+    answer_id,
+    form_body,
+)
 from .sse import Decoder, ServerEvent
 
 log = logging.getLogger("ssehub.client")
@@ -34,15 +45,6 @@ class Gap:
     requested: str
     replay_from: str | None
     reason: str
-
-
-class HubRefused(Exception):
-    """The hub answered with a 4xx: retrying the same request would not help."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(f"{status}: {reason}")
-        self.status = status
-        self.reason = reason
 
 
 def _auth(token: str | None) -> dict[str, str]:
@@ -61,31 +63,25 @@ async def publish(
     retry: int | None = None,
     client: httpx.AsyncClient | None = None,
 ) -> str:
-    """Publish one update; returns its id. Raises HubRefused on 4xx, httpx errors otherwise."""
-    form: list[tuple[str, str]] = [
-        ("topic", t) for t in ([topics] if isinstance(topics, str) else topics)
-    ]
-    form.append(("data", data))
-    if private:
-        form.append(("private", "on"))
-    for name, value in (("id", id), ("type", type), ("retry", retry)):
-        if value is not None:
-            form.append((name, str(value)))
+    """Publish one update; returns its id (the hub makes one if ``id`` is not given).
+
+    One attempt: raises :class:`HubRefused` on a 4xx, :class:`HubUnavailable` on a 5xx, httpx
+    errors when the hub cannot be reached. :class:`AsyncPublisher` retries and keeps its
+    connection.
+    """
+    body = form_body(topics, data, private=private, id=id, type=type, retry=retry)
     own = client is None
     http = client or httpx.AsyncClient(timeout=10)
     try:
         answer = await http.post(
             url,
-            content=urlencode(form).encode(),
+            content=body,
             headers={**_auth(token), "Content-Type": "application/x-www-form-urlencoded"},
         )
     finally:
         if own:
             await http.aclose()
-    if 400 <= answer.status_code < 500:
-        raise HubRefused(answer.status_code, answer.text.strip())
-    answer.raise_for_status()
-    return answer.text
+    return answer_id(answer)
 
 
 async def subscribe(
@@ -98,6 +94,7 @@ async def subscribe(
     retry: float = 3.0,
     max_retry: float = 30.0,
     client: httpx.AsyncClient | None = None,
+    retry_first: bool = True,
 ) -> AsyncIterator[ServerEvent | Gap]:
     """Events of the given topic selectors, for as long as the caller iterates.
 
@@ -105,6 +102,8 @@ async def subscribe(
     up to ``max_retry`` while the hub stays away) and resumes with ``Last-Event-ID``. A gap —
     the hub's ``ssehub.gap`` event, or a ``Last-Event-ID: earliest`` answer to a specific id
     from another Mercure hub — is yielded as a :class:`Gap` before the replayed events.
+    With ``retry_first=False`` a hub that does not answer the first attempt (unreachable, or
+    a 5xx) raises the httpx error instead: a command line tool reports it and stops.
     """
     params = httpx.QueryParams(
         [("topic", t) for t in ([topics] if isinstance(topics, str) else topics)]
@@ -114,15 +113,20 @@ async def subscribe(
     delay = retry
     try:
         while True:
-            headers = {**_auth(token), "Accept": "text/event-stream", "Cache-Control": "no-store"}
+            text = {**_auth(token), "Accept": "text/event-stream", "Cache-Control": "no-store"}
+            headers = [(name.encode(), value.encode()) for name, value in text.items()]
             if last_event_id:
-                headers["Last-Event-ID"] = last_event_id
+                # In UTF-8, as browsers send it: httpx refuses a non-ASCII str header value.
+                headers.append((b"Last-Event-ID", last_event_id.encode("utf-8")))
             try:
                 async with http.stream("GET", url, params=params, headers=headers) as answer:
                     if 400 <= answer.status_code < 500:
                         body = (await answer.aread()).decode("utf-8", "replace").strip()
                         raise HubRefused(answer.status_code, body)
+                    if answer.is_error:
+                        await answer.aread()  # the reason, for whoever reports the error
                     answer.raise_for_status()
+                    retry_first = True  # connected once: from now on, always resume
                     delay = retry
                     gap_said = False
                     said = answer.headers.get("last-event-id")
@@ -142,6 +146,8 @@ async def subscribe(
                         if decoder.retry is not None:
                             delay = retry = decoder.retry / 1000
             except (httpx.TransportError, httpx.HTTPStatusError) as exc:
+                if not retry_first:
+                    raise
                 log.info("hub connection lost (%s); resuming in %.1fs", exc, delay)
             if not reconnect:
                 return
@@ -162,3 +168,18 @@ def _gap(event: ServerEvent, requested: str | None) -> Gap:
         notice.get("replayFrom"),
         str(notice.get("reason", "history no longer holds the requested id")),
     )
+
+
+__all__ = [
+    "EARLIEST",
+    "NO_RETRIES",
+    "AsyncPublisher",
+    "Gap",
+    "HubClientError",
+    "HubRefused",
+    "HubUnavailable",
+    "Publisher",
+    "Retries",
+    "publish",
+    "subscribe",
+]

@@ -14,20 +14,20 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from .backends import Backend, Gap, Replay, ReportsGaps
+from .backends import REPLAY_PAGE, Backend, Gap, Replay, ReportsGaps
 from .errors import HubError
 from .events import Event, StoredEvent
-from .mercure import live_gap_notice
+from .mercure import field_problem, gap_notice, live_gap_notice
+from .routes import RouteIndex
 from .sse import HEARTBEAT
 from .subscriber import Subscriber, ViewKey
-from .topics import ALL, TopicMatcher, is_template
+from .topics import TopicMatcher
 
 log = logging.getLogger("ssehub.hub")
 
 _REPLAY_CHUNK = 64 * 1024
 _IMMEDIATE = 0.0005  # a fan-out cheaper than this never waits for company
 _OUTBOX_MAX = 4096  # events gathered for one fan-out at most
-_ROUTE_CACHE_MAX = 10_000
 _CATCH_UP = 10.0  # seconds a resume waits for this node to reach the subscriber's event
 
 Preamble = Callable[[Replay | None], bytes]
@@ -109,10 +109,7 @@ class Hub:
         self.publish_failures = 0
         self.on_append: Callable[[float], None] | None = None  # e.g. a latency histogram
         self._views: dict[ViewKey, _View] = {}
-        self._exact: dict[str, set[_View]] = {}
-        self._templates: dict[str, set[_View]] = {}
-        self._everything: set[_View] = set()
-        self._routes: dict[tuple[str, ...], tuple[_View, ...]] = {}
+        self.routes: RouteIndex[_View] = RouteIndex()
         self._dispatched = 0
         self.max_coalesce = max_coalesce
         self._outbox: list[StoredEvent] = []
@@ -126,6 +123,7 @@ class Hub:
         self._beat_handle: asyncio.TimerHandle | None = None
         self._subscribers = 0
         self._catching_up: list[tuple[int, asyncio.Future[None]]] = []
+        self._announcing: set[asyncio.Task[list[StoredEvent]]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -165,6 +163,12 @@ class Hub:
         loop = self._loop
         if loop is None:
             raise RuntimeError("Hub.start() has not been awaited")
+        # Refused alone and now: in the backend's batch it would fail the others' events too.
+        problem = field_problem(event.id, event.type)
+        if problem is None and event.retry is not None and event.retry < 0:
+            problem = "bad retry: it must be >= 0"
+        if problem is not None:
+            raise HubError(400, problem)
         future: asyncio.Future[StoredEvent] = loop.create_future()
         self._pending.append((event, future))
         if not self._committing:
@@ -200,6 +204,17 @@ class Hub:
                 if not future.done():
                     future.set_result(accepted)
         self._commit_next()
+
+    def announce(self, *events: Event) -> asyncio.Task[list[StoredEvent]]:
+        """Deliver ``events`` to matching subscribers on every node without keeping them in
+        history (``Backend.broadcast``): notices about the moment, such as subscription
+        events, that must never evict other topics' history."""
+        if self._loop is None:
+            raise RuntimeError("Hub.start() has not been awaited")
+        task = self._loop.create_task(self.backend.broadcast(events))
+        self._announcing.add(task)  # the loop keeps only a weak reference
+        task.add_done_callback(self._announcing.discard)
+        return task
 
     # -- fan-out -----------------------------------------------------------------------------
 
@@ -241,11 +256,11 @@ class Hub:
     def _fan_out(self, events: Sequence[StoredEvent]) -> None:
         """Route a batch of events to views; one write per subscriber."""
         touched: dict[_View, list[bytes]] = {}
-        routes = self._routes
+        routes = self.routes.cached
         for event in events:
             views = routes.get(event.topics)
             if views is None:
-                views = self._route(event.topics)
+                views = self.routes.route(event.topics)
             for view in views:
                 if event.private and not view.may_see(event.topics):
                     continue
@@ -254,7 +269,8 @@ class Hub:
                     touched[view] = [event.wire]
                 else:
                     chunks.append(event.wire)
-        self._dispatched = events[-1].position
+        # A broadcast takes no position of its own (it may carry an older one): never go back.
+        self._dispatched = max(self._dispatched, events[-1].position)
         if self._catching_up:
             self._wake()
         deliveries = written = 0
@@ -287,22 +303,6 @@ class Hub:
             else:
                 self._catching_up.append((position, future))
 
-    def _route(self, topics: tuple[str, ...]) -> tuple[_View, ...]:
-        found: set[_View] = set(self._everything)
-        for topic in topics:
-            exact = self._exact.get(topic)
-            if exact:
-                found |= exact
-        match = self.matcher.match
-        for selector, views in self._templates.items():
-            if any(match(selector, topic) for topic in topics):
-                found |= views
-        routes = self._routes
-        if len(routes) >= _ROUTE_CACHE_MAX:
-            routes.clear()
-        views_found = routes[topics] = tuple(found)
-        return views_found
-
     def _beat(self) -> None:
         for view in tuple(self._views.values()):
             view.beat()
@@ -322,9 +322,10 @@ class Hub:
         view = self._join(sub)
         try:
             replay = None
+            upto = self._dispatched
             if last_event_id is not None:
                 try:
-                    replay = await self._history(sub, last_event_id)
+                    replay, upto = await self._history(sub, last_event_id, upto)
                 except (ConnectionError, OSError) as exc:
                     raise HubError(
                         503, f"history is unavailable: {exc}", (("Retry-After", "1"),)
@@ -334,6 +335,10 @@ class Hub:
             sub.write(preamble(replay))
             if replay is not None:
                 await self._replay(sub, view, replay)
+                page = replay
+                while page.more and sub in view.waiting:
+                    page = await self._next_page(sub, page.events[-1], upto)
+                    await self._replay(sub, view, page)
             while sub.held:
                 data = b"".join(sub.held)
                 sub.held, sub.held_size = [], 0
@@ -349,11 +354,11 @@ class Hub:
             self.detach(sub)
             raise
 
-    async def _history(self, sub: Subscriber, last_event_id: str) -> Replay:
-        upto = self._dispatched
-        replay = await self.backend.since(last_event_id, upto)
+    async def _history(self, sub: Subscriber, last_event_id: str, upto: int) -> tuple[Replay, int]:
+        """The first page after ``last_event_id``, and the position replay goes up to."""
+        replay = await self.backend.since(last_event_id, upto, REPLAY_PAGE)
         if replay.position <= upto:
-            return replay
+            return replay, upto
         # The subscriber had an event this node has not fanned out yet (its follower lags
         # the node the subscriber came from): what is held meanwhile repeats what it had.
         # Wait for the fan-out to pass that event, drop what was held, read up to there.
@@ -369,7 +374,24 @@ class Hub:
         if sub.held is not None:
             sub.held.clear()
             sub.held_size = 0
-        return await self.backend.since(last_event_id, self._dispatched)
+        upto = self._dispatched
+        return await self.backend.since(last_event_id, upto, REPLAY_PAGE), upto
+
+    async def _next_page(self, sub: Subscriber, last: StoredEvent, upto: int) -> Replay:
+        """The page after ``last``, read only once the previous one drained: a subscriber
+        that does not read holds one page, never the whole history."""
+        try:
+            page = await self.backend.since(last.position, upto, REPLAY_PAGE)
+        except (ConnectionError, OSError) as exc:  # mid-stream: it resumes from what it got
+            log.warning("closing a replaying subscriber: history is unavailable: %s", exc)
+            sub.stream.abort()
+            raise ConnectionResetError("history is unavailable") from exc
+        if not page.found:  # history moved past it mid-replay: say so, never skip silently
+            view = self._views[sub.key]
+            sub.write(
+                gap_notice(last.id, Replay([e for e in page.events if view.wants(e)][:1], False))
+            )
+        return page
 
     async def _replay(self, sub: Subscriber, view: _View, replay: Replay) -> None:
         chunk: list[bytes] = []
@@ -393,14 +415,7 @@ class Hub:
         view = self._views.get(sub.key)
         if view is None:
             view = self._views[sub.key] = _View(sub.key, self.matcher)
-            for selector in view.selectors:
-                if selector == ALL:
-                    self._everything.add(view)
-                elif is_template(selector):
-                    self._templates.setdefault(selector, set()).add(view)
-                else:
-                    self._exact.setdefault(selector, set()).add(view)
-            self._routes.clear()
+            self.routes.add(view)
         sub.held, sub.held_size = [], 0
         view.waiting[sub] = None
         self._subscribers += 1
@@ -429,12 +444,4 @@ class Hub:
         self._subscribers -= 1
         if not view.live and not view.waiting:
             del self._views[sub.key]
-            for selector in view.selectors:
-                for index in (self._exact, self._templates):
-                    views = index.get(selector)
-                    if views is not None:
-                        views.discard(view)
-                        if not views:
-                            del index[selector]
-            self._everything.discard(view)
-            self._routes.clear()
+            self.routes.remove(view)

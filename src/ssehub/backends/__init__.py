@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from ..events import Event, StoredEvent
+from ..sse import encode_event
 
 EARLIEST = "earliest"
+REPLAY_PAGE = 64 * 1024
+"""Wire bytes of one page of replay: what a replaying subscriber costs in memory at most."""
 
 Sink = Callable[[Sequence[StoredEvent]], None]
 """Receives every accepted event of this backend, in order, in batches, on the hub's loop."""
@@ -21,10 +25,13 @@ class Replay:
 
     ``found`` is False when the id is not (or no longer) in history: the events then start at
     the oldest one retained, and the subscriber must be told it may have missed some.
+    ``more`` is True when this page stopped at its size bound: the next page follows the
+    position of its last event.
     """
 
     events: Sequence[StoredEvent]
     found: bool
+    more: bool = False
     position: int = 0
     """Position of the requested event when history holds it (0 otherwise): a node whose
     follower has not reached it yet must not hand the subscriber what it already had."""
@@ -75,12 +82,26 @@ class Backend(Protocol):
     async def append(self, events: Sequence[Event]) -> list[StoredEvent]:
         """Accept a batch (one loop iteration's publishes): ids, positions, durable storage.
 
-        An event whose id history already holds is not stored again: the stored one is
-        returned (a publisher's retry is safe); a repeated id within a batch repeats its first."""
+        Returns one StoredEvent per event given. An event whose id history already holds (a
+        publisher's retry) is not stored or delivered again: its entry is the one stored
+        first; so is a repeat of an id earlier in the same batch."""
         ...
 
-    async def since(self, last_id: str, upto: int) -> Replay:
-        """Events after ``last_id`` (or all retained for ``EARLIEST``) with position <= upto."""
+    async def broadcast(self, events: Sequence[Event]) -> list[StoredEvent]:
+        """Deliver ``events`` to every node's sink without keeping them: no room in history,
+        no replay, not a resume point. For notices about the moment (subscription events,
+        the demo clock) that must never cost other topics their history. They take no
+        position of their own: each carries one no newer than the newest stored event."""
+        ...
+
+    async def since(self, after: str | int, upto: int, limit: int = REPLAY_PAGE) -> Replay:
+        """One page of the events after ``after`` with position <= ``upto``.
+
+        ``after`` is a public id (``EARLIEST``: from the oldest retained), or the position of
+        the last event of the previous page; either is ``found`` only while history still
+        holds it, since otherwise what followed it may be gone. A page stops once its wire
+        bytes reach ``limit`` (it holds one event at least), so replaying a long history
+        never holds more than a page of it per subscriber."""
         ...
 
     @property
@@ -115,6 +136,17 @@ def open_backend(
     raise ValueError(f"unknown store {store!r}: use memory, sqlite:PATH or redis://HOST:PORT/DB")
 
 
+def transient(event: Event, position: int, time: float) -> StoredEvent:
+    """``event`` as broadcast: the position of the newest stored event (it takes none of its
+    own) and no ``id:`` on the wire, so a client's Last-Event-ID stays on a stored event."""
+    stored = StoredEvent.accept(
+        dataclasses.replace(event, id=None), event.id or new_event_id(), position, time
+    )
+    return dataclasses.replace(
+        stored, wire=encode_event(event.data, event=event.type, retry=event.retry)
+    )
+
+
 def new_event_id() -> str:
     """A unique IRI for an event whose publisher gave no id."""
     return f"urn:uuid:{uuid.uuid4()}"
@@ -122,6 +154,7 @@ def new_event_id() -> str:
 
 __all__ = [
     "EARLIEST",
+    "REPLAY_PAGE",
     "Backend",
     "Gap",
     "GapSink",
@@ -131,4 +164,5 @@ __all__ = [
     "Sink",
     "new_event_id",
     "open_backend",
+    "transient",
 ]

@@ -22,12 +22,22 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from redis import asyncio as aioredis
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import AuthenticationError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
+from ..errors import ConfigError
 from ..events import Event, StoredEvent
-from . import EARLIEST, Gap, GapSink, OutcomeUnknown, Replay, Sink, new_event_id
+from . import (
+    EARLIEST,
+    REPLAY_PAGE,
+    Gap,
+    GapSink,
+    OutcomeUnknown,
+    Replay,
+    Sink,
+    new_event_id,
+)
 
 log = logging.getLogger("ssehub.redis")
 
@@ -153,23 +163,36 @@ redis.call('XTRIM', stream, 'MAXLEN', len - go)
 return out
 """
 
-# History after an id, newest first and at most ``count``, with the counter that gives
-# history's floor and the anchor entry itself (an index entry alone proves nothing).
+# Where replay starts: the anchor entry itself (an index entry alone proves nothing: the
+# stream may have been trimmed past it), and the oldest entry history holds by count,
+# found from the entries' count n in Redis (the stream may be longer than history).
 _SINCE = """
 local stream, index, counter = KEYS[1], KEYS[2], KEYS[3]
-local last_id, upto, count = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local kind, value, history = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local seq = tonumber(redis.call('GET', counter) or '0')
-local anchor, start = false, '-'
-if last_id ~= '' then
-  local sid = redis.call('HGET', index, last_id)
-  if sid then
-    local found = redis.call('XRANGE', stream, sid, sid)
-    if #found > 0 then
-      anchor, start = found[1], '(' .. sid
-    end
+local sid = nil
+if kind == 'id' then sid = redis.call('HGET', index, value) elseif kind == 'at' then sid = value end
+local anchor = false
+if sid then
+  local found = redis.call('XRANGE', stream, sid, sid)
+  if #found > 0 then anchor = found[1] end
+end
+local floor = false
+local head = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)
+if #head > 0 then
+  floor = head[1][1]
+  local first_n = 0
+  local f = head[1][2]
+  for k = 1, #f, 2 do
+    if f[k] == 'n' then first_n = tonumber(f[k + 1]) end
+  end
+  local skip = seq - history + 1 - first_n
+  if first_n > 0 and skip > 0 then
+    local run = redis.call('XRANGE', stream, '-', '+', 'COUNT', skip + 1)
+    floor = run[#run][1]
   end
 end
-return {seq, anchor, redis.call('XREVRANGE', stream, upto, start, 'COUNT', count)}
+return {seq, anchor, floor}
 """
 
 _REPORT = """
@@ -259,6 +282,9 @@ class RedisBackend:
         if history_size < 0 or history_max_age < 0:
             raise ValueError("history bounds must be >= 0")
         redis_url, prefix = split_url(url)
+        parts = urlsplit(redis_url)
+        self._where = parts.path if parts.scheme == "unix" else parts.netloc.rpartition("@")[2]
+        self._shown = url.replace(f":{parts.password}@", ":***@") if parts.password else url
         self.history_size = history_size
         self.history_max_age = history_max_age
         self.stream_key = f"{prefix}:events"
@@ -300,7 +326,11 @@ class RedisBackend:
 
     async def start(self, sink: Sink) -> int:
         self._sink = sink
-        newest = _entries(await self._redis.xrevrange(self.stream_key, count=1))
+        try:
+            newest = _entries(await self._redis.xrevrange(self.stream_key, count=1))
+        except (RedisError, OSError) as exc:
+            await self.close()
+            raise ConfigError(f"--store {self._shown}: {_why_not(self._where, exc)}") from exc
         last = newest[0][0].decode() if newest else "0-0"
         expected = None
         if newest:
@@ -449,34 +479,77 @@ class RedisBackend:
         # Delivery, here as on every other node, comes from the reader following the stream.
         return out
 
-    async def since(self, last_id: str, upto: int) -> Replay:
-        if self.history_size == 0:
-            return Replay([], last_id == EARLIEST)
-        args: list[str | int] = [
-            "" if last_id == EARLIEST else last_id,
-            stream_id_of(upto),
-            self.history_size,
-        ]
-        keys = [self.stream_key, self.index_key, self.counter_key]
+    async def broadcast(self, events: Sequence[Event]) -> list[StoredEvent]:
+        # Other nodes hear only what the stream carries, so for now these go through it and
+        # take room in history like any event (a separate live-only channel is to come).
+        return await self.append(events)
+
+    async def since(self, after: str | int, upto: int, limit: int = REPLAY_PAGE) -> Replay:
         try:
-            reply = cast(list[object], await self._run(self._since_script, keys, args))
-        except OutcomeUnknown as exc:
+            return await self._since(after, upto, limit)
+        except (RedisError, OSError) as exc:
             raise ConnectionError(f"Redis is unavailable: {exc}") from exc
-        count, anchor, newest_first = reply
-        floor = int(cast(int, count)) - self.history_size
+
+    async def _since(self, after: str | int, upto: int, limit: int) -> Replay:
+        if self.history_size == 0:
+            return Replay([], after == EARLIEST)
+        if isinstance(after, int):
+            kind, value = "at", stream_id_of(after)
+        else:
+            kind, value = ("", "") if after == EARLIEST else ("id", after)
+        keys = [self.stream_key, self.index_key, self.counter_key]
+        args: list[str | int] = [kind, value, self.history_size]
+        count, anchor_entry, floor_id = cast(
+            list[object], await self._run(self._since_script, keys, args)
+        )
+        floor_n = int(cast(int, count)) - self.history_size
         oldest_ms = int((time.time() - self.history_max_age) * 1000) if self.history_max_age else 0
 
         def kept(sid: bytes, fields: dict[bytes, bytes]) -> bool:
             n = _number(fields)
-            return (n is None or n > floor) and position_of(sid) >> _SEQ_BITS >= oldest_ms
+            return (n is None or n > floor_n) and position_of(sid) >> _SEQ_BITS >= oldest_ms
 
-        events = [
-            _decode(sid, fields)
-            for sid, fields in map(_raw_entry, reversed(cast(list[object], newest_first)))
-            if kept(sid, fields)
-        ]
-        if last_id == EARLIEST:
-            return Replay(events, True)
-        if anchor is None or not kept(*_raw_entry(anchor)):
-            return Replay(events, False)
-        return Replay(events, True, position_of(_raw_entry(anchor)[0]))
+        anchor = None if anchor_entry is None else _raw_entry(anchor_entry)
+        found = after == EARLIEST or (anchor is not None and kept(*anchor))
+        if anchor is not None and found:
+            start = "(" + anchor[0].decode()
+        else:  # from the oldest event history holds
+            start_at = max(
+                position_of(cast(bytes, floor_id)) if floor_id else 0, oldest_ms << _SEQ_BITS
+            )
+            start = stream_id_of(start_at) if start_at else "-"
+        position = position_of(anchor[0]) if anchor is not None and found else 0
+        if upto < position:  # this node has not dispatched the anchor yet: the hub waits
+            return Replay([], True, False, position)
+        end = stream_id_of(upto)
+        # Read in small ranges until the page is full; the first guesses a size, later ones
+        # are sized from what came, so big events never load more than a few at once.
+        events: list[StoredEvent] = []
+        size, batch, more = 0, 4, False
+        while not more:
+            entries = _entries(await self._redis.xrange(self.stream_key, start, end, count=batch))
+            for sid, fields in entries:
+                if size >= limit and events:
+                    more = True  # the rest of this range is read again by the next page
+                    break
+                if not kept(sid, fields):
+                    continue
+                events.append(_decode(sid, fields))
+                size += len(events[-1].wire)
+            if len(entries) < batch:
+                break
+            start = "(" + entries[-1][0].decode()
+            batch = min(max(1, (limit - size) * len(events) // max(size, 1)), _READ_COUNT)
+        return Replay(events, found, more, position)
+
+
+def _why_not(where: str, exc: BaseException) -> str:
+    """Why the first command to Redis failed, and what to check."""
+    if isinstance(exc, AuthenticationError):
+        return f"Redis at {where} refused the credentials ({exc}): check the URL's user, password"
+    if isinstance(exc, ResponseError):
+        return f"Redis at {where} refused the first command: {exc}"
+    return (
+        f"Redis at {where} does not answer ({exc}): check that redis-server runs there and"
+        " that the host, port and any firewall let this hub reach it"
+    )

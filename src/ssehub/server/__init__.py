@@ -13,9 +13,11 @@ import time
 from collections.abc import Callable
 
 from ..backends import open_backend
+from ..errors import ConfigError
 from ..hub import Hub
 from ..settings import Settings
 from .app import App
+from .listen import cannot_listen
 from .protocol import HttpProtocol
 
 log = logging.getLogger("ssehub")
@@ -39,14 +41,18 @@ async def serve(
     await hub.start()
     app = App(settings, hub)
     await app.auth.start()
-    server = await loop.create_server(
-        lambda: HttpProtocol(app),
-        settings.host,
-        settings.port,
-        backlog=4096,
-        reuse_address=True,
-        reuse_port=settings.workers > 1,
-    )
+    try:
+        server = await loop.create_server(
+            lambda: HttpProtocol(app),
+            settings.host,
+            settings.port,
+            backlog=4096,
+            reuse_address=True,
+            reuse_port=settings.workers > 1,
+        )
+    except OSError as exc:
+        await hub.close()
+        raise cannot_listen(settings.host, settings.port, exc) from exc
     stop = stop or asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
@@ -120,7 +126,8 @@ class _Clock:
         self._handle = self._loop.call_later(self._second - time.time(), self._tick)
 
     def _tick(self) -> None:
-        self._app.hub.publish(self._app.clock_event(self._second))
+        # A tick is news for a second only: it goes live, never into history.
+        self._app.hub.announce(self._app.clock_event(self._second))
         self._second = max(self._second + 1, math.floor(time.time()) + 1)
         self._handle = self._loop.call_later(max(0.0, self._second - time.time()), self._tick)
 
@@ -134,17 +141,22 @@ def run(settings: Settings, started: Callable[[list[socket.socket]], None] | Non
         _run_one(settings, started, clock=True)
         return
     children = []
+    faults, fault = os.pipe()  # a worker that cannot start tells the parent why, in one line
     for number in range(settings.workers):
         pid = os.fork()
         if pid == 0:  # a worker: serve, then leave without running the parent's cleanup
             code = 0
             try:
                 _run_one(settings, started if number == 0 else None, clock=number == 0)
+            except ConfigError as exc:
+                os.write(fault, f"{exc}\n".encode())
+                code = 1
             except BaseException:
                 log.exception("worker %d failed", number)
                 code = 1
             os._exit(code)
         children.append(pid)
+    os.close(fault)
 
     def forward(sig: int, _: object) -> None:
         for child in children:
@@ -157,6 +169,10 @@ def run(settings: Settings, started: Callable[[list[socket.socket]], None] | Non
     for child in children:
         _, status = os.waitpid(child, 0)
         worst = max(worst, os.waitstatus_to_exitcode(status))
+    with os.fdopen(faults, encoding="utf-8", errors="replace") as told:
+        first = told.readline().strip()
+    if first:
+        raise ConfigError(first)
     if worst:
         raise SystemExit(worst)
 

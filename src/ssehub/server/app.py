@@ -25,6 +25,7 @@ from ..sse import encode_comment
 from ..subscriber import Stream, Subscriber
 from ..subscriptions import PREFIX as SUBSCRIPTIONS
 from ..subscriptions import Subscriptions
+from ..topics import check_selectors
 from .http import Request, Response, error_response, response
 
 if TYPE_CHECKING:
@@ -81,10 +82,13 @@ class App:
         """Answer a request that is not a stream: bytes now, or a future for a publish."""
         cors = self.cors(request)
         try:
-            return self._route(request, cors)
+            answer = self._route(request, cors)
         except HubError as error:
             self.count(error)
-            return error_response(error, request.keep_alive, cors)
+            answer = error_response(error, request.keep_alive, cors)
+        if request.method == "HEAD" and isinstance(answer, Response):
+            answer.bodiless = True  # every answer to a HEAD, refusals too: no body on the wire
+        return answer
 
     def count(self, error: HubError) -> None:
         """Auth refusals, for the metrics."""
@@ -115,22 +119,26 @@ class App:
                 (("Allow", "GET, POST, OPTIONS"),),
             )
         if self.subscriptions is not None and path.startswith(SUBSCRIPTIONS):
-            if method != "GET":
+            if method not in ("GET", "HEAD"):
                 raise HubError(
-                    405, f"{method} not allowed on the subscriptions API", (("Allow", "GET"),)
+                    405,
+                    f"{method} not allowed on the subscriptions API",
+                    (("Allow", "GET, HEAD"),),
                 )
             return self._subscriptions(request, cors)
         if path == "/metrics":
             if method not in ("GET", "HEAD"):
-                raise HubError(405, f"{method} not allowed on /metrics", (("Allow", "GET"),))
+                raise HubError(405, f"{method} not allowed on /metrics", (("Allow", "GET, HEAD"),))
             return response(200, self.metrics.render(), CONTENT_TYPE, keep_alive=request.keep_alive)
         if path in ("/healthz", "/readyz"):
             if method not in ("GET", "HEAD"):
-                raise HubError(405, f"{method} not allowed on {path}", (("Allow", "GET"),))
+                raise HubError(405, f"{method} not allowed on {path}", (("Allow", "GET, HEAD"),))
             return response(200, b"ok\n", keep_alive=request.keep_alive)
         if path == "/" and self.settings.demo:
-            if method != "GET":
-                raise HubError(405, f"{method} not allowed on the demo page", (("Allow", "GET"),))
+            if method not in ("GET", "HEAD"):
+                raise HubError(
+                    405, f"{method} not allowed on the demo page", (("Allow", "GET, HEAD"),)
+                )
             return self._demo_page(request)
         raise HubError(404, f"no such path {path!r}: the hub is at {HUB_PATH}")
 
@@ -172,8 +180,16 @@ class App:
     def cors(self, request: Request) -> Headers:
         """CORS headers for an allowed Origin; credentials need the origin echoed, not *."""
         origin = request.headers.get("origin")
-        if origin is None or not self._origin_allowed(origin, self.settings.cors_origins):
+        allowed = self.settings.cors_origins
+        if origin is None or not self._origin_allowed(origin, allowed):
             return ()
+        if origin not in allowed:
+            # Allowed by '*' only: any origin, without credentials, as the CORS spec means
+            # it; echoing it with credentials would let every site read a visitor's stream.
+            return (
+                ("Access-Control-Allow-Origin", "*"),
+                ("Access-Control-Expose-Headers", "Last-Event-ID, Link"),
+            )
         return (
             ("Access-Control-Allow-Origin", origin),
             ("Access-Control-Allow-Credentials", "true"),
@@ -228,6 +244,13 @@ class App:
         if found is not None and found[1].endswith(" cookie"):
             self._check_cookie_origin(request)
         self.auth.publisher(found, event.topics)
+        longest = max(len(topic) for topic in event.topics)
+        if longest > self.settings.max_topic_length:
+            raise HubError(
+                400,
+                f"topic too long: {longest} characters, at most {self.settings.max_topic_length}"
+                " (--max-topic-length)",
+            )
         stored = self.hub.publish(event)
         answer: asyncio.Future[Response] = stored.get_loop().create_future()
         keep_alive = request.keep_alive
@@ -285,6 +308,9 @@ class App:
         wanted = parse_subscribe(
             request.query, headers.get("last-event-id"), self.settings.max_topics
         )
+        check_selectors(
+            wanted.topics, self.settings.max_template_length, self.settings.max_template_expressions
+        )
         found = self._token(request, wanted.authorization or "")
         claims = self.auth.subscriber(found, self.settings.anonymous)
         allowed = None
@@ -307,7 +333,8 @@ class App:
 
         expires = None
         if claims is not None and claims.expires is not None:
-            expires = max(0.0, claims.expires - time.time())
+            # Accepted within --jwt-leeway, so it lives as long: the leeway is clock skew.
+            expires = max(0.0, claims.expires + self.settings.jwt_leeway - time.time())
         if self.subscriptions is not None:
             payload = claims.payload if claims is not None else None
             self._subscriber_ids[sub] = self.subscriptions.opened(wanted.topics, payload)

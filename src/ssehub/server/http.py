@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from http import HTTPStatus
 
-from ..errors import HubError
+from ..errors import HubError, field_value
 from ..mercure import LINK
 
 _SERVER = b"Server: ssehub\r\n"
+_NO_CONTENT = frozenset((204, 304))  # RFC 9110 8.6: no Content-Length on these (nor on 1xx)
 
 
 @dataclass(slots=True)
@@ -32,8 +33,9 @@ def head(
     """A response head; without a content length the body runs until the connection closes."""
     lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n".encode("latin-1"), _SERVER]
     for name, value in headers:
-        lines.append(f"{name}: {value}\r\n".encode())  # UTF-8 ids survive the round trip
-    if content_length is not None:
+        # The one place a header reaches the wire: nothing a request carried may split it.
+        lines.append(f"{name}: {field_value(value)}\r\n".encode())  # UTF-8 ids survive
+    if content_length is not None and status not in _NO_CONTENT:
         lines.append(b"Content-Length: %d\r\n" % content_length)
     lines.append(b"Connection: keep-alive\r\n\r\n" if keep_alive else b"Connection: close\r\n\r\n")
     return b"".join(lines)
@@ -47,9 +49,16 @@ class Response:
     body: bytes
     headers: list[tuple[str, str]]
     keep_alive: bool = True
+    bodiless: bool = False  # the answer to a HEAD: the body's length, never the body
 
     def encode(self) -> bytes:
-        return head(self.status, self.headers, len(self.body), self.keep_alive) + self.body
+        framed = head(self.status, self.headers, len(self.body), self.keep_alive)
+        return framed if self.bodiless else framed + self.body
+
+    @property
+    def content(self) -> bytes:
+        """The bytes that follow the head on the wire."""
+        return b"" if self.bodiless else self.body
 
 
 def response(

@@ -56,9 +56,11 @@ class HttpProtocol(asyncio.Protocol):
         "_body",
         "_body_size",
         "_closed",
+        "_continue",
         "_deadline",
         "_drain",
         "_draining",
+        "_eof",
         "_expiry",
         "_head_bytes",
         "_head_size",
@@ -113,6 +115,8 @@ class HttpProtocol(asyncio.Protocol):
         self._stream_end = 0.0
         self._draining = False
         self._mid_request = False
+        self._eof = False  # the client half-closed: answer what it asked, then close
+        self._continue = False  # a 100 Continue owed once the earlier answers are out
 
     # -- asyncio callbacks ---------------------------------------------------------------------
 
@@ -178,6 +182,10 @@ class HttpProtocol(asyncio.Protocol):
         except _Refused:
             pass
         except httptools.HttpParserUpgrade:
+            # The request that asked to upgrade is complete and queued: it gets the refusal
+            # as its one answer, rather than an answer and then a refusal.
+            if self._queue:
+                self._queue.pop()
             self._refusal = HubError(400, "protocol upgrades are not supported")
         except httptools.HttpParserError as exc:
             if self._refusal is None:
@@ -194,7 +202,11 @@ class HttpProtocol(asyncio.Protocol):
         self._process()
 
     def eof_received(self) -> bool | None:
-        return None  # close our side too
+        if self.subscriber is not None or not (self._inflight or self._queue):
+            return None  # nothing left to answer: close our side too
+        # A half-close (SHUT_WR) ends the requests, not the answers: keep writing them.
+        self._eof = True
+        return True
 
     def pause_writing(self) -> None:
         sub = self.subscriber
@@ -252,9 +264,18 @@ class HttpProtocol(asyncio.Protocol):
         length = self._headers.get("content-length", "")
         if length.isdigit() and int(length) > limit:
             self._stop(HubError(413, f"body larger than {limit} bytes"))
-        if self._headers.get("expect", "").lower() == "100-continue" and self.transport:
-            # curl and others wait for this before sending a body over 1 KiB.
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if (
+            self._headers.get("expect", "").lower() == "100-continue"
+            and self.transport
+            and self._parser is not None
+            and self._parser.get_http_version() != "1.0"  # RFC 9110 10.1.1: never to 1.0
+        ):
+            # curl and others wait for this before sending a body over 1 KiB. It belongs to
+            # this request, so it must not overtake the answers to earlier ones.
+            if self._inflight or self._queue:
+                self._continue = True
+            else:
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)
@@ -275,6 +296,7 @@ class HttpProtocol(asyncio.Protocol):
             parser.should_keep_alive(),
         )
         self._queue.append(request)
+        self._continue = False  # the body is here: no 100 Continue is needed any more
         self._in_head = True  # until the next message begins, bytes belong to a new head
         self._mid_request = False
         self._deadline = 0.0
@@ -304,9 +326,14 @@ class HttpProtocol(asyncio.Protocol):
             pending = self.app.handle(request)
             if not request.keep_alive:
                 queue.clear()
+                self._refusal = None
             self._inflight.append((pending, request.keep_alive))
             if isinstance(pending, asyncio.Future) and not pending.done():
                 pending.add_done_callback(self._answered)
+        if self._refusal is not None and not queue and self.subscriber is None:
+            # What the parser refused came after every queued request: its answer comes last.
+            self._inflight.append((error_response(self._refusal, keep_alive=False), False))
+            self._refusal = None
         self._flush_answers()
         if self._paused_reading and len(queue) < self.app.settings.max_pipelined // 2:
             assert self.transport is not None
@@ -315,7 +342,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def _answered(self, _: asyncio.Future[Response]) -> None:
         self._flush_answers()
-        if self._queue:
+        if self._queue or self._refusal is not None:
             self._process()
 
     def _flush_answers(self) -> None:
@@ -339,26 +366,23 @@ class HttpProtocol(asyncio.Protocol):
             if not keep_alive:
                 inflight.clear()
                 self._queue.clear()
-                transport.close()
+                self._linger()
+                return
         if not inflight and not self._queue and self.subscriber is None:
-            if self._draining and self.transport is not None:
+            if (self._draining or self._eof) and self.transport is not None:
                 self.transport.close()
+            elif self._continue and self._mid_request and self.transport is not None:
+                self._continue = False
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             elif self._deadline == 0.0:
                 self._deadline = self.loop.time() + self.app.settings.keep_alive_timeout
 
     def _refuse(self) -> None:
-        """Answer a request the parser could not accept, then close: framing is lost."""
-        error = self._refusal
-        assert error is not None
-        self._queue.clear()
+        """Answer a request the parser could not accept, then close: framing is lost. The
+        complete requests before it still run and are answered first (see _process)."""
         self._parser = None
-        if self._inflight:  # earlier answers first; this one closes the connection
-            self._inflight.append((error_response(error, keep_alive=False), False))
-            self._flush_answers()
-            return
-        assert self.transport is not None
-        self.transport.write(error_response(error, keep_alive=False).encode())
-        self._linger()
+        self._continue = False
+        self._process()
 
     def _linger(self) -> None:
         """Close after a refusal without losing the answer: closing with unread request bytes
@@ -381,9 +405,7 @@ class HttpProtocol(asyncio.Protocol):
             opened = self.app.open_stream(request, self, self.transport.write)
         except HubError as error:
             self._inflight.append((error_response(error, request.keep_alive), request.keep_alive))
-            self._flush_answers()
-            if self._queue:
-                self._process()
+            self._process()
             return
         sub, last_event_id, preamble, expires = opened
         assert self.transport is not None
@@ -394,8 +416,7 @@ class HttpProtocol(asyncio.Protocol):
         self._parser = None
         self._headers, self._url, self._body = {}, b"", []
         self.transport.set_write_buffer_limits(high=_REPLAY_HIGH_WATER)
-        if expires is not None:
-            self._expiry = self.loop.call_at(self.loop.time() + expires, self._expired)
+        expires_at = None if expires is None else self.loop.time() + expires
         if self.app.settings.write_timeout:
             self._stream_end = self.loop.time() + self.app.settings.write_timeout
         self._deadline = 0.0
@@ -404,10 +425,16 @@ class HttpProtocol(asyncio.Protocol):
             headers, first = preamble(replay)
             return head(200, headers, None, keep_alive=False) + first
 
-        self._starting = self.loop.create_task(self._run_stream(sub, last_event_id, framed))
+        self._starting = self.loop.create_task(
+            self._run_stream(sub, last_event_id, framed, expires_at)
+        )
 
     async def _run_stream(
-        self, sub: Subscriber, last_event_id: str | None, preamble: Callable[[Replay | None], bytes]
+        self,
+        sub: Subscriber,
+        last_event_id: str | None,
+        preamble: Callable[[Replay | None], bytes],
+        expires_at: float | None,
     ) -> None:
         try:
             await self.app.hub.subscribe(sub, last_event_id, preamble)
@@ -422,6 +449,10 @@ class HttpProtocol(asyncio.Protocol):
         if not self._closed and self.transport is not None:
             # Live from here: past this many unsent bytes the subscriber is dropped.
             self.transport.set_write_buffer_limits(high=self.app.hub.max_buffer)
+            if expires_at is not None:
+                # Armed once the head and replay are written, so even a token about to
+                # expire gets its answer rather than a connection closed with zero bytes.
+                self._expiry = self.loop.call_at(expires_at, self._expired)
         self._starting = None
 
     # -- deadlines and shutdown ----------------------------------------------------------------
