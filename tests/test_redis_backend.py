@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 
+from ssehub.backends import EARLIEST
 from ssehub.backends.redis import RedisBackend
 from ssehub.events import Event, StoredEvent
 
@@ -103,6 +104,23 @@ def test_an_id_history_holds_is_stored_once() -> None:
             assert renewed.data == "new"
             replay = await backend.since("c", renewed.position)
             assert [e.id for e in replay.events] == ["d", "a"]
+        finally:
+            await backend.close()
+
+    asyncio.run(go())
+
+
+def test_broadcasts_take_no_room_from_history_and_stay_bounded() -> None:
+    async def go() -> None:
+        backend = RedisBackend(redis_store(), history_size=2000)  # no reader holds trimming
+        try:
+            stored = await backend.append(events(*(f"s{i}" for i in range(2000))))
+            for _ in range(3):
+                await backend.broadcast([Event(("clock",), "tick")] * 1000)
+            replay = await backend.since(EARLIEST, stored[-1].position, 1 << 30)
+            assert [e.id for e in replay.events] == [e.id for e in stored]
+            # No reader follows this stream: a broadcast leaves at once, history stays whole.
+            assert await backend._redis.xlen(backend.stream_key) == backend.maxlen
         finally:
             await backend.close()
 

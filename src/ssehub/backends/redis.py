@@ -16,6 +16,7 @@ import socket
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -37,6 +38,7 @@ from . import (
     Replay,
     Sink,
     new_event_id,
+    transient,
 )
 
 log = logging.getLogger("ssehub.redis")
@@ -44,12 +46,14 @@ log = logging.getLogger("ssehub.redis")
 _SEQ_BITS = 24
 _MIN_STREAM = 1024  # the stream also carries live events between nodes: never shorter
 _READ_COUNT = 1000
+_READ_BYTES = 4 << 20  # what one read of the stream should move at most, roughly
 _BLOCK_MS = 5000
 _READER_SLACK = 10_000  # entries the stream may hold past its bound while a node catches up
 _READER_STALE_MS = 30_000  # a reader silent this long is presumed gone (a crashed node)
 _REPORT_EVERY = 1.0  # a reader reports its position this often (seconds) when quiet,
 _REPORT_AFTER = 500  # and after reading this many entries, so trimming keeps close behind
 _FORGET_MAX = 10_000  # entries one append trims at most; the next append goes on
+_START_LOOK = 16  # entries start() reads back for the newest stored one (past broadcasts)
 _KEEPALIVE = {  # a silent reader connection is probed after 5 s and dropped ~6 s later
     option: value
     for name, value in (("TCP_KEEPIDLE", 5), ("TCP_KEEPINTVL", 2), ("TCP_KEEPCNT", 3))
@@ -59,10 +63,10 @@ _KEEPALIVE = {  # a silent reader connection is probed after 5 s and dropped ~6 
 # Every entry carries ``n``, a counter with no holes: a reader that sees n jump knows the
 # stream was trimmed past it (a gap), and history's floor is ``counter - history_size``.
 _APPEND = """
-local stream, index, counter, readers = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local stream, index, counter, readers, live = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local history, maxlen, hard = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local max_age_ms, stale_ms, forget_max = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local n = tonumber(ARGV[7])
+local n, broadcast = tonumber(ARGV[7]), ARGV[8] == '1'
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local cutoff = now - max_age_ms
@@ -99,11 +103,17 @@ local function kept(eid)
 end
 
 local out, added = {}, 0
-local i = 8
+local i = 9
 for e = 1, n do
   local eid = ARGV[i]
-  local entry = kept(eid)
-  if entry then
+  local entry = nil
+  if not broadcast then entry = kept(eid) end
+  if broadcast then
+    -- Live only: no count n, no index entry; replay skips it, and its room is its own.
+    out[e] = redis.call('XADD', stream, '*', 'id', eid, 'live', '1', 'topics', ARGV[i + 1],
+      'data', ARGV[i + 2], 'private', ARGV[i + 3], 'type', ARGV[i + 4], 'retry', ARGV[i + 5])
+    added = added + 1
+  elseif entry then
     out[e] = entry
   else
     seq = seq + 1
@@ -115,12 +125,38 @@ for e = 1, n do
   end
   i = i + 6
 end
-if added > 0 then redis.call('SET', counter, seq) end
+if not broadcast and added > 0 then redis.call('SET', counter, seq) end
+
+-- The slowest live reader: trimming waits for it (up to a bound).
+local slowest = nil
+local r = redis.call('HGETALL', readers)
+for k = 1, #r, 2 do
+  local pos, seen = string.match(r[k + 1], '^(%d+%-%d+) (%d+)$')
+  if not pos or tonumber(seen) < now - stale_ms then
+    redis.call('HDEL', readers, r[k])
+  elseif not slowest or not_after(pos, slowest) then
+    slowest = pos
+  end
+end
+
+-- Broadcasts leave as soon as every live reader has read them (XDEL: they may sit between
+-- stored events), or when more than maxlen wait: they never cost history its room.
+for e = 1, (broadcast and n or 0) do redis.call('RPUSH', live, out[e]) end
+local waiting = redis.call('LLEN', live)
+local dropped = 0
+while dropped < forget_max do
+  local sid = redis.call('LINDEX', live, 0)
+  if not sid then break end
+  if waiting - dropped <= maxlen and slowest and not not_after(sid, slowest) then break end
+  redis.call('LPOP', live)
+  redis.call('XDEL', stream, sid)
+  dropped = dropped + 1
+end
 
 -- Trim the oldest entries past the length bound or the age bound, at most forget_max at
 -- once and never this batch's own, and forget their ids with them so the two agree.
 local len = redis.call('XLEN', stream)
-local cut = len - maxlen
+local cut = len - maxlen - (waiting - dropped)
 local entries = nil
 if max_age_ms > 0 then
   entries = redis.call('XRANGE', stream, '-', '(' .. string.format('%.0f', cutoff) .. '-0',
@@ -134,16 +170,6 @@ if not entries or #entries < cut then
 end
 -- Only what every live reader has read goes, unless the stream would pass its hard bound:
 -- then a reader that far behind loses events, and sees the jump in n.
-local slowest = nil
-local r = redis.call('HGETALL', readers)
-for k = 1, #r, 2 do
-  local pos, seen = string.match(r[k + 1], '^(%d+%-%d+) (%d+)$')
-  if not pos or tonumber(seen) < now - stale_ms then
-    redis.call('HDEL', readers, r[k])
-  elseif not slowest or not_after(pos, slowest) then
-    slowest = pos
-  end
-end
 local go = cut
 if slowest then
   local read = 0
@@ -155,7 +181,7 @@ end
 if go <= 0 then return out end
 for k = 1, go do
   local eid = field(entries[k], 'id')
-  if eid and redis.call('HGET', index, eid) == entries[k][1] then
+  if eid and not field(entries[k], 'live') and redis.call('HGET', index, eid) == entries[k][1] then
     redis.call('HDEL', index, eid)
   end
 end
@@ -233,20 +259,23 @@ def _number(fields: dict[bytes, bytes]) -> int | None:
     return int(n) if n is not None else None
 
 
-def _decode(stream_id: bytes, fields: dict[bytes, bytes]) -> StoredEvent:
-    event_id = fields[b"id"].decode()
-    type_ = fields[b"type"].decode() or None
+def _event(fields: dict[bytes, bytes]) -> Event:
     retry = fields[b"retry"].decode()
-    event = Event(
+    return Event(
         tuple(json.loads(fields[b"topics"])),
         fields[b"data"].decode(),
         fields[b"private"] == b"1",
-        event_id,
-        type_,
+        fields[b"id"].decode(),
+        fields[b"type"].decode() or None,
         int(retry) if retry else None,
     )
+
+
+def _decode(stream_id: bytes, fields: dict[bytes, bytes]) -> StoredEvent:
+    event = _event(fields)
+    assert event.id is not None
     position = position_of(stream_id)
-    return StoredEvent.accept(event, event_id, position, (position >> _SEQ_BITS) / 1000)
+    return StoredEvent.accept(event, event.id, position, (position >> _SEQ_BITS) / 1000)
 
 
 def _never_sent(exc: BaseException) -> bool:
@@ -323,22 +352,26 @@ class RedisBackend:
         self._sink: Sink | None = None
         self._follow: asyncio.Task[None] | None = None
         self._last_id = EARLIEST
+        self._stored_position = 0  # newest stored event read: what a broadcast carries
+        self.live_key = f"{prefix}:live"
 
     async def start(self, sink: Sink) -> int:
         self._sink = sink
         try:
-            newest = _entries(await self._redis.xrevrange(self.stream_key, count=1))
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.xrevrange(self.stream_key, count=_START_LOOK)
+                pipe.get(self.counter_key)
+                reply, count = await pipe.execute()
         except (RedisError, OSError) as exc:
             await self.close()
             raise ConfigError(f"--store {self._shown}: {_why_not(self._where, exc)}") from exc
+        newest = _entries(reply)
         last = newest[0][0].decode() if newest else "0-0"
-        expected = None
-        if newest:
-            self._last_id = newest[0][1][b"id"].decode()
-            n = _number(newest[0][1])
-            expected = None if n is None else n + 1
-        else:
-            expected = int(cast(bytes | None, await self._redis.get(self.counter_key)) or 0) + 1
+        expected = int(count or 0) + 1
+        stored = [(sid, fields) for sid, fields in newest if b"live" not in fields]
+        if stored:
+            self._last_id = stored[0][1][b"id"].decode()
+            self._stored_position = position_of(stored[0][0])
         # Registered before the first append can trim: nothing this node has not read goes.
         await self._report(keys=[self.readers_key], args=[self._name, last])
         self._follow = asyncio.get_running_loop().create_task(self._read(last, expected))
@@ -366,6 +399,7 @@ class RedisBackend:
         loop = asyncio.get_running_loop()
         delay = 0.05
         reported, unreported = loop.time(), 0
+        count = 16  # until the size of the events is known
         while self._sink is not None:
             try:
                 if unreported >= _REPORT_AFTER or loop.time() - reported >= _REPORT_EVERY:
@@ -373,9 +407,7 @@ class RedisBackend:
                     reported, unreported = loop.time(), 0
                 reply = cast(
                     list[tuple[bytes, Entries]],
-                    await self._reader.xread(
-                        {self.stream_key: last}, count=_READ_COUNT, block=_BLOCK_MS
-                    ),
+                    await self._reader.xread({self.stream_key: last}, count=count, block=_BLOCK_MS),
                 )
             except (RedisError, OSError) as exc:
                 log.warning("reading the Redis stream failed (%s); retrying in %.2fs", exc, delay)
@@ -388,12 +420,20 @@ class RedisBackend:
                     expected = self._feed(entries, expected)
                     last = entries[-1][0].decode()
                     unreported += len(entries)
+                    # Sized from what came: 1000 large events would be a gigabyte at once.
+                    size = sum(len(v) for _, fields in entries for v in fields.values())
+                    count = max(1, min(_READ_COUNT, _READ_BYTES * len(entries) // max(size, 1)))
 
     def _feed(self, entries: Entries, expected: int | None) -> int | None:
         """Hand entries to the sink in order, with a gap notice where the count jumps."""
         batch: list[StoredEvent] = []
         for sid, fields in entries:
+            if b"live" in fields:  # a broadcast: delivered, never a resume point
+                when = (position_of(sid) >> _SEQ_BITS) / 1000
+                batch.append(transient(_event(fields), self._stored_position, when))
+                continue
             event = _decode(sid, fields)
+            self._stored_position = event.position
             n = _number(fields)
             if n is not None and expected is not None and n != expected:
                 # n < expected: the counter restarted (Redis lost its data): how many is unknown.
@@ -411,7 +451,7 @@ class RedisBackend:
             if n is not None:
                 expected = n + 1
             batch.append(event)
-        self._last_id = batch[-1].id
+            self._last_id = event.id
         if self._sink is not None:
             self._sink(batch)
         return expected
@@ -445,6 +485,9 @@ class RedisBackend:
             raise OutcomeUnknown(f"Redis did not answer ({exc})") from exc
 
     async def append(self, events: Sequence[Event]) -> list[StoredEvent]:
+        return await self._add(events, broadcast=False)
+
+    async def _add(self, events: Sequence[Event], *, broadcast: bool) -> list[StoredEvent]:
         args: list[str | int] = [
             self.history_size,
             self.maxlen,
@@ -453,6 +496,7 @@ class RedisBackend:
             _READER_STALE_MS,
             _FORGET_MAX,
             len(events),
+            "1" if broadcast else "0",
         ]
         ids = []
         for event in events:
@@ -466,23 +510,28 @@ class RedisBackend:
                 event.type or "",
                 "" if event.retry is None else str(event.retry),
             ]
-        keys = [self.stream_key, self.index_key, self.counter_key, self.readers_key]
+        keys = [self.stream_key, self.index_key, self.counter_key, self.readers_key, self.live_key]
         reply = cast(list[object], await self._run(self._append, keys, args))
         out = []
         for event, event_id, stored in zip(events, ids, reply, strict=True):
             if isinstance(stored, bytes):
                 position = position_of(stored)
                 when = (position >> _SEQ_BITS) / 1000
-                out.append(StoredEvent.accept(event, event_id, position, when))
+                if broadcast:
+                    event = replace(event, id=event_id)
+                    out.append(transient(event, self._stored_position, when))
+                else:
+                    out.append(StoredEvent.accept(event, event_id, position, when))
             else:  # an id history holds: the event stored then is the answer
                 out.append(_decode(*_raw_entry(stored)))
         # Delivery, here as on every other node, comes from the reader following the stream.
         return out
 
     async def broadcast(self, events: Sequence[Event]) -> list[StoredEvent]:
-        # Other nodes hear only what the stream carries, so for now these go through it and
-        # take room in history like any event (a separate live-only channel is to come).
-        return await self.append(events)
+        """Through the stream, in order with stored events, marked ``live``: no count, no
+        index entry, skipped by replay, and bounded apart from history, so broadcasts never
+        cost stored events their room."""
+        return await self._add(events, broadcast=True)
 
     async def since(self, after: str | int, upto: int, limit: int = REPLAY_PAGE) -> Replay:
         try:
@@ -506,6 +555,8 @@ class RedisBackend:
         oldest_ms = int((time.time() - self.history_max_age) * 1000) if self.history_max_age else 0
 
         def kept(sid: bytes, fields: dict[bytes, bytes]) -> bool:
+            if b"live" in fields:
+                return False
             n = _number(fields)
             return (n is None or n > floor_n) and position_of(sid) >> _SEQ_BITS >= oldest_ms
 
