@@ -479,3 +479,26 @@ def test_connections_redis_closed_while_idle_are_reopened() -> None:
                     assert [e.id for e in sub.events(1)] == [second.text]
         finally:
             hub.stop()
+
+
+def test_redis_back_without_its_data_is_a_gap_not_silence() -> None:
+    with own_redis() as port:
+        hub = start_hub(*FLAGS, "--store", f"redis://127.0.0.1:{port}/0?prefix=amnesia")
+        try:
+            with hub.subscribe("a") as sub:
+                before = [hub.publish("a", f"n{i}").text for i in range(3)]
+                assert [e.id for e in sub.events(3)] == before
+                # Redis comes back empty (no persistence, or a failover to a replica that had
+                # not caught up): what it held, and what no node had read yet, is gone.
+                with socket.create_connection(("127.0.0.1", port)) as r:
+                    r.sendall(b"FLUSHALL\r\n")
+                    assert r.recv(16).startswith(b"+OK")
+                after = hub.publish("a", "after").text
+                gap, event = sub.events(2)
+                assert gap.event == GAP_EVENT
+                notice = json.loads(gap.data)
+                assert notice["replayFrom"] == after
+                assert notice["missed"] is None  # how many, nobody can know
+                assert event.id == after
+        finally:
+            hub.stop()
