@@ -6,11 +6,14 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 
-from ssehub.backends import EARLIEST
+import pytest
+
+from ssehub.backends import EARLIEST, OutcomeUnknown
 from ssehub.backends.redis import RedisBackend
 from ssehub.events import Event, StoredEvent
 
 from .backends import redis_store
+from .support import free_port
 
 
 def events(*ids: str | None, data: str = "d") -> list[Event]:
@@ -121,6 +124,21 @@ def test_broadcasts_take_no_room_from_history_and_stay_bounded() -> None:
             assert [e.id for e in replay.events] == [e.id for e in stored]
             # No reader follows this stream: a broadcast leaves at once, history stays whole.
             assert await backend._redis.xlen(backend.stream_key) == backend.maxlen
+        finally:
+            await backend.close()
+
+    asyncio.run(go())
+
+
+def test_a_redis_that_is_not_there_did_not_store_it() -> None:
+    """Refused at connect, the command never went out: 'not stored' (503), not 'unknown'."""
+
+    async def go() -> None:
+        backend = RedisBackend(f"redis://127.0.0.1:{free_port()}/0")
+        try:
+            with pytest.raises(ConnectionError) as refused:
+                await backend.append(events("x"))
+            assert not isinstance(refused.value, OutcomeUnknown)
         finally:
             await backend.close()
 
