@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -13,7 +14,16 @@ import pytest
 
 from ssehub.access_tokens import Matcher, mint_access_token
 
-from .support import HUB, KEY, HubProcess, SSEClient, make_token, start_hub
+from .support import (
+    HUB,
+    KEY,
+    HubProcess,
+    SSEClient,
+    free_port,
+    make_token,
+    serve_process,
+    start_hub,
+)
 
 RESOURCE = "https://hub.example/.well-known/mercure"
 API = HUB + "/subscriptions"
@@ -316,3 +326,27 @@ def test_cli_mints_access_tokens(hub: HubProcess) -> None:
     )
     assert refused.returncode == 2
     assert "give --audience too" in refused.stderr
+
+
+def test_asgi_face_speaks_1x() -> None:
+    """The ASGI face applies the same dialect rules: a FastAPI app with the hub mounted."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "uvicorn", "tests.asgi_app:app", "--port", str(port)]
+    h = serve_process(
+        [*cmd, "--log-level", "warning"], port, {**os.environ, "SSEHUB_TEST_KEY": KEY}
+    )
+    try:
+        here = f"http://127.0.0.1:{port}{HUB}"  # no --resource: the URL the client reached
+        publisher = token(publish=["*"], audience=here)
+        first = h.publish("urn:asgi", "1", token=publisher, id="asgi-1").text
+        second = h.publish("urn:asgi", "2", token=publisher, id="asgi-2").text
+        assert (first, second) == ("asgi-1", "asgi-2")
+        with subscribe(h, [("match", "urn:asgi"), ("last_event_id", "asgi-1")]) as sub:
+            assert sub.status == 200, sub.body
+            assert sub.headers["mercure-last-event-id"] == "asgi-1"
+            sub.next_is("asgi-2")
+        with subscribe(h, [("match", "urn:asgi"), ("access_token", publisher)]) as sub:
+            assert sub.status == 400
+            assert 'error="invalid_request"' in sub.headers["www-authenticate"]
+    finally:
+        h.stop()
