@@ -9,7 +9,6 @@ import secrets
 import socket
 import sys
 from collections.abc import Callable
-from dataclasses import fields
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,14 +18,12 @@ import rich_click as click
 from rich_click.utils import OptionGroupDict
 
 from . import __version__
-from .settings import Settings
+from .settings import OPTIONS, Kind, Settings, split_list
 
-_TYPES: dict[str, Any] = {
-    "str": str,
-    "str | None": str,
-    "int": click.IntRange(min=0),
-    "int | None": click.IntRange(min=0),
-    "float": click.FloatRange(min=0),
+_TYPES: dict[Kind, Any] = {
+    Kind.TEXT: str,
+    Kind.INT: click.IntRange(min=0),
+    Kind.FLOAT: click.FloatRange(min=0),
 }
 
 
@@ -38,23 +35,23 @@ def env_name(name: str) -> str:
 def _comma_list(
     ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
 ) -> tuple[str, ...]:
-    return tuple(part.strip() for item in value for part in item.split(",") if part.strip())
+    return tuple(part for item in value for part in split_list(item))
 
 
 def settings_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """Decorate ``command`` with one option per Settings field (help, default, env var)."""
-    for f in reversed(fields(Settings)):
-        flag = "--" + f.name.replace("_", "-")
-        common: dict[str, Any] = {"envvar": env_name(f.name), "help": f.metadata["help"]}
-        if f.type == "bool":
+    for setting in reversed(OPTIONS):
+        flag = setting.flag
+        common: dict[str, Any] = {"envvar": setting.env, "help": setting.help}
+        if setting.kind is Kind.FLAG:
             option = click.option(f"{flag}/--no-{flag[2:]}", default=None, **common)
-        elif f.type == "tuple[str, ...]":
+        elif setting.kind is Kind.LIST:
             option = click.option(flag, multiple=True, callback=_comma_list, **common)
         else:
-            shown = f.default if f.default is not None else None
+            shown = setting.default
             option = click.option(
                 flag,
-                type=_TYPES[str(f.type)],
+                type=_TYPES[setting.kind],
                 default=shown,
                 show_default=shown is not None,
                 **common,
@@ -66,8 +63,8 @@ def settings_options(command: Callable[..., Any]) -> Callable[..., Any]:
 def _option_groups() -> list[OptionGroupDict]:
     """``serve --help`` in panels, one per Settings group."""
     panels: dict[str, list[str]] = {}
-    for f in fields(Settings):
-        panels.setdefault(f.metadata["group"], []).append("--" + f.name.replace("_", "-"))
+    for setting in OPTIONS:
+        panels.setdefault(setting.group, []).append(setting.flag)
     panels["auth"].insert(0, "--jwt-key")
     return [
         OptionGroupDict(name=name.capitalize(), options=options) for name, options in panels.items()
