@@ -9,6 +9,7 @@ an RS/HS confusion fails with a reason instead of verifying.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import time
 import urllib.request
@@ -20,11 +21,12 @@ from typing import Any
 import jwt
 
 from .errors import HubError
+from .settings import DEFAULTS
 from .topics import TopicMatcher
 
 log = logging.getLogger("ssehub.auth")
 
-COOKIE = "mercureAuthorization"
+COOKIE = DEFAULTS.cookie_name
 _JWKS_REFRESH = 300.0
 _VERIFIED_MAX = 4096
 _JWKS_RETRY = 10.0
@@ -69,20 +71,44 @@ def read_cookie(header: str | None, name: str) -> str | None:
     return None
 
 
+class Carrier(enum.Enum):
+    """Where a request's token came from (the cookie one needs a CSRF check to publish)."""
+
+    HEADER = "Authorization header"
+    QUERY = "authorization query parameter"
+    COOKIE = "cookie"
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """A request's token and its carrier."""
+
+    value: str
+    carrier: Carrier
+    cookie_name: str = COOKIE
+
+    @property
+    def where(self) -> str:
+        """The carrier as a person reads it in a refusal."""
+        if self.carrier is Carrier.COOKIE:
+            return f"{self.cookie_name} cookie"
+        return str(self.carrier.value)
+
+
 def find_token(
     header: str | None, query: str | None, cookie_header: str | None, cookie_name: str = COOKIE
-) -> tuple[str, str] | None:
+) -> Token | None:
     """The token and its carrier, by the spec's precedence: header, then query, then cookie."""
     if header is not None:
         scheme, _, token = header.strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise unauthorized("Authorization header must be 'Bearer <token>'", "invalid_request")
-        return token.strip(), "Authorization header"
+        return Token(token.strip(), Carrier.HEADER)
     if query:
-        return query, "authorization query parameter"
+        return Token(query, Carrier.QUERY)
     cookie = read_cookie(cookie_header, cookie_name)
     if cookie:
-        return cookie, f"{cookie_name} cookie"
+        return Token(cookie, Carrier.COOKIE, cookie_name)
     return None
 
 
@@ -262,7 +288,7 @@ class Authenticator:
         )
         return claims, float(nbf) if isinstance(nbf, int | float) else 0.0
 
-    def publisher(self, found: tuple[str, str] | None, topics: Iterable[str]) -> Claims:
+    def publisher(self, found: Token | None, topics: Iterable[str]) -> Claims:
         """Claims of a publisher allowed to publish to every topic, else 401/403."""
         if self.publisher_keys is None:
             raise forbidden("publishing is disabled: the hub has no publisher key")
@@ -272,15 +298,15 @@ class Authenticator:
                 "parameter or the cookie",
                 None,
             )
-        claims = self.verify(*found, self.publisher_keys)
+        claims = self.verify(found.value, found.where, self.publisher_keys)
         if not claims.publish:
-            raise forbidden(f"token from the {found[1]} has no mercure.publish selectors")
+            raise forbidden(f"token from the {found.where} has no mercure.publish selectors")
         for topic in topics:
             if not any(self.matcher.match(s, topic) for s in claims.publish):
                 raise forbidden(f"mercure.publish does not cover topic {topic!r}")
         return claims
 
-    def subscriber(self, found: tuple[str, str] | None, anonymous: bool) -> Claims | None:
+    def subscriber(self, found: Token | None, anonymous: bool) -> Claims | None:
         """Claims of a subscriber, ``None`` for an allowed anonymous one, else 401."""
         if found is None:
             if anonymous:
@@ -292,7 +318,7 @@ class Authenticator:
             )
         if self.subscriber_keys is None:
             raise unauthorized("this hub has no subscriber key and cannot verify tokens")
-        return self.verify(*found, self.subscriber_keys)
+        return self.verify(found.value, found.where, self.subscriber_keys)
 
 
 def _header_alg(token: str) -> str:
@@ -310,4 +336,4 @@ def _selectors(claim: object, name: str, of: str) -> tuple[str, ...] | None:
     return tuple(claim)
 
 
-__all__ = ["COOKIE", "Authenticator", "Claims", "KeySet", "find_token"]
+__all__ = ["COOKIE", "Authenticator", "Carrier", "Claims", "KeySet", "Token", "find_token"]

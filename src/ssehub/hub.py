@@ -14,11 +14,12 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from .backends import Backend, Replay
-from .errors import HubError
+from .commits import CommitChain
+from .contract import Backend, HistoryUnavailable, Replay
 from .events import Event, StoredEvent
+from .settings import DEFAULTS
 from .sse import HEARTBEAT
-from .subscriber import Subscriber, ViewKey
+from .subscriber import Phase, Subscriber, SubscriberClosed, ViewKey
 from .topics import ALL, TopicMatcher, is_template
 
 log = logging.getLogger("ssehub.hub")
@@ -63,9 +64,7 @@ class _View:
             write(data)
         if self.waiting:
             for sub in tuple(self.waiting):
-                held = sub.held
-                assert held is not None
-                held.append(data)
+                sub.held.append(data)
                 sub.held_size += len(data)
                 if sub.held_size > hub.max_buffer:
                     log.info("dropping a subscriber whose replay fell behind the live stream")
@@ -90,8 +89,8 @@ class Hub:
         self,
         backend: Backend,
         *,
-        heartbeat: float = 15.0,
-        max_buffer: int = 1 << 20,
+        heartbeat: float = DEFAULTS.heartbeat,
+        max_buffer: int = DEFAULTS.max_write_buffer,
         matcher: TopicMatcher | None = None,
         max_coalesce: float = 0.005,
     ) -> None:
@@ -99,13 +98,12 @@ class Hub:
         self.heartbeat = heartbeat
         self.max_buffer = max_buffer
         self.matcher = matcher or TopicMatcher()
-        self.published = 0
         self.deliveries = 0
         self.bytes_written = 0
         self.subscriptions_total = 0
         self.slow_dropped = 0
-        self.publish_failures = 0
-        self.on_append: Callable[[float], None] | None = None  # e.g. a latency histogram
+        self._commits: CommitChain | None = None
+        self._on_append: Callable[[float], None] | None = None
         self._views: dict[ViewKey, _View] = {}
         self._exact: dict[str, set[_View]] = {}
         self._templates: dict[str, set[_View]] = {}
@@ -117,9 +115,6 @@ class Hub:
         self._flush_handle: asyncio.Handle | None = None
         self._last_cost = 0.0
         self._last_end = 0.0
-        self._pending: list[tuple[Event, asyncio.Future[StoredEvent]]] = []
-        self._committing = False
-        self._idle: asyncio.Event | None = None  # set by close() to hear the last commit end
         self._loop: asyncio.AbstractEventLoop | None = None
         self._beat_handle: asyncio.TimerHandle | None = None
         self._subscribers = 0
@@ -129,6 +124,8 @@ class Hub:
     async def start(self) -> None:
         """Bind to the running loop and start following the backend."""
         self._loop = asyncio.get_running_loop()
+        self._commits = CommitChain(self.backend, self._loop)
+        self._commits.on_append = self._on_append
         self._dispatched = await self.backend.start(self._deliver)
         if self.heartbeat > 0:
             self._beat_handle = self._loop.call_later(self.heartbeat, self._beat)
@@ -137,9 +134,8 @@ class Hub:
         """Stop heartbeats, wait for publishes in flight, close the backend."""
         if self._beat_handle is not None:
             self._beat_handle.cancel()
-        if self._committing:
-            self._idle = asyncio.Event()
-            await self._idle.wait()
+        if self._commits is not None:
+            await self._commits.wait_idle()
         if self._flush_handle is not None:  # what was acknowledged goes out before we stop
             self._flush_handle.cancel()
             self._flush()
@@ -151,50 +147,36 @@ class Hub:
 
     # -- publishing --------------------------------------------------------------------------
 
+    @property
+    def published(self) -> int:
+        """Events the backend has accepted."""
+        return self._commits.published if self._commits is not None else 0
+
+    @property
+    def publish_failures(self) -> int:
+        """Publishes the backend refused (each publisher heard why)."""
+        return self._commits.failures if self._commits is not None else 0
+
+    @property
+    def on_append(self) -> Callable[[float], None] | None:
+        """Called with the seconds each batch append took (e.g. a latency histogram)."""
+        return self._on_append
+
+    @on_append.setter
+    def on_append(self, observe: Callable[[float], None] | None) -> None:
+        self._on_append = observe
+        if self._commits is not None:
+            self._commits.on_append = observe
+
     def publish(self, event: Event) -> asyncio.Future[StoredEvent]:
         """Queue ``event``; the future resolves once the backend has accepted it.
 
         Publishes of one loop iteration go to the backend as one batch (one transaction on
         durable backends); a batch waits for the previous one, which keeps publish order.
         """
-        loop = self._loop
-        if loop is None:
+        if self._commits is None:
             raise RuntimeError("Hub.start() has not been awaited")
-        future: asyncio.Future[StoredEvent] = loop.create_future()
-        self._pending.append((event, future))
-        if not self._committing:
-            self._committing = True
-            loop.call_soon(self._commit_next)
-        return future
-
-    def _commit_next(self) -> None:
-        batch, self._pending = self._pending, []
-        if not batch:
-            self._committing = False
-            if self._idle is not None:
-                self._idle.set()
-            return
-        assert self._loop is not None
-        self._loop.create_task(self._commit(batch))
-
-    async def _commit(self, batch: list[tuple[Event, asyncio.Future[StoredEvent]]]) -> None:
-        started = time.perf_counter()
-        try:
-            stored = await self.backend.append([event for event, _ in batch])
-        except Exception as exc:  # every publisher of the batch hears about it
-            self.publish_failures += len(batch)
-            log.warning("backend refused a batch of %d events: %s", len(batch), exc)
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-        else:
-            if self.on_append is not None:
-                self.on_append(time.perf_counter() - started)
-            self.published += len(stored)
-            for (_, future), accepted in zip(batch, stored, strict=True):
-                if not future.done():
-                    future.set_result(accepted)
-        self._commit_next()
+        return self._commits.publish(event)
 
     # -- fan-out -----------------------------------------------------------------------------
 
@@ -290,6 +272,8 @@ class Hub:
 
         Registration comes first and live events are held meanwhile; history is read only up
         to the last position already dispatched, so the held events start right after it.
+        Either the preamble is written, or this raises: ``HistoryUnavailable`` when history
+        cannot be read, ``SubscriberClosed`` when ``sub`` was closed before it could start.
         """
         view = self._join(sub)
         try:
@@ -298,11 +282,9 @@ class Hub:
                 try:
                     replay = await self.backend.since(last_event_id, self._dispatched)
                 except (ConnectionError, OSError) as exc:
-                    raise HubError(
-                        503, f"history is unavailable: {exc}", (("Retry-After", "1"),)
-                    ) from exc
-            if sub not in view.waiting:
-                return replay
+                    raise HistoryUnavailable(f"history is unavailable: {exc}") from exc
+            if sub.phase is Phase.CLOSED:
+                raise SubscriberClosed("the subscriber left before its stream started")
             sub.write(preamble(replay))
             if replay is not None:
                 await self._replay(sub, view, replay)
@@ -311,9 +293,9 @@ class Hub:
                 sub.held, sub.held_size = [], 0
                 sub.write(data)
                 await sub.stream.drain()
-            if sub in view.waiting:
+            if sub.phase is Phase.REPLAYING:
                 del view.waiting[sub]
-                sub.held = None
+                sub.phase = Phase.LIVE
                 view.live[sub] = None
                 view.changed()
             return replay
@@ -333,13 +315,15 @@ class Hub:
                 sub.write(b"".join(chunk))
                 chunk, size = [], 0
                 await sub.stream.drain()
-                if sub not in view.waiting:
+                if sub.phase is Phase.CLOSED:
                     return
         if chunk:
             sub.write(b"".join(chunk))
             await sub.stream.drain()
 
     def _join(self, sub: Subscriber) -> _View:
+        if sub.phase is not Phase.NEW:
+            raise SubscriberClosed(f"a {sub.phase.value} subscriber cannot subscribe again")
         view = self._views.get(sub.key)
         if view is None:
             view = self._views[sub.key] = _View(sub.key, self.matcher)
@@ -352,6 +336,7 @@ class Hub:
                     self._exact.setdefault(selector, set()).add(view)
             self._routes.clear()
         sub.held, sub.held_size = [], 0
+        sub.phase = Phase.REPLAYING
         view.waiting[sub] = None
         self._subscribers += 1
         self.subscriptions_total += 1
@@ -364,18 +349,19 @@ class Hub:
         sub.stream.abort()
 
     def detach(self, sub: Subscriber) -> None:
-        """Forget ``sub``; safe to call more than once and from inside a fan-out."""
+        """Close and forget ``sub``; safe to call more than once and from inside a fan-out."""
+        was, sub.phase = sub.phase, Phase.CLOSED
+        sub.held, sub.held_size = [], 0
         view = self._views.get(sub.key)
         if view is None:
             return
-        if sub in view.live:
+        if was is Phase.LIVE:
             del view.live[sub]
             view.changed()
-        elif sub in view.waiting:
+        elif was is Phase.REPLAYING:
             del view.waiting[sub]
         else:
             return
-        sub.held = None
         self._subscribers -= 1
         if not view.live and not view.waiting:
             del self._views[sub.key]

@@ -6,12 +6,13 @@ import json
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
-from .backends import EARLIEST, Replay
 from .errors import HubError
 from .events import Event
 from .sse import encode_event
 
 HUB_PATH = "/.well-known/mercure"
+EARLIEST = "earliest"
+"""The resume point before every retained event (``lastEventID=earliest``); never an id."""
 LINK = f'<{HUB_PATH}>; rel="mercure"'
 GAP_EVENT = "ssehub.gap"
 FORM = "application/x-www-form-urlencoded"
@@ -120,12 +121,12 @@ def query_token(query: str) -> str | None:
     return None
 
 
-def gap_notice(requested: str, replay: Replay) -> bytes:
-    """The named event that starts a stream whose resume point history no longer holds.
+def gap_notice(requested: str, first: str | None) -> bytes:
+    """The named event that starts a stream whose resume point history no longer holds;
+    ``first`` is the id replay starts from, if any.
 
     It carries no id, so a browser's lastEventId is untouched until the replay's first event.
     """
-    first = replay.events[0].id if replay.events else None
     body = {
         "requested": requested,
         "replayFrom": first,

@@ -22,8 +22,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
+from ..contract import EARLIEST, Replay, Sink, new_event_id
 from ..events import Event, StoredEvent
-from . import EARLIEST, Replay, Sink, new_event_id
 
 log = logging.getLogger("ssehub.redis")
 

@@ -10,8 +10,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+from ..contract import EARLIEST, Replay, Sink, new_event_id
 from ..events import Event, StoredEvent
-from . import EARLIEST, Replay, Sink, new_event_id
 
 T = TypeVar("T")
 
