@@ -3,18 +3,14 @@ pipelined requests started in order, answers written in request order."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import httptools
 
 from ..app import DeferredPublish, OpenedStream, Request, Response, error_response
 from ..errors import HubError
+from .connection import Connection
 from .flow import PIPELINE_FULL
 from .http import encode, text
 from .states import State
-
-if TYPE_CHECKING:
-    from .protocol import HttpProtocol
 
 
 class _Refused(Exception):
@@ -42,7 +38,7 @@ class RequestPipeline:
         "mid_request",
     )
 
-    def __init__(self, conn: HttpProtocol) -> None:
+    def __init__(self, conn: Connection) -> None:
         self._conn = conn
         self._parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
         self._url = b""

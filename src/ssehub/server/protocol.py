@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, cast
+from collections.abc import Coroutine
+from typing import Any, cast
 
 from ..app import App, OpenedStream, error_response
 from .flow import ANSWERS_UNREAD, SHUTDOWN, FlowControl
 from .http import encode
 from .pipeline import RequestPipeline
+from .registry import ConnectionRegistry
 from .states import State, advance
 from .stream import StreamConnection
-
-if TYPE_CHECKING:
-    from .registry import ConnectionRegistry
 
 log = logging.getLogger("ssehub.server")
 
@@ -52,6 +51,9 @@ class HttpProtocol(asyncio.Protocol):
 
     def move(self, to: State) -> None:
         self.state = advance(self.state, to)
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        return self.registry.spawn(work)
 
     # -- asyncio callbacks ---------------------------------------------------------------------
 

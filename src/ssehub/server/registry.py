@@ -7,13 +7,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import HubError
 from ..settings import Settings
-
-if TYPE_CHECKING:
-    from .protocol import HttpProtocol
+from .connection import Connection
 
 log = logging.getLogger("ssehub")
 
@@ -24,7 +22,7 @@ class ConnectionRegistry:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.connections: set[HttpProtocol] = set()
+        self.connections: set[Connection] = set()
         self.per_address: dict[str, int] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self._all_closed: asyncio.Event | None = None  # set by drain() to hear the last close
@@ -35,7 +33,7 @@ class ConnectionRegistry:
 
     # -- admission -----------------------------------------------------------------------------
 
-    def admit(self, conn: HttpProtocol) -> HubError | None:
+    def admit(self, conn: Connection) -> HubError | None:
         """Register ``conn``, or say why it is refused (503: the hub is full; 429: its address
         has too many)."""
         settings = self.settings
@@ -59,7 +57,7 @@ class ConnectionRegistry:
         self.connections.add(conn)
         return None
 
-    def release(self, conn: HttpProtocol) -> None:
+    def release(self, conn: Connection) -> None:
         self.connections.discard(conn)
         if self._all_closed is not None and not self.connections:
             self._all_closed.set()

@@ -9,14 +9,13 @@ from typing import TYPE_CHECKING
 from ..app import OpenedStream
 from ..contract import HistoryUnavailable, Replay
 from ..subscriber import SubscriberClosed
+from .connection import Connection
 from .http import encode, head
 from .states import State
 from .tcpinfo import progress
 
 if TYPE_CHECKING:
     import asyncio
-
-    from .protocol import HttpProtocol
 
 log = logging.getLogger("ssehub.server")
 
@@ -28,7 +27,7 @@ class StreamConnection:
 
     __slots__ = ("_acked", "_conn", "_ends_at", "_expiry", "_starting", "_stuck_since", "sub")
 
-    def __init__(self, conn: HttpProtocol, opened: OpenedStream) -> None:
+    def __init__(self, conn: Connection, opened: OpenedStream) -> None:
         self._conn = conn
         loop, settings = conn.loop, conn.app.settings
         # The fan-out calls the transport's own write: no frame of ours on the hot path.
@@ -40,7 +39,7 @@ class StreamConnection:
         self._stuck_since = 0.0
         self._acked = 0
         conn.transport.set_write_buffer_limits(high=_REPLAY_HIGH_WATER)
-        self._starting: asyncio.Task[None] | None = conn.registry.spawn(self._start(opened))
+        self._starting: asyncio.Task[None] | None = conn.spawn(self._start(opened))
 
     async def _start(self, opened: OpenedStream) -> None:
         conn = self._conn
