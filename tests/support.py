@@ -147,13 +147,21 @@ def serve_process(cmd: list[str], port: int, env: dict[str, str] | None = None) 
     return hub
 
 
-def start_hub(*args: str, key: str | None = KEY, port: int | None = None) -> HubProcess:
+def start_hub(
+    *args: str, key: str | None = KEY, port: int | None = None, module: str = "ssehub.cli"
+) -> HubProcess:
     port = port or free_port()
-    cmd = [sys.executable, "-m", "ssehub.cli", "serve", "--port", str(port), *args]
+    cmd = [sys.executable, "-m", module, "serve", "--port", str(port), *args]
     if key is not None:
         cmd += ["--jwt-key", key]
     env = {k: v for k, v in os.environ.items() if not k.startswith("SSEHUB_")}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=Path(__file__).parent.parent,
+    )
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         if proc.poll() is not None:

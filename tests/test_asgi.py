@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
+from typing import Any
 
 import httpx
 import pytest
@@ -183,3 +186,51 @@ def test_asgi_refuses_long_urls_and_large_heads() -> None:
         assert raw_request(h.port, fine, timeout=1).startswith(b"HTTP/1.1 200 ")
     finally:
         h.stop()
+
+
+def test_a_cancelled_stream_leaves_no_task_behind() -> None:
+    """Cancelling the ASGI call of a stream (the server gives up on it) ends its sender and
+    its disconnect watcher too; before, both were left running, one per stream."""
+    from ssehub import Event, Settings
+    from ssehub.asgi import HubApp
+
+    async def go() -> None:
+        app = HubApp(Settings(publisher_jwt_key=KEY, subscriber_jwt_key=KEY, anonymous=True))
+        await app.start()
+        for _ in range(100):  # a replay larger than one chunk: the sender must send it
+            await app.hub.publish(Event(("t",), "x" * 2000))
+        never = asyncio.Event()  # a client that neither reads nor leaves
+        sent: list[object] = []
+
+        async def receive() -> dict[str, object]:
+            await never.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            sent.append(message["type"])
+            if message["type"] == "http.response.body":
+                await never.wait()
+
+        scope = {
+            "type": "http",
+            "method": "GET",
+            "path": HUB,
+            "query_string": b"topic=t&lastEventID=earliest",
+            "headers": [],
+        }
+        before = asyncio.all_tasks()
+        call = asyncio.create_task(app(scope, receive, send))
+        deadline = asyncio.get_running_loop().time() + 10
+        while "http.response.body" not in sent:  # the stream is blocked in a send
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0)
+        call.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await call
+        for _ in range(10):  # whatever was cancelled gets its turns to finish
+            await asyncio.sleep(0)
+        assert asyncio.all_tasks() - before - {call} == set()
+        assert app.hub.subscriber_count == 0
+        await app.close()
+
+    asyncio.run(go())

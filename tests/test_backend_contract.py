@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 import pytest
 
-from ssehub.backends import EARLIEST, Backend
+from ssehub.backends import EARLIEST, Backend, Replay
 from ssehub.events import Event, StoredEvent
 
 from .backends import make_backend, store_url
@@ -161,6 +161,94 @@ def test_concurrent_publishers_get_one_total_order(url: str) -> None:
         replay = await hub.backend.since(EARLIEST, stored[-1].position)
         assert ids(replay.events) == ids(stored)
         assert ids(await hub.delivered(200)) == ids(stored)
+
+
+def test_retry_with_same_id_is_not_a_duplicate(url: str) -> None:
+    @contract(url, history_size=5)
+    async def _(hub: Opened) -> None:
+        a, _ = await hub.publish("a", "b")
+        [again] = await hub.publish("a")  # the publisher did not hear back, and retries
+        assert (again.id, again.position, again.data) == ("a", a.position, a.data)
+        d1, d2, other = await hub.publish("d", "d", None)  # a repeat inside one batch
+        assert (d2.id, d2.position) == ("d", d1.position)
+        assert other.position > d1.position
+        replay = await hub.backend.since(EARLIEST, other.position)
+        assert ids(replay.events) == ["a", "b", "d", other.id]
+        assert ids(await hub.delivered(4)) == ["a", "b", "d", other.id]
+        # Once history no longer holds an id, the same id is a new event.
+        await hub.publish("f1", "f2", "f3", "f4", "f5")
+        [back] = await hub.publish("a")
+        assert back.position > a.position
+        assert ids(await hub.delivered(10))[-6:] == ["f1", "f2", "f3", "f4", "f5", "a"]
+        await hub.publish("z")  # nothing else was delivered meanwhile
+        assert ids(await hub.delivered(11))[-2:] == ["a", "z"]
+        assert len(hub.sunk) == 11
+
+
+def test_broadcast_reaches_the_sink_but_not_history(url: str) -> None:
+    @contract(url, history_size=3)
+    async def _(hub: Opened) -> None:
+        await hub.publish("a")
+        sent = await hub.backend.broadcast([Event(("s",), f"s{i}", id=f"s{i}") for i in range(5)])
+        assert ids(sent) == [f"s{i}" for i in range(5)]
+        assert all(b"id:" not in e.wire for e in sent)  # never a client's resume point
+        [b] = await hub.publish("b")
+        assert ids(await hub.delivered(7)) == ["a", "s0", "s1", "s2", "s3", "s4", "b"]
+        replay = await hub.backend.since(EARLIEST, b.position)
+        assert ids(replay.events) == ["a", "b"]  # five broadcasts evicted nothing
+        assert hub.backend.last_id == "b"
+        assert (await hub.backend.since("a", b.position)).found
+
+
+async def pages(backend: Backend, after: str | int, upto: int, limit: int) -> list[Replay]:
+    """Every page of a replay, as the hub reads them: each after the last one's last event."""
+    page = await backend.since(after, upto, limit)
+    out = [page]
+    while page.more:
+        page = await backend.since(page.events[-1].position, upto, limit)
+        out.append(page)
+    return out
+
+
+def test_replay_in_pages_delivers_every_event_once_in_order(url: str) -> None:
+    @contract(url, history_size=1000)
+    async def _(hub: Opened) -> None:
+        sizes = [(i * 37) % 400 for i in range(60)]
+        stored = await hub.backend.append(
+            [Event(("t",), "x" * n, id=f"p{i}") for i, n in enumerate(sizes)]
+        )
+        upto = stored[-1].position
+        limit = 1000
+        for after, expected in ((EARLIEST, stored), ("p9", stored[10:])):
+            got = await pages(hub.backend, after, upto, limit)
+            assert len(got) > 5
+            assert all(page.found for page in got)
+            assert ids([e for page in got for e in page.events]) == ids(expected)
+            assert [page.more for page in got] == [True] * (len(got) - 1) + [False]
+            for page in got:  # a page stops at its bound: it passes it by one event at most
+                assert sum(len(e.wire) for e in page.events[:-1]) < limit
+        # Paging never reads past ``upto``.
+        got = await pages(hub.backend, EARLIEST, stored[29].position, limit)
+        assert ids([e for page in got for e in page.events]) == ids(stored[:30])
+        # A page holds one event at least, however small its bound.
+        [first, *_] = await pages(hub.backend, EARLIEST, upto, 0)
+        assert ids(first.events) == ["p0"]
+
+
+def test_a_page_whose_anchor_left_history_reports_a_gap(url: str) -> None:
+    @contract(url, history_size=5)
+    async def _(hub: Opened) -> None:
+        stored = await hub.publish(*(f"g{i}" for i in range(5)))
+        first = await hub.backend.since(EARLIEST, stored[-1].position, 1)
+        assert ids(first.events) == ["g0"] and first.more
+        later = await hub.publish(*(f"h{i}" for i in range(10)))
+        page = await hub.backend.since(first.events[-1].position, later[-1].position, 1 << 20)
+        assert not page.found  # g1..h4 are gone: the subscriber must hear of it
+        assert ids(page.events) == [f"h{i}" for i in range(5, 10)]
+        # While its anchor is held, a continuation is found and starts right after it.
+        kept = await hub.backend.since(later[6].position, later[-1].position, 1 << 20)
+        assert kept.found
+        assert ids(kept.events) == ["h7", "h8", "h9"]
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])  # memory history ends with its process

@@ -267,6 +267,18 @@ def test_stream_closes_when_its_token_expires(closed_hub: HubProcess) -> None:
         assert sub.wait_closed(8)
 
 
+def test_publish_retried_with_its_id_is_delivered_once(hub: HubProcess) -> None:
+    topic = unique("retry")
+    with hub.subscribe(topic) as sub:
+        event_id = unique("urn:retry")
+        first = hub.publish(topic, "once", id=event_id)
+        retried = hub.publish(topic, "once", id=event_id)
+        assert (first.status_code, first.text) == (200, event_id)
+        assert (retried.status_code, retried.text) == (200, event_id)
+        after = hub.publish(topic, "after").text
+        assert [e.id for e in sub.events(2)] == [event_id, after]
+
+
 # -- history and resume --------------------------------------------------------------------------
 
 

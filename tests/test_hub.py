@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Sequence
 
 from ssehub import Event, Hub, MemoryBackend, StoredEvent
-from ssehub.backends import EARLIEST, Replay
+from ssehub.backends import EARLIEST, REPLAY_PAGE, Replay
 from ssehub.sse import Decoder
 from ssehub.subscriber import Subscriber
 
@@ -145,6 +146,30 @@ def test_evicted_id_is_reported_not_found() -> None:
     asyncio.run(go())
 
 
+def test_history_lost_between_replay_pages_is_announced() -> None:
+    async def go() -> None:
+        hub = await started(history=4)
+        big = "x" * (REPLAY_PAGE * 5 // 8)  # a page holds two of these
+        old = [await hub.publish(Event(("t",), big)) for _ in range(4)]
+        stream = FakeStream()
+        stream.gate = asyncio.Event()  # the first page waits to drain ...
+        task = asyncio.create_task(
+            hub.subscribe(Subscriber(stream, ("t",), None), EARLIEST, preamble)
+        )
+        await asyncio.sleep(0)
+        assert stream.writes[1:]  # the first page, waiting to drain
+        live = [await hub.publish(Event(("t",), "live")) for _ in range(4)]  # ... and old[2:] go
+        stream.gate.set()
+        await task
+        events = Decoder().feed(b"".join(stream.writes[1:]))
+        gap = events.pop(2)
+        assert gap.event == "ssehub.gap"
+        assert [e.id for e in events] == [old[0].id, old[1].id, *(e.id for e in live)]
+        assert json.loads(gap.data)["requested"] == old[1].id
+
+    asyncio.run(go())
+
+
 def test_replay_that_falls_too_far_behind_is_dropped() -> None:
     async def go() -> None:
         hub = Hub(MemoryBackend(), heartbeat=0, max_buffer=1000)
@@ -170,12 +195,12 @@ def test_detach_during_fan_out_and_view_cleanup() -> None:
         hub = await started()
         streams = [await attach(hub, ["t"]) for _ in range(3)]
         assert hub.subscriber_count == 3
-        subs = next(iter(hub._views.values())).live
+        subs = next(iter(hub.views.by_key.values())).live
         for sub in list(subs):
             hub.detach(sub)
             hub.detach(sub)  # twice is harmless
         assert hub.subscriber_count == 0
-        assert not hub._views
+        assert not hub.views.by_key
         await hub.publish(Event(("t",), "nobody"))
         assert all(len(s.writes) == 1 for s in streams)
 

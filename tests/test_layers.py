@@ -13,7 +13,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("configuration", {"settings"}),
     ("wire", {"sse", "topics", "mercure", "errors", "events"}),
     ("security", {"auth"}),
-    ("engine", {"contract", "subscriber", "commits", "hub"}),
+    ("engine", {"contract", "subscriber", "commits", "routes", "views", "hub"}),
     ("backends", {"backends"}),
     ("application", {"app", "subscriptions", "metrics"}),
     ("faces", {"server", "asgi", "responses", "client", "bench", "config_docs"}),

@@ -55,13 +55,14 @@ def test_since_found_earliest_unknown_and_upto() -> None:
     asyncio.run(go())
 
 
-def test_reused_id_resumes_after_its_latest_use() -> None:
+def test_id_reused_after_eviction_resumes_after_its_new_use() -> None:
     async def go() -> None:
         backend = MemoryBackend(history_size=3)
-        await append(backend, "x", "y", "x", "z")
-        assert [e.id for e in (await backend.since("x", upto=9)).events] == ["z"]
-        await append(backend, "w")  # evicts the first x; the second one stays
-        assert [e.id for e in (await backend.since("x", upto=9)).events] == ["z", "w"]
+        await append(backend, "x", "y", "x", "z")  # the second x is a retry of the first
+        assert [e.id for e in (await backend.since("x", upto=9)).events] == ["y", "z"]
+        await append(backend, "w", "v")  # evicts x: the id may now name a new event
+        await append(backend, "x", "u")
+        assert [e.id for e in (await backend.since("x", upto=9)).events] == ["u"]
 
     asyncio.run(go())
 

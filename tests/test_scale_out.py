@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -217,3 +218,30 @@ def test_workers_share_the_port_and_the_stream() -> None:
 def test_workers_refuse_a_memory_store() -> None:
     with pytest.raises(RuntimeError, match="shared store"):
         start_hub(*FLAGS, "--workers", "2")
+
+
+def test_workers_refuse_a_sqlite_store(tmp_path: Path) -> None:
+    """Each worker would deliver only what was published through it: refused at startup,
+    as a usage error (exit code 2) with a one-line reason."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ssehub.cli",
+            "serve",
+            "--port",
+            str(free_port()),
+            "--workers",
+            "2",
+            "--store",
+            f"sqlite:{tmp_path / 'events.db'}",
+            "--jwt-key",
+            "k" * 32,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "--workers needs a shared store: SQLite" in done.stderr
+    assert "Traceback" not in done.stderr

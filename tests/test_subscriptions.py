@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from urllib.parse import quote
 
@@ -55,13 +56,15 @@ def test_events_and_api_follow_a_subscriber(hub_with_api: HubProcess) -> None:
                 subscriber, safe=""
             )
 
+            last = hub.publish("urn:elsewhere", "stored").text
             everything = get(hub, API, reader)
             assert everything.status_code == 200
             assert everything.headers["content-type"] == "application/ld+json"
             doc = everything.json()
             assert doc["type"] == "Subscriptions"
             assert doc["@context"] == "https://mercure.rocks/"
-            assert doc["lastEventID"] != "earliest"
+            # Subscription events are live only: the resume point is the last stored event.
+            assert doc["lastEventID"] == last
             mine = [s for s in doc["subscriptions"] if s["subscriber"] == subscriber]
             assert {s["topic"] for s in mine} == {"urn:a", "urn:b"}
 
@@ -82,3 +85,42 @@ def test_api_needs_matching_claims(hub_with_api: HubProcess) -> None:
     narrow = get(hub_with_api, API, token(["urn:something-else"]))
     assert narrow.status_code == 403
     assert API in narrow.text
+
+
+def metric(hub: HubProcess, name: str) -> float:
+    for line in httpx.get(hub.base + "/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise KeyError(name)
+
+
+def test_subscription_churn_costs_other_topics_no_history() -> None:
+    """Subscription events go live only: anonymous connect/disconnect churn once filled the
+    shared history and evicted real events within a second."""
+    hub = start_hub(
+        "--no-demo", "--heartbeat", "0", "--subscriptions", "--anonymous", "--history-size", "5"
+    )
+    try:
+        kept = [hub.publish("urn:kept", f"e{i}").text for i in range(3)]
+        for _ in range(20):
+            with hub.subscribe("urn:churn") as churn:
+                assert churn.status == 200
+        deadline = time.monotonic() + 10
+        while metric(hub, "ssehub_subscribers") or metric(hub, "ssehub_subscriptions_total") < 20:
+            assert time.monotonic() < deadline, "the churn's disconnects were never seen"
+            time.sleep(0.02)
+        with hub.subscribe("urn:kept", last_event_id=kept[0]) as sub:
+            assert sub.headers["last-event-id"] == kept[0]  # still in history: no gap
+            assert [e.id for e in sub.events(2)] == kept[1:]
+        # A watcher of subscriptions still hears them, live.
+        watch = token([API + "/{topic}/{subscriber}"])
+        with (
+            hub.subscribe(API + "/{topic}/{subscriber}", token=watch) as watcher,
+            hub.subscribe("urn:churn"),
+        ):
+            seen = []  # its own arrival, perhaps the last reader's departure, then this one
+            while ("urn:churn", True) not in seen:
+                notice = json.loads(watcher.events(1)[0].data)
+                seen.append((notice["topic"], notice["active"]))
+    finally:
+        hub.stop()

@@ -2,18 +2,20 @@
 
 from .backends import Backend, Replay
 from .backends.memory import MemoryBackend
-from .errors import HubError
+from .errors import ConfigError, HubError
 from .events import Event, StoredEvent
 from .hub import Hub
-from .settings import Settings
+from .settings import InvalidSetting, Settings
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Backend",
+    "ConfigError",
     "Event",
     "Hub",
     "HubError",
+    "InvalidSetting",
     "MemoryBackend",
     "Replay",
     "Settings",

@@ -29,7 +29,7 @@ from typing import Any
 
 from .app import App, DeferredPublish, OpenedStream, Request, Response, build, error_response
 from .contract import HistoryUnavailable, Replay
-from .errors import HubError
+from .errors import HubError, field_value
 from .hub import Hub
 from .mercure import HUB_PATH
 from .settings import Settings
@@ -260,8 +260,7 @@ async def _pump(stream: _Stream, started: list[list[tuple[str, str]]], send: Sen
     await stream.ready.wait()
     if not started:
         return  # refused or gone before its head: nothing was sent
-    headers = [(k.lower().encode(), v.encode()) for k, v in started[0]]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.start", "status": 200, "headers": _headers(started[0])})
     while True:
         await stream.ready.wait()
         stream.ready.clear()
@@ -318,8 +317,13 @@ def from_env() -> HubApp:
     return HubApp(settings_from_env(os.environ, demo=False))
 
 
+def _headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    """Headers for the ASGI server, as the standalone server writes them: sanitised."""
+    return [(k.lower().encode(), field_value(v).encode()) for k, v in headers]
+
+
 async def _send(send: Send, answer: Response) -> None:
-    headers = [(k.lower().encode(), v.encode()) for k, v in answer.headers]
+    headers = _headers(answer.headers)
     headers.append((b"content-length", str(len(answer.body)).encode()))
     await send({"type": "http.response.start", "status": answer.status, "headers": headers})
-    await send({"type": "http.response.body", "body": answer.body})
+    await send({"type": "http.response.body", "body": answer.content})

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import math
 import time
 import urllib.request
 from collections.abc import Iterable
@@ -20,7 +21,7 @@ from typing import Any
 
 import jwt
 
-from .errors import HubError
+from .errors import HubError, one_line
 from .settings import DEFAULTS
 from .topics import TopicMatcher
 
@@ -52,12 +53,20 @@ def _challenge(error: str | None, reason: str) -> tuple[tuple[str, str], ...]:
 
 def unauthorized(reason: str, error: str | None = "invalid_token") -> HubError:
     """401 with the reason in the body and in ``WWW-Authenticate`` (RFC 6750)."""
+    reason = one_line(reason)  # reasons quote token contents: one safe line in the header
     return HubError(401, reason, _challenge(error, reason))
 
 
 def forbidden(reason: str) -> HubError:
     """403: a valid token whose claims do not cover the request."""
+    reason = one_line(reason)
     return HubError(403, reason, _challenge("insufficient_scope", reason))
+
+
+def _quoted(value: object, limit: int = 40) -> str:
+    """A value taken from a token, quoted and cut short, for a reason."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + "...'"
 
 
 def read_cookie(header: str | None, name: str) -> str | None:
@@ -175,11 +184,15 @@ class KeySet:
             kid = jwt.get_unverified_header(token).get("kid") or ""
         except jwt.DecodeError:
             raise unauthorized(f"token from the {carrier} is not a well-formed JWS") from None
+        if not isinstance(kid, str):
+            raise unauthorized(f"token from the {carrier} has a kid that is not a string")
         found = self._jwks.get(kid)
         if found is None and not kid and len(self._jwks) == 1:
             found = next(iter(self._jwks.values()))  # one key and no kid: that key
         if found is None:
-            raise unauthorized(f"token from the {carrier} names key id {kid!r}, not in the JWKS")
+            raise unauthorized(
+                f"token from the {carrier} names key id {_quoted(kid)}, not in the JWKS"
+            )
         return found.key
 
 
@@ -239,9 +252,12 @@ class Authenticator:
     def _verify(self, token: str, carrier: str, keys: KeySet) -> tuple[Claims, float]:
         of = f"token from the {carrier}"
         try:
+            key = keys.key_for(token, carrier)
+            if not isinstance(key, str):
+                self._check_family(token, key, of)
             payload = jwt.decode(
                 token,
-                keys.key_for(token, carrier),
+                key,
                 algorithms=self.algorithms,
                 leeway=self.leeway,
                 audience=self.audience,
@@ -273,20 +289,39 @@ class Authenticator:
             raise unauthorized(f"{of} is not a well-formed JWS") from None
         except jwt.InvalidTokenError as exc:
             raise unauthorized(f"{of} was refused: {exc}") from None
+        except (TypeError, ValueError) as exc:
+            # What PyJWT or cryptography raise on a key they cannot use for this token; the
+            # family check above should leave none, so say it in the log, not only in a 401.
+            log.warning("a token could not be verified: %s: %s", type(exc).__name__, exc)
+            raise unauthorized(f"{of} cannot be verified with the configured key") from None
+        if not isinstance(payload, dict):  # PyJWT checks this; a hostile token must not pass
+            raise unauthorized(f"{of} has a payload that is not a JSON object")
         mercure = payload.get("mercure")
         if mercure is None:
             mercure = {}
         if not isinstance(mercure, dict):
             raise forbidden(f"{of}: the mercure claim must be an object")
-        exp = payload.get("exp")
-        nbf = payload.get("nbf")
         claims = Claims(
             _selectors(mercure.get("publish"), "mercure.publish", of) or (),
             _selectors(mercure.get("subscribe"), "mercure.subscribe", of),
-            float(exp) if isinstance(exp, int | float) else None,
+            _seconds(payload.get("exp")),
             mercure.get("payload"),
         )
-        return claims, float(nbf) if isinstance(nbf, int | float) else 0.0
+        return claims, _seconds(payload.get("nbf")) or 0.0
+
+    def _check_family(self, token: str, key: object, of: str) -> None:
+        """A JWKS key is a key object of one family (RSA, EC, OKP, HMAC bytes): a token
+        whose ``alg`` is of another family is refused here with a reason, before PyJWT
+        would hand the key to an algorithm that cannot use it."""
+        alg = jwt.get_unverified_header(token).get("alg")
+        if not isinstance(alg, str) or alg not in self.algorithms:
+            return  # PyJWT refuses it with its own reason
+        try:
+            jwt.get_algorithm_by_name(alg).prepare_key(key)
+        except (jwt.InvalidKeyError, TypeError, ValueError, NotImplementedError):
+            raise unauthorized(
+                f"{of} is signed with {alg}, which does not fit its key in the JWKS"
+            ) from None
 
     def publisher(self, found: Token | None, topics: Iterable[str]) -> Claims:
         """Claims of a publisher allowed to publish to every topic, else 401/403."""
@@ -323,9 +358,20 @@ class Authenticator:
 
 def _header_alg(token: str) -> str:
     try:
-        return str(jwt.get_unverified_header(token).get("alg"))
-    except jwt.DecodeError:
+        return _quoted(jwt.get_unverified_header(token).get("alg"))
+    except jwt.InvalidTokenError:
         return "an unreadable algorithm"
+
+
+def _seconds(claim: object) -> float | None:
+    """A NumericDate claim as seconds; one too large for a float is as good as never."""
+    if isinstance(claim, bool) or not isinstance(claim, int | float):
+        return None
+    try:
+        seconds = float(claim)
+    except OverflowError:
+        return None
+    return seconds if math.isfinite(seconds) else None
 
 
 def _selectors(claim: object, name: str, of: str) -> tuple[str, ...] | None:

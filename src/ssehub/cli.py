@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import secrets
 import socket
 import sys
-from collections.abc import Callable
-from typing import Any
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import httpx
@@ -18,7 +20,8 @@ import rich_click as click
 from rich_click.utils import OptionGroupDict
 
 from . import __version__
-from .settings import OPTIONS, Kind, Settings, split_list
+from .errors import ConfigError
+from .settings import OPTIONS, InvalidSetting, Kind, Settings, split_list
 
 _TYPES: dict[Kind, Any] = {
     Kind.TEXT: str,
@@ -74,13 +77,93 @@ def _option_groups() -> list[OptionGroupDict]:
 click.rich_click.OPTION_GROUPS = {"ssehub serve": _option_groups()}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Main(click.RichGroup):
+    """The ``ssehub`` group: every error leaves as one line on stderr, exit 2 for usage
+    errors and 1 for the rest; ``--debug`` (or ``SSEHUB_DEBUG=1``) adds the traceback."""
+
+    debug = False
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        self.debug = os.environ.get("SSEHUB_DEBUG", "").strip().lower() in _TRUE
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as exc:
+            _fail(exc.format_message(), exc.exit_code, self.debug)
+        except InvalidSetting as exc:
+            _fail(f"Invalid value for {_setting_hint(exc.name)}: {exc.reason}", 2, self.debug)
+        except click.ClickException as exc:
+            _fail(exc.format_message(), exc.exit_code, self.debug)
+        except click.Abort:
+            _fail("Aborted!", 1, self.debug)
+        except ConfigError as exc:
+            _fail(str(exc), 1, self.debug)
+        except Exception as exc:
+            _fail(
+                f"unexpected {type(exc).__name__}: {exc} (a bug: rerun with --debug and report"
+                " the traceback)",
+                1,
+                self.debug,
+            )
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+_TRUE = ("1", "true", "yes", "on")
+
+
+def _fail(message: str, code: int, debug: bool) -> NoReturn:
+    """Print one line (after the traceback, with --debug) and exit."""
+    if debug:
+        traceback.print_exc()
+    line = " ".join(message.split())
+    click.echo(f"{click.style('Error:', fg='red', bold=True)} {line}", err=True)
+    sys.exit(code)
+
+
+def _setting_hint(name: str) -> str:
+    """How a Settings field is set: ``'--flag' / SSEHUB_NAME``."""
+    return f"'--{name.replace('_', '-')}' / {env_name(name)}"
+
+
+def _set_debug(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        root = ctx.find_root().command
+        if isinstance(root, _Main):
+            root.debug = True
+
+
+def debug_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--debug``, accepted before or after the subcommand."""
+    return click.option(
+        "--debug",
+        is_flag=True,
+        expose_value=False,
+        is_eager=True,
+        callback=_set_debug,
+        help="On an error, also print the traceback (for a bug report); or SSEHUB_DEBUG=1.",
+    )(command)
+
+
+@click.group(
+    cls=_Main,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, prog_name="ssehub")
+@debug_option
 def main() -> None:
     """ssehub: a Server-Sent Events push hub speaking the Mercure protocol."""
 
 
 @main.command()
+@debug_option
 @click.option(
     "--jwt-key",
     envvar=env_name("jwt_key"),
@@ -108,14 +191,11 @@ def serve(jwt_key: str | None, log_level: str, **options: Any) -> None:
         made_key = secrets.token_urlsafe(32)
         options["publisher_jwt_key"] = options["subscriber_jwt_key"] = made_key
     options.setdefault("demo", made_key is not None)
-    try:
-        settings = Settings(**options)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-    if made_key is not None:
-        _print_first_run(settings, made_key)
+    settings = Settings(**options)
 
     def started(sockets: list[socket.socket]) -> None:
+        if made_key is not None:  # only once it listens: a failed start says one thing
+            _print_first_run(settings, made_key)
         for sock in sockets:
             host, port = sock.getsockname()[:2]
             shown = f"[{host}]" if sock.family == socket.AF_INET6 else host
@@ -141,6 +221,7 @@ _DEFAULT_URL = "http://127.0.0.1:8000/.well-known/mercure"
 
 
 @main.command()
+@debug_option
 @click.option(
     "--url", default=_DEFAULT_URL, envvar="SSEHUB_URL", show_default=True, help="The hub's URL."
 )
@@ -193,6 +274,7 @@ def publish(
 
 
 @main.command()
+@debug_option
 @click.option(
     "--url", default=_DEFAULT_URL, envvar="SSEHUB_URL", show_default=True, help="The hub's URL."
 )
@@ -247,6 +329,7 @@ def subscribe(
 
 
 @main.command()
+@debug_option
 @click.option(
     "--key",
     envvar="SSEHUB_JWT_KEY",
@@ -288,6 +371,7 @@ def token(
 
 
 @main.command()
+@debug_option
 @click.option(
     "--url",
     default=_DEFAULT_URL,

@@ -19,9 +19,9 @@ class CommitChain:
     """Appends batches one after another, which keeps publish order; one transaction per
     batch on durable backends. Owns the one task that appends (never more than one)."""
 
-    def __init__(self, backend: Backend, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, backend: Backend) -> None:
         self.backend = backend
-        self.loop = loop
+        self.loop: asyncio.AbstractEventLoop | None = None  # bound by start()
         self.published = 0
         self.failures = 0
         self.on_append: Callable[[float], None] | None = None  # e.g. a latency histogram
@@ -30,13 +30,19 @@ class CommitChain:
         self._task: asyncio.Task[None] | None = None
         self._idle: asyncio.Event | None = None  # set by wait_idle() to hear the last commit
 
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+
     def publish(self, event: Event) -> asyncio.Future[StoredEvent]:
         """Queue ``event``; the future resolves once the backend has accepted it."""
-        future: asyncio.Future[StoredEvent] = self.loop.create_future()
+        loop = self.loop
+        if loop is None:
+            raise RuntimeError("Hub.start() has not been awaited")
+        future: asyncio.Future[StoredEvent] = loop.create_future()
         self._pending.append((event, future))
         if not self._committing:
             self._committing = True
-            self.loop.call_soon(self._next)
+            loop.call_soon(self._next)
         return future
 
     async def wait_idle(self) -> None:
@@ -53,6 +59,7 @@ class CommitChain:
             if self._idle is not None:
                 self._idle.set()
             return
+        assert self.loop is not None
         self._task = self.loop.create_task(self._commit(batch))
 
     async def _commit(self, batch: _Batch) -> None:

@@ -6,6 +6,7 @@ it from here, never the reverse.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -13,13 +14,23 @@ from typing import Protocol
 
 from .events import Event, StoredEvent
 from .mercure import EARLIEST
+from .sse import encode_event
 
-Sink = Callable[[Sequence[StoredEvent]], None]
-"""Receives every accepted event of this backend, in order, in batches, on the hub's loop."""
+REPLAY_PAGE = 64 * 1024
+"""Wire bytes of one page of replay: what a replaying subscriber costs in memory at most."""
 
 
 class HistoryUnavailable(Exception):
     """The backend could not read history (its store is away); the face answers 503."""
+
+
+class InvalidEvent(ValueError):
+    """An event no stream could carry and bring back (its id, type or retry); refused before
+    it joins a batch, where it would fail the others. The app answers 400."""
+
+
+Sink = Callable[[Sequence[StoredEvent]], None]
+"""Receives every accepted event of this backend, in order, in batches, on the hub's loop."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,10 +39,13 @@ class Replay:
 
     ``found`` is False when the id is not (or no longer) in history: the events then start at
     the oldest one retained, and the subscriber must be told it may have missed some.
+    ``more`` is True when this page stopped at its size bound: the next page follows the
+    position of its last event.
     """
 
     events: Sequence[StoredEvent]
     found: bool
+    more: bool = False
 
 
 class Backend(Protocol):
@@ -50,11 +64,27 @@ class Backend(Protocol):
         ...
 
     async def append(self, events: Sequence[Event]) -> list[StoredEvent]:
-        """Accept a batch (one loop iteration's publishes): ids, positions, durable storage."""
+        """Accept a batch (one loop iteration's publishes): ids, positions, durable storage.
+
+        Returns one StoredEvent per event given. An event whose id history already holds (a
+        publisher's retry) is not stored or delivered again: its entry is the one stored
+        first; so is a repeat of an id earlier in the same batch."""
         ...
 
-    async def since(self, last_id: str, upto: int) -> Replay:
-        """Events after ``last_id`` (or all retained for ``EARLIEST``) with position <= upto."""
+    async def broadcast(self, events: Sequence[Event]) -> list[StoredEvent]:
+        """Deliver ``events`` to every node's sink without keeping them: no room in history,
+        no replay, not a resume point. For notices about the moment (subscription events,
+        the demo clock) that must never cost other topics their history."""
+        ...
+
+    async def since(self, after: str | int, upto: int, limit: int = REPLAY_PAGE) -> Replay:
+        """One page of the events after ``after`` with position <= ``upto``.
+
+        ``after`` is a public id (``EARLIEST``: from the oldest retained), or the position of
+        the last event of the previous page; either is ``found`` only while history still
+        holds it, since otherwise what followed it may be gone. A page stops once its wire
+        bytes reach ``limit`` (it holds one event at least), so replaying a long history
+        never holds more than a page of it per subscriber."""
         ...
 
     @property
@@ -67,9 +97,30 @@ class Backend(Protocol):
         ...
 
 
+def transient(event: Event, position: int, time: float) -> StoredEvent:
+    """``event`` as broadcast: the position of the newest stored event (it takes none of its
+    own) and no ``id:`` on the wire, so a client's Last-Event-ID stays on a stored event."""
+    stored = StoredEvent.accept(
+        dataclasses.replace(event, id=None), event.id or new_event_id(), position, time
+    )
+    return dataclasses.replace(
+        stored, wire=encode_event(event.data, event=event.type, retry=event.retry)
+    )
+
+
 def new_event_id() -> str:
     """A unique IRI for an event whose publisher gave no id."""
     return f"urn:uuid:{uuid.uuid4()}"
 
 
-__all__ = ["EARLIEST", "Backend", "HistoryUnavailable", "Replay", "Sink", "new_event_id"]
+__all__ = [
+    "EARLIEST",
+    "REPLAY_PAGE",
+    "Backend",
+    "HistoryUnavailable",
+    "InvalidEvent",
+    "Replay",
+    "Sink",
+    "new_event_id",
+    "transient",
+]

@@ -2,7 +2,24 @@
 
 from __future__ import annotations
 
+import re
 from http import HTTPStatus
+
+# Control characters (but tab): none may reach a response head, where CR or LF would end
+# the header and let whatever follows pose as another one.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]+")
+_MAX_REASON = 500
+
+
+def one_line(text: str, limit: int = _MAX_REASON) -> str:
+    """``text`` as one line of at most ``limit`` characters, without control characters."""
+    line = " ".join(_CONTROL.sub(" ", text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def field_value(value: str) -> str:
+    """A response header value: control characters, CR and LF above all, become spaces."""
+    return _CONTROL.sub(" ", value) if _CONTROL.search(value) else value
 
 
 class HubError(Exception):
@@ -16,7 +33,7 @@ class HubError(Exception):
     def __init__(self, status: int, reason: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
         super().__init__(f"{status} {reason}")
         self.status = status
-        self.reason = " ".join(reason.split())  # always one line
+        self.reason = one_line(reason)  # one line, bounded, safe in a header
         self.headers = headers
 
     @property
@@ -26,3 +43,15 @@ class HubError(Exception):
             return HTTPStatus(self.status).phrase
         except ValueError:
             return "Error"
+
+
+class ConfigError(Exception):
+    """The hub cannot start as configured: a store that will not open, a key it cannot read,
+    an address it cannot listen on.
+
+    Raised where the fault is found, its text is one line naming the setting, what is wrong
+    and what to check; the CLI prints it and exits 1.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(" ".join(reason.split()))

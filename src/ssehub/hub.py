@@ -15,68 +15,23 @@ import time
 from collections.abc import Callable, Sequence
 
 from .commits import CommitChain
-from .contract import Backend, HistoryUnavailable, Replay
+from .contract import REPLAY_PAGE, Backend, HistoryUnavailable, InvalidEvent, Replay
 from .events import Event, StoredEvent
+from .mercure import field_problem, gap_notice
 from .settings import DEFAULTS
-from .sse import HEARTBEAT
-from .subscriber import Phase, Subscriber, SubscriberClosed, ViewKey
-from .topics import ALL, TopicMatcher, is_template
+from .subscriber import Phase, Subscriber, SubscriberClosed
+from .topics import TopicMatcher
+from .views import View, Views
 
 log = logging.getLogger("ssehub.hub")
 
 _REPLAY_CHUNK = 64 * 1024
 _IMMEDIATE = 0.0005  # a fan-out cheaper than this never waits for company
 _OUTBOX_MAX = 4096  # events gathered for one fan-out at most
-_ROUTE_CACHE_MAX = 10_000
 
 Preamble = Callable[[Replay | None], bytes]
 """Builds the first bytes of a stream (HTTP head, first comment, gap notice) once the
 replay is known, since the response's Last-Event-ID header depends on it."""
-
-
-class _View:
-    """Subscribers that see exactly the same events, so they can share one buffer."""
-
-    __slots__ = ("_writes", "allowed", "live", "matcher", "selectors", "waiting")
-
-    def __init__(self, key: ViewKey, matcher: TopicMatcher) -> None:
-        self.selectors, self.allowed = key
-        self.matcher = matcher
-        self.live: dict[Subscriber, None] = {}
-        self.waiting: dict[Subscriber, None] = {}  # replaying: live bytes are held for them
-        self._writes: tuple[Callable[[bytes], None], ...] | None = None
-
-    def wants(self, event: StoredEvent) -> bool:
-        """Whether this view's subscribers receive ``event`` (topics, then privacy)."""
-        return self.matcher.match_any(self.selectors, event.topics) and (
-            not event.private or self.may_see(event.topics)
-        )
-
-    def may_see(self, topics: tuple[str, ...]) -> bool:
-        return self.allowed is not None and self.matcher.match_any(self.allowed, topics)
-
-    def send(self, data: bytes, hub: Hub) -> int:
-        """Write ``data`` to every live member; hold it for replaying ones. Returns writes."""
-        writes = self._writes
-        if writes is None:
-            writes = self._writes = tuple(s.write for s in self.live)
-        for write in writes:
-            write(data)
-        if self.waiting:
-            for sub in tuple(self.waiting):
-                sub.held.append(data)
-                sub.held_size += len(data)
-                if sub.held_size > hub.max_buffer:
-                    log.info("dropping a subscriber whose replay fell behind the live stream")
-                    hub.drop_slow(sub)
-        return len(writes)
-
-    def beat(self) -> None:
-        for sub in self.live:
-            sub.write(HEARTBEAT)
-
-    def changed(self) -> None:
-        self._writes = None
 
 
 class Hub:
@@ -102,13 +57,9 @@ class Hub:
         self.bytes_written = 0
         self.subscriptions_total = 0
         self.slow_dropped = 0
-        self._commits: CommitChain | None = None
-        self._on_append: Callable[[float], None] | None = None
-        self._views: dict[ViewKey, _View] = {}
-        self._exact: dict[str, set[_View]] = {}
-        self._templates: dict[str, set[_View]] = {}
-        self._everything: set[_View] = set()
-        self._routes: dict[tuple[str, ...], tuple[_View, ...]] = {}
+        self.commits = CommitChain(backend)  # publish batching; its counters feed metrics
+        self.views = Views(self.matcher)
+        self.routes = self.views.routes
         self._dispatched = 0
         self.max_coalesce = max_coalesce
         self._outbox: list[StoredEvent] = []
@@ -117,15 +68,14 @@ class Hub:
         self._last_end = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._beat_handle: asyncio.TimerHandle | None = None
-        self._subscribers = 0
+        self._announcing: set[asyncio.Task[list[StoredEvent]]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Bind to the running loop and start following the backend."""
         self._loop = asyncio.get_running_loop()
-        self._commits = CommitChain(self.backend, self._loop)
-        self._commits.on_append = self._on_append
+        self.commits.start(self._loop)
         self._dispatched = await self.backend.start(self._deliver)
         if self.heartbeat > 0:
             self._beat_handle = self._loop.call_later(self.heartbeat, self._beat)
@@ -134,8 +84,7 @@ class Hub:
         """Stop heartbeats, wait for publishes in flight, close the backend."""
         if self._beat_handle is not None:
             self._beat_handle.cancel()
-        if self._commits is not None:
-            await self._commits.wait_idle()
+        await self.commits.wait_idle()
         if self._flush_handle is not None:  # what was acknowledged goes out before we stop
             self._flush_handle.cancel()
             self._flush()
@@ -143,30 +92,9 @@ class Hub:
 
     @property
     def subscriber_count(self) -> int:
-        return self._subscribers
+        return self.views.subscribers
 
     # -- publishing --------------------------------------------------------------------------
-
-    @property
-    def published(self) -> int:
-        """Events the backend has accepted."""
-        return self._commits.published if self._commits is not None else 0
-
-    @property
-    def publish_failures(self) -> int:
-        """Publishes the backend refused (each publisher heard why)."""
-        return self._commits.failures if self._commits is not None else 0
-
-    @property
-    def on_append(self) -> Callable[[float], None] | None:
-        """Called with the seconds each batch append took (e.g. a latency histogram)."""
-        return self._on_append
-
-    @on_append.setter
-    def on_append(self, observe: Callable[[float], None] | None) -> None:
-        self._on_append = observe
-        if self._commits is not None:
-            self._commits.on_append = observe
 
     def publish(self, event: Event) -> asyncio.Future[StoredEvent]:
         """Queue ``event``; the future resolves once the backend has accepted it.
@@ -174,9 +102,24 @@ class Hub:
         Publishes of one loop iteration go to the backend as one batch (one transaction on
         durable backends); a batch waits for the previous one, which keeps publish order.
         """
-        if self._commits is None:
+        # Refused alone and now: in the backend's batch it would fail the others' events too.
+        problem = field_problem(event.id, event.type)
+        if problem is None and event.retry is not None and event.retry < 0:
+            problem = "bad retry: it must be >= 0"
+        if problem is not None:
+            raise InvalidEvent(problem)
+        return self.commits.publish(event)
+
+    def announce(self, *events: Event) -> asyncio.Task[list[StoredEvent]]:
+        """Deliver ``events`` to matching subscribers on every node without keeping them in
+        history (``Backend.broadcast``): notices about the moment, such as subscription
+        events, that must never evict other topics' history."""
+        if self._loop is None:
             raise RuntimeError("Hub.start() has not been awaited")
-        return self._commits.publish(event)
+        task = self._loop.create_task(self.backend.broadcast(events))
+        self._announcing.add(task)  # the loop keeps only a weak reference
+        task.add_done_callback(self._announcing.discard)
+        return task
 
     # -- fan-out -----------------------------------------------------------------------------
 
@@ -217,12 +160,12 @@ class Hub:
 
     def _fan_out(self, events: Sequence[StoredEvent]) -> None:
         """Route a batch of events to views; one write per subscriber."""
-        touched: dict[_View, list[bytes]] = {}
-        routes = self._routes
+        touched: dict[View, list[bytes]] = {}
+        routes = self.routes.cached
         for event in events:
             views = routes.get(event.topics)
             if views is None:
-                views = self._route(event.topics)
+                views = self.routes.route(event.topics)
             for view in views:
                 if event.private and not view.may_see(event.topics):
                     continue
@@ -241,24 +184,8 @@ class Hub:
         self.deliveries += deliveries
         self.bytes_written += written
 
-    def _route(self, topics: tuple[str, ...]) -> tuple[_View, ...]:
-        found: set[_View] = set(self._everything)
-        for topic in topics:
-            exact = self._exact.get(topic)
-            if exact:
-                found |= exact
-        match = self.matcher.match
-        for selector, views in self._templates.items():
-            if any(match(selector, topic) for topic in topics):
-                found |= views
-        routes = self._routes
-        if len(routes) >= _ROUTE_CACHE_MAX:
-            routes.clear()
-        views_found = routes[topics] = tuple(found)
-        return views_found
-
     def _beat(self) -> None:
-        for view in tuple(self._views.values()):
+        for view in tuple(self.views.by_key.values()):
             view.beat()
         assert self._loop is not None
         self._beat_handle = self._loop.call_later(self.heartbeat, self._beat)
@@ -275,12 +202,14 @@ class Hub:
         Either the preamble is written, or this raises: ``HistoryUnavailable`` when history
         cannot be read, ``SubscriberClosed`` when ``sub`` was closed before it could start.
         """
-        view = self._join(sub)
+        view = self.views.join(sub)
+        self.subscriptions_total += 1
         try:
             replay = None
+            upto = self._dispatched
             if last_event_id is not None:
                 try:
-                    replay = await self.backend.since(last_event_id, self._dispatched)
+                    replay = await self.backend.since(last_event_id, upto, REPLAY_PAGE)
                 except (ConnectionError, OSError) as exc:
                     raise HistoryUnavailable(f"history is unavailable: {exc}") from exc
             if sub.phase is Phase.CLOSED:
@@ -288,22 +217,36 @@ class Hub:
             sub.write(preamble(replay))
             if replay is not None:
                 await self._replay(sub, view, replay)
+                page = replay
+                while page.more and sub.phase is Phase.REPLAYING:
+                    page = await self._next_page(sub, view, page.events[-1], upto)
+                    await self._replay(sub, view, page)
             while sub.held:
                 data = b"".join(sub.held)
                 sub.held, sub.held_size = [], 0
                 sub.write(data)
                 await sub.stream.drain()
-            if sub.phase is Phase.REPLAYING:
-                del view.waiting[sub]
-                sub.phase = Phase.LIVE
-                view.live[sub] = None
-                view.changed()
+            self.views.go_live(sub)
             return replay
         except BaseException:
             self.detach(sub)
             raise
 
-    async def _replay(self, sub: Subscriber, view: _View, replay: Replay) -> None:
+    async def _next_page(self, sub: Subscriber, view: View, last: StoredEvent, upto: int) -> Replay:
+        """The page after ``last``, read only once the previous one drained: a subscriber
+        that does not read holds one page, never the whole history."""
+        try:
+            page = await self.backend.since(last.position, upto, REPLAY_PAGE)
+        except (ConnectionError, OSError) as exc:  # mid-stream: it resumes from what it got
+            log.warning("closing a replaying subscriber: history is unavailable: %s", exc)
+            sub.stream.abort()
+            raise ConnectionResetError("history is unavailable") from exc
+        if not page.found:  # history moved past it mid-replay: say so, never skip silently
+            first = next((e.id for e in page.events if view.wants(e)), None)
+            sub.write(gap_notice(last.id, first))
+        return page
+
+    async def _replay(self, sub: Subscriber, view: View, replay: Replay) -> None:
         chunk: list[bytes] = []
         size = 0
         for event in replay.events:
@@ -321,27 +264,6 @@ class Hub:
             sub.write(b"".join(chunk))
             await sub.stream.drain()
 
-    def _join(self, sub: Subscriber) -> _View:
-        if sub.phase is not Phase.NEW:
-            raise SubscriberClosed(f"a {sub.phase.value} subscriber cannot subscribe again")
-        view = self._views.get(sub.key)
-        if view is None:
-            view = self._views[sub.key] = _View(sub.key, self.matcher)
-            for selector in view.selectors:
-                if selector == ALL:
-                    self._everything.add(view)
-                elif is_template(selector):
-                    self._templates.setdefault(selector, set()).add(view)
-                else:
-                    self._exact.setdefault(selector, set()).add(view)
-            self._routes.clear()
-        sub.held, sub.held_size = [], 0
-        sub.phase = Phase.REPLAYING
-        view.waiting[sub] = None
-        self._subscribers += 1
-        self.subscriptions_total += 1
-        return view
-
     def drop_slow(self, sub: Subscriber) -> None:
         """Close a subscriber that cannot keep up; it resumes later from history."""
         self.slow_dropped += 1
@@ -350,27 +272,4 @@ class Hub:
 
     def detach(self, sub: Subscriber) -> None:
         """Close and forget ``sub``; safe to call more than once and from inside a fan-out."""
-        was, sub.phase = sub.phase, Phase.CLOSED
-        sub.held, sub.held_size = [], 0
-        view = self._views.get(sub.key)
-        if view is None:
-            return
-        if was is Phase.LIVE:
-            del view.live[sub]
-            view.changed()
-        elif was is Phase.REPLAYING:
-            del view.waiting[sub]
-        else:
-            return
-        self._subscribers -= 1
-        if not view.live and not view.waiting:
-            del self._views[sub.key]
-            for selector in view.selectors:
-                for index in (self._exact, self._templates):
-                    views = index.get(selector)
-                    if views is not None:
-                        views.discard(view)
-                        if not views:
-                            del index[selector]
-            self._everything.discard(view)
-            self._routes.clear()
+        self.views.leave(sub)

@@ -17,6 +17,7 @@ LINK = f'<{HUB_PATH}>; rel="mercure"'
 GAP_EVENT = "ssehub.gap"
 FORM = "application/x-www-form-urlencoded"
 _MAX_FIELDS = 1000
+MAX_ID_BYTES = 1024  # an id must fit back into a Last-Event-ID header, far under any head limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,21 +72,34 @@ def parse_publish(body: bytes, content_type: str | None) -> Event:
         raise HubError(400, "missing topic: a publish needs at least one topic field")
     if any(not t for t in topics):
         raise HubError(400, "empty topic: every topic field needs a value")
-    if event_id is not None:
-        if event_id.startswith("#"):
-            raise HubError(400, "bad id: an id must not start with '#'")
-        if _has_control(event_id):
-            raise HubError(400, "bad id: an id must not contain control characters")
-        if event_id == EARLIEST:
-            raise HubError(400, f"bad id: {EARLIEST!r} is reserved")
-    if event_type is not None and _has_control(event_type):
-        raise HubError(400, "bad type: a type must not contain control characters")
+    problem = field_problem(event_id, event_type)
+    if problem is not None:
+        raise HubError(400, problem)
     retry_ms = None
     if retry is not None and retry != "":
         if not (retry.isascii() and retry.isdigit()) or len(retry) > 10:
             raise HubError(400, f"bad retry {retry!r}: give milliseconds as digits only")
         retry_ms = int(retry)
     return Event(tuple(topics), data or "", private, event_id or None, event_type or None, retry_ms)
+
+
+def field_problem(event_id: str | None, event_type: str | None) -> str | None:
+    """Why an id or a type could not go out on a stream and come back, if it could not."""
+    if event_id is not None:
+        if event_id.startswith("#"):
+            return "bad id: an id must not start with '#'"
+        if _has_control(event_id):
+            return "bad id: an id must not contain control characters"
+        if event_id != event_id.strip(" "):
+            # HTTP trims spaces around a header value: no client could resume from this id.
+            return "bad id: an id must not start or end with a space (Last-Event-ID trims it)"
+        if len(event_id.encode("utf-8")) > MAX_ID_BYTES:
+            return f"bad id: longer than {MAX_ID_BYTES} bytes"
+        if event_id == EARLIEST:
+            return f"bad id: {EARLIEST!r} is reserved"
+    if event_type is not None and _has_control(event_type):
+        return "bad type: a type must not contain control characters"
+    return None
 
 
 def parse_subscribe(query: str, last_event_id_header: str | None, max_topics: int) -> Subscription:

@@ -11,6 +11,9 @@ import enum
 from collections.abc import Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any
+from urllib.parse import urlsplit
+
+from jwt.algorithms import get_default_algorithms
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -34,7 +37,7 @@ class Settings:
         "server",
     )
     workers: int = _opt(
-        1, "Processes sharing the port (SO_REUSEPORT); needs a shared store.", "server"
+        1, "Processes sharing the port (SO_REUSEPORT); needs a Redis store.", "server"
     )
     demo: bool = _opt(
         True,
@@ -42,7 +45,10 @@ class Settings:
         "server",
     )
     subscriptions: bool = _opt(
-        False, "Publish subscription events and serve the Mercure subscriptions API.", "server"
+        False,
+        "Publish subscription events (live only, never kept in history) and serve the Mercure"
+        " subscriptions API.",
+        "server",
     )
     # -- auth -------------------------------------------------------------------------------
     publisher_jwt_key: str | None = _opt(
@@ -64,11 +70,14 @@ class Settings:
     anonymous: bool = _opt(False, "Let subscribers without a token receive public updates.", "auth")
     cors_origins: tuple[str, ...] = _opt(
         (),
-        "Origins allowed to call the hub from a browser (comma-separated; * for any).",
+        "Origins allowed to call the hub from a browser (comma-separated; * for any, "
+        "answered without credentials: cookies need origins listed by name).",
         "auth",
     )
     publish_origins: tuple[str, ...] = _opt(
-        (), "Origins allowed to publish with a cookie (CSRF check on Origin/Referer).", "auth"
+        (),
+        "Origins allowed to publish with a cookie (CSRF check on Origin/Referer; never *).",
+        "auth",
     )
     # -- streams ----------------------------------------------------------------------------
     heartbeat: float = _opt(
@@ -102,6 +111,17 @@ class Settings:
     max_url_length: int = _opt(8 * KiB, "Longest request URL in bytes (414 above).", "limits")
     max_body_size: int = _opt(1 * MiB, "Largest publish body in bytes (413 above).", "limits")
     max_topics: int = _opt(100, "Most topic selectors in one subscription.", "limits")
+    max_template_length: int = _opt(
+        2048,
+        "Longest URI template topic selector in characters (400 above); 2048 at most.",
+        "limits",
+    )
+    max_template_expressions: int = _opt(
+        32,
+        "Most URI template expressions in one subscription, all its selectors together (400 "
+        "above): every new topic is tried against every template.",
+        "limits",
+    )
     max_pipelined: int = _opt(64, "Requests read ahead on one connection.", "limits")
     max_connections: int = _opt(10_000, "Open connections at most (503 above).", "limits")
     max_connections_per_ip: int = _opt(
@@ -118,19 +138,143 @@ class Settings:
     )
 
     def __post_init__(self) -> None:
-        if self.workers < 1:
-            raise ValueError("workers must be >= 1")
-        if self.workers > 1 and self.store == "memory":
-            raise ValueError(
-                "--workers needs a shared store: each process would keep its own memory history"
-                " (use --store redis://…)"
+        _validate(self)
+
+
+class InvalidSetting(ValueError):
+    """A value the hub can never run with; ``name`` is the Settings field at fault.
+
+    The CLI shows it as a usage error on ``--name`` (exit 2); the environment reader and the
+    ASGI face raise it as it is."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"{name}: {reason}")
+        self.name = name
+        self.reason = reason
+
+
+# Positive minimums: below these no request, stream or connection could ever succeed.
+_AT_LEAST_ONE = (
+    "max_connections",
+    "max_body_size",
+    "max_topics",
+    "max_write_buffer",
+)
+_POSITIVE_TIMES = ("head_timeout", "keep_alive_timeout")
+_REQUEST_LINE = len("GET  HTTP/1.1\r\nHost: x\r\n\r\n")
+_MIN_URL = len("/.well-known/mercure?topic=x")
+_STORES = "memory, sqlite:PATH or redis://HOST:PORT/DB"
+
+
+def _validate(s: Settings) -> None:
+    """Refuse, one reason at a time, what could never work: every face gets the same checks."""
+    for f in fields(s):
+        value = getattr(s, f.name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if value != value or value in (float("inf"), float("-inf")):
+            raise InvalidSetting(f.name, f"must be a finite number, got {value}")
+        if value < 0:
+            raise InvalidSetting(f.name, f"must be >= 0, got {value}")
+    if s.port > 65535:
+        raise InvalidSetting("port", f"must be 0-65535, got {s.port}")
+    if s.workers < 1:
+        raise InvalidSetting("workers", f"must be >= 1, got {s.workers}")
+    if s.workers > 1 and s.store == "memory":
+        raise InvalidSetting(
+            "workers",
+            "needs a shared store: each process would keep its own memory history"
+            " (use --store redis://…)",
+        )
+    _validate_store(s.store)
+    for name in _AT_LEAST_ONE:
+        if getattr(s, name) < 1:
+            raise InvalidSetting(name, f"must be >= 1, got {getattr(s, name)}")
+    for name in _POSITIVE_TIMES:
+        if getattr(s, name) <= 0:
+            raise InvalidSetting(name, f"must be > 0 seconds, got {getattr(s, name):g}")
+    if s.max_pipelined < 2:
+        raise InvalidSetting(
+            "max_pipelined",
+            f"must be >= 2 (reading pauses at that many queued requests and resumes below"
+            f" half), got {s.max_pipelined}",
+        )
+    if s.max_url_length < _MIN_URL:
+        raise InvalidSetting(
+            "max_url_length",
+            f"must be >= {_MIN_URL}, the length of the shortest subscribe URL; got"
+            f" {s.max_url_length}",
+        )
+    if s.max_head_size < s.max_url_length + _REQUEST_LINE:
+        raise InvalidSetting(
+            "max_head_size",
+            f"{s.max_head_size} bytes cannot hold a request line with a URL of max_url_length"
+            f" ({s.max_url_length}); it needs at least {s.max_url_length + _REQUEST_LINE}",
+        )
+    algorithms = [a.strip() for a in s.jwt_algorithm.split(",") if a.strip()]
+    if not algorithms:
+        raise InvalidSetting("jwt_algorithm", "names no algorithm")
+    known = set(get_default_algorithms()) - {"none"}
+    for algorithm in algorithms:
+        if algorithm.lower() == "none":
+            raise InvalidSetting("jwt_algorithm", "'none' would accept unsigned tokens")
+        if algorithm not in known:
+            raise InvalidSetting(
+                "jwt_algorithm", f"unknown algorithm {algorithm!r}: use {', '.join(sorted(known))}"
             )
-        if "none" in (a.strip().lower() for a in self.jwt_algorithm.split(",")):
-            raise ValueError("jwt_algorithm 'none' would accept unsigned tokens")
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
-                raise ValueError(f"{f.name} must be >= 0, got {value}")
+    if s.workers > 1 and s.store.startswith("sqlite:"):
+        # Each worker would share the history but deliver only what was published
+        # through it: subscribers on the other workers would miss events silently.
+        raise InvalidSetting(
+            "workers",
+            "needs a shared store: SQLite delivers live events only within the process that"
+            " stored them (use --store redis://…, or one worker)",
+        )
+    if "*" in s.publish_origins:
+        raise InvalidSetting(
+            "publish_origins",
+            "'*' would let any site publish with a visitor's cookie (CSRF): list the origins",
+        )
+    for name in ("cors_origins", "publish_origins"):
+        for origin in getattr(s, name):
+            problem = _origin_problem(origin)
+            if problem:
+                raise InvalidSetting(name, f"{origin!r} {problem}")
+
+
+def _validate_store(store: str) -> None:
+    if store == "memory":
+        return
+    if store.startswith("sqlite:"):
+        if not store.removeprefix("sqlite:").removeprefix("//"):
+            raise InvalidSetting("store", "sqlite store needs a path: sqlite:/var/lib/ssehub.db")
+        return
+    if store.startswith(("redis://", "rediss://", "unix://")):
+        try:
+            parts = urlsplit(store)
+            parts.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError as exc:
+            raise InvalidSetting("store", f"{store!r} is not a Redis URL: {exc}") from None
+        if store.startswith("unix://") and not parts.path:
+            raise InvalidSetting("store", f"{store!r} names no socket path")
+        return
+    raise InvalidSetting("store", f"unknown store {store!r}: use {_STORES}")
+
+
+def _origin_problem(origin: str) -> str | None:
+    """Why ``origin`` could never equal a browser's Origin header (scheme://host[:port])."""
+    if origin == "*":
+        return None
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return "is not an origin: write scheme://host[:port], e.g. https://example.com"
+    if parts.path or parts.query or parts.fragment:
+        return "has a path: an origin is only scheme://host[:port], e.g. https://example.com"
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        return "has a port that is not a number"
+    return None
 
 
 DEFAULTS = Settings()
@@ -180,9 +324,9 @@ class Option:
         if self.kind is Kind.FLAG:
             return raw.strip().lower() in ("1", "true", "yes", "on")
         if self.kind is Kind.INT:
-            return int(raw)
+            return _number(self.name, raw, int)
         if self.kind is Kind.FLOAT:
-            return float(raw)
+            return _number(self.name, raw, float)
         if self.kind is Kind.LIST:
             return split_list(raw)
         return raw
@@ -213,11 +357,14 @@ def from_env(environ: Mapping[str, str], **overrides: Any) -> Settings:
     for option in OPTIONS:
         raw = environ.get(option.env)
         if raw is not None:
-            try:
-                values[option.name] = option.parse(raw)
-            except ValueError:
-                raise ValueError(
-                    f"{option.env}={raw!r} is not a valid {option.kind.value}"
-                ) from None
+            values[option.name] = option.parse(raw)
     values.update(overrides)
     return Settings(**values)
+
+
+def _number(name: str, raw: str, kind: type[int] | type[float]) -> int | float:
+    try:
+        return kind(raw)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise InvalidSetting(name, f"SSEHUB_{name.upper()}={raw!r} is not {what}") from None

@@ -46,9 +46,9 @@ class Active:
         return doc
 
 
-def _logged(sent: asyncio.Future[StoredEvent]) -> None:
+def _logged(sent: asyncio.Future[list[StoredEvent]]) -> None:
     if not sent.cancelled() and sent.exception() is not None:
-        log.warning("a subscription event was not stored: %s", sent.exception())
+        log.warning("a subscription event was not delivered: %s", sent.exception())
 
 
 class Subscriptions:
@@ -71,10 +71,13 @@ class Subscriptions:
         self._announce(entries, active=False)
 
     def _announce(self, entries: list[Active], active: bool) -> None:
-        for entry in entries:
-            body = {"@context": CONTEXT, **entry.document(active)}
-            sent = self.hub.publish(Event((entry.iri,), json.dumps(body), private=True))
-            sent.add_done_callback(_logged)
+        # Live only, never in history: connection churn must not evict other topics' events.
+        events = [
+            Event((entry.iri,), json.dumps({"@context": CONTEXT, **entry.document(active)}), True)
+            for entry in entries
+        ]
+        if events:
+            self.hub.announce(*events).add_done_callback(_logged)
 
     def answer(self, path: str) -> dict[str, object]:
         """The JSON-LD document for a GET on the subscriptions API (404 when unknown)."""

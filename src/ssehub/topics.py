@@ -7,9 +7,11 @@ import string
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from .errors import HubError
+
 ALL = "*"
 
-_MAX_TEMPLATE = 2048
+_MAX_TEMPLATE = 2048  # longer selectors are never parsed as templates (see check_selectors)
 _VARSPEC = re.compile(
     r"(?:[A-Za-z0-9_]|%[0-9A-Fa-f]{2})(?:\.?(?:[A-Za-z0-9_]|%[0-9A-Fa-f]{2}))*"
     r"(?::[1-9][0-9]{0,3}|\*)?"
@@ -33,14 +35,15 @@ _OPERATORS: dict[str, tuple[str, frozenset[str]]] = {
 class _Expression:
     prefix: str
     allowed: frozenset[str]
+    repeat: int = 1  # adjacent expressions with the same operator, matched as one token
 
 
 _Token = str | _Expression
 
 
-def _parse(selector: str) -> tuple[_Token, ...] | None:
+def _parse(selector: str, limit: int = _MAX_TEMPLATE) -> tuple[_Token, ...] | None:
     """Literals and expressions of a valid template with at least one expression, else None."""
-    if "{" not in selector or len(selector) > _MAX_TEMPLATE:
+    if "{" not in selector or len(selector) > limit:
         return None
     tokens: list[_Token] = []
     pos = 0
@@ -68,9 +71,52 @@ def _parse(selector: str) -> tuple[_Token, ...] | None:
         names = body[len(op) :].split(",")
         if not all(_VARSPEC.fullmatch(name) for name in names):
             return None
-        tokens.append(_Expression(*_OPERATORS[op]))
+        prefix, allowed = _OPERATORS[op]
+        last = tokens[-1] if tokens else None
+        if isinstance(last, _Expression) and (last.prefix, last.allowed) == (prefix, allowed):
+            tokens[-1] = _Expression(prefix, allowed, last.repeat + 1)
+        else:
+            tokens.append(_Expression(prefix, allowed))
         pos = end + 1
     return tuple(tokens)
+
+
+def expressions(selector: str) -> int:
+    """How many expressions a template holds (0 for ``*``, exact topics and non-templates).
+
+    Matching costs about this many steps per topic; the hub bounds it per subscription.
+    """
+    tokens = _parse(selector, limit=len(selector))
+    if tokens is None:
+        return 0
+    return sum(t.repeat for t in tokens if isinstance(t, _Expression))
+
+
+def check_selectors(selectors: Iterable[str], max_length: int, max_expressions: int) -> None:
+    """Refuse (400) a subscription whose templates would make routing costly for everyone.
+
+    Every template of every subscription is tried against each new topic, so one
+    subscriber's template of hundreds of expressions slows every publish: bound the length
+    of a template and the expressions of a whole subscription.
+    """
+    max_length = min(max_length, _MAX_TEMPLATE)  # longer ones would match only themselves
+    total = 0
+    for selector in selectors:
+        count = expressions(selector)
+        if not count:
+            continue
+        if len(selector) > max_length:
+            raise HubError(
+                400,
+                f"topic template too long: {len(selector)} characters, at most {max_length}",
+            )
+        total += count
+        if total > max_expressions:
+            raise HubError(
+                400,
+                f"too many template expressions: more than {max_expressions} in this "
+                "subscription's topic selectors",
+            )
 
 
 def is_template(selector: str) -> bool:
@@ -84,76 +130,127 @@ def _mask(text: str, allowed: frozenset[str]) -> int:
     return int(bits, 2) if bits else 0
 
 
+def _positions(text: str, part: str) -> int:
+    """Bit i is set when ``part`` occurs in ``text`` at i."""
+    hits = 0
+    at = text.find(part)
+    while at >= 0:
+        hits |= 1 << at
+        at = text.find(part, at + 1)
+    return hits
+
+
 def _template_matches(tokens: tuple[_Token, ...], topic: str) -> bool:
     """Whether ``topic`` is an expansion of the template.
 
     Runs a set of positions through the tokens as a bitmask (bit i: "matched up to i"), so
     the cost is linear in tokens x length whatever the template; a backtracking regex can
-    take exponential time on adjacent expressions, and selectors come from anyone.
+    take exponential time on adjacent expressions, and selectors come from anyone. Masks
+    are made once per operator, and a run of same-operator expressions stops as soon as
+    the set of positions stops growing. No bit passes n: masks and hits end before it.
     """
+    first, last = tokens[0], tokens[-1]
+    if isinstance(first, str) and not topic.startswith(first):
+        return False
+    if isinstance(last, str) and not topic.endswith(last):
+        return False
     n = len(topic)
+    masks: dict[frozenset[str], int] = {}
+    prefixes: dict[str, int] = {}
     reach = 1  # position 0
     for token in tokens:
         if isinstance(token, str):
-            hits = 0
-            at = topic.find(token)
-            while at >= 0:
-                hits |= 1 << at
-                at = topic.find(token, at + 1)
-            reach = (reach & hits) << len(token)
+            reach = (reach & _positions(topic, token)) << len(token)
         else:
-            starts = reach
+            allowed = masks.get(token.allowed)
+            if allowed is None:
+                allowed = masks[token.allowed] = _mask(topic, token.allowed)
+            at_prefix = 0
             if token.prefix:
-                at_prefix = 0
-                at = topic.find(token.prefix)
-                while at >= 0:
-                    at_prefix |= 1 << at
-                    at = topic.find(token.prefix, at + 1)
-                starts = (reach & at_prefix) << 1
-            allowed = _mask(topic, token.allowed)
-            begin = starts & allowed
-            # Adding the run starts to the mask carries through each run of allowed
-            # characters: the XORs leave exactly the positions one or more characters on.
-            after = (allowed + begin) ^ allowed ^ begin
-            reach |= after  # an undefined variable expands to nothing
-        reach &= (1 << (n + 1)) - 1
+                at_prefix = prefixes.get(token.prefix, -1)
+                if at_prefix < 0:
+                    at_prefix = prefixes[token.prefix] = _positions(topic, token.prefix)
+            for _ in range(token.repeat):
+                starts = (reach & at_prefix) << 1 if token.prefix else reach
+                begin = starts & allowed
+                # Adding the run starts to the mask carries through each run of allowed
+                # characters: the XORs leave exactly the positions one or more characters on.
+                after = (allowed + begin) ^ allowed ^ begin
+                grown = reach | after  # an undefined variable expands to nothing
+                if grown == reach:
+                    break  # a fixed point: the rest of the run adds nothing either
+                reach = grown
         if not reach:
             return False
     return bool(reach >> n & 1)
 
 
 class TopicMatcher:
-    """Answers "does this topic match this selector", with bounded caches.
+    """Answers "does this topic match this selector", with caches bounded by count and bytes.
 
-    Both caches evict first-in first-out: a hit costs one dict lookup and no reordering.
+    Cached keys keep their strings alive, and a topic may be as long as a publish body, so
+    the caches count the characters of their keys too. Both evict first-in first-out: a hit
+    costs one dict lookup and no reordering.
     """
 
-    def __init__(self, max_cached: int = 10_000, max_selectors: int = 4096) -> None:
+    def __init__(
+        self, max_cached: int = 10_000, max_selectors: int = 4096, max_chars: int = 4 << 20
+    ) -> None:
         self.max_cached = max_cached
         self.max_selectors = max_selectors
+        self.max_chars = max_chars  # per cache
         self._results: dict[tuple[str, str], bool] = {}
+        self._results_chars = 0
         self._templates: dict[str, tuple[_Token, ...] | None] = {}
+        self._templates_chars = 0
+
+    def _tokens(self, selector: str) -> tuple[_Token, ...] | None:
+        templates = self._templates
+        if selector in templates:
+            return templates[selector]
+        tokens = _parse(selector)
+        size = len(selector)
+        if size <= self.max_chars:
+            while templates and (
+                len(templates) >= self.max_selectors
+                or self._templates_chars + size > self.max_chars
+            ):
+                oldest = next(iter(templates))
+                del templates[oldest]
+                self._templates_chars -= len(oldest)
+            templates[selector] = tokens
+            self._templates_chars += size
+        return tokens
+
+    def test(self, selector: str, topic: str) -> bool:
+        """Like ``match`` without caching the answer: for callers that cache their own."""
+        if selector in (ALL, topic):
+            return True
+        tokens = self._tokens(selector)
+        return tokens is not None and _template_matches(tokens, topic)
 
     def match(self, selector: str, topic: str) -> bool:
         """Mercure's rule: ``*``, then equality, then URI template matching."""
         if selector in (ALL, topic):
             return True
-        templates = self._templates
-        if selector in templates:
-            tokens = templates[selector]
-        else:
-            if len(templates) >= self.max_selectors:
-                del templates[next(iter(templates))]
-            tokens = templates[selector] = _parse(selector)
+        tokens = self._tokens(selector)
         if tokens is None:
             return False
         key = (selector, topic)
         results = self._results
         found = results.get(key)
         if found is None:
-            if len(results) >= self.max_cached:
-                del results[next(iter(results))]
-            found = results[key] = _template_matches(tokens, topic)
+            found = _template_matches(tokens, topic)
+            size = len(selector) + len(topic)
+            if size <= self.max_chars:
+                while results and (
+                    len(results) >= self.max_cached or self._results_chars + size > self.max_chars
+                ):
+                    old_selector, old_topic = next(iter(results))
+                    del results[old_selector, old_topic]
+                    self._results_chars -= len(old_selector) + len(old_topic)
+                results[key] = found
+                self._results_chars += size
         return found
 
     def match_any(self, selectors: Iterable[str], topics: Iterable[str]) -> bool:
@@ -164,3 +261,7 @@ class TopicMatcher:
     def cache_size(self) -> int:
         """How many results are cached (bounded by ``max_cached``)."""
         return len(self._results)
+
+    def cached_chars(self) -> int:
+        """Characters held by both caches' keys (each bounded by ``max_chars``)."""
+        return self._results_chars + self._templates_chars

@@ -5,8 +5,8 @@
 """
 
 from .answers import DeferredPublish, Request, Response, error_response, response
+from .application import Answer, App
 from .build import build
-from .routes import Answer, App
 from .streams import OpenedStream, StreamHead
 
 __all__ = [

@@ -36,6 +36,12 @@ class Response:
     status: int
     body: bytes
     headers: list[tuple[str, str]]
+    bodiless: bool = False  # the answer to a HEAD: the body's length, never the body
+
+    @property
+    def content(self) -> bytes:
+        """The bytes that follow the head on the wire."""
+        return b"" if self.bodiless else self.body
 
 
 def response(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..backends import open_backend
 from ..hub import Hub
 from ..settings import Settings
-from .routes import App
+from .application import App
 
 
 async def build(settings: Settings) -> App:

@@ -29,6 +29,13 @@ class Cors:
         origin = request.headers.get("origin")
         if origin is None or not _allowed(origin, self.origins):
             return ()
+        if origin not in self.origins:
+            # Allowed by '*' only: any origin, without credentials, as the CORS spec means
+            # it; echoing it with credentials would let every site read a visitor's stream.
+            return (
+                ("Access-Control-Allow-Origin", "*"),
+                ("Access-Control-Expose-Headers", "Last-Event-ID, Link"),
+            )
         return (
             ("Access-Control-Allow-Origin", origin),
             ("Access-Control-Allow-Credentials", "true"),

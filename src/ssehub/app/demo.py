@@ -84,7 +84,8 @@ class Clock:
         self._handle = self._loop.call_later(self._second - time.time(), self._tick)
 
     def _tick(self) -> None:
-        self._hub.publish(clock_event(self._second))
+        # A tick is news for a second only: it goes live, never into history.
+        self._hub.announce(clock_event(self._second))
         self._second = max(self._second + 1, math.floor(time.time()) + 1)
         self._handle = self._loop.call_later(max(0.0, self._second - time.time()), self._tick)
 

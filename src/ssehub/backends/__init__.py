@@ -4,7 +4,7 @@ The contract they keep is the engine's (``ssehub.contract``), re-exported here."
 
 from __future__ import annotations
 
-from ..contract import EARLIEST, Backend, Replay, Sink, new_event_id
+from ..contract import EARLIEST, REPLAY_PAGE, Backend, Replay, Sink, new_event_id, transient
 from ..settings import DEFAULTS
 
 
@@ -33,4 +33,13 @@ def open_backend(
     raise ValueError(f"unknown store {store!r}: use memory, sqlite:PATH or redis://HOST:PORT/DB")
 
 
-__all__ = ["EARLIEST", "Backend", "Replay", "Sink", "new_event_id", "open_backend"]
+__all__ = [
+    "EARLIEST",
+    "REPLAY_PAGE",
+    "Backend",
+    "Replay",
+    "Sink",
+    "new_event_id",
+    "open_backend",
+    "transient",
+]

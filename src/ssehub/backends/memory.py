@@ -7,7 +7,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 
-from ..contract import EARLIEST, Replay, Sink, new_event_id
+from ..contract import EARLIEST, REPLAY_PAGE, Replay, Sink, new_event_id, transient
 from ..events import Event, StoredEvent
 from ..settings import DEFAULTS
 
@@ -50,33 +50,64 @@ class MemoryBackend:
 
     async def append(self, events: Sequence[Event]) -> list[StoredEvent]:
         now = time.time()
-        accepted = []
+        self._trim(now)  # an id past its age is no longer in history: it may come again
+        accepted: list[StoredEvent] = []
+        new: list[StoredEvent] = []
+        batch: dict[str, StoredEvent] = {}  # a repeat inside one batch, even without history
         for event in events:
+            if event.id is not None:
+                known = batch.get(event.id) or self._by_id.get(event.id)
+                if known is not None:  # a publisher's retry: the event it already has
+                    accepted.append(known)
+                    continue
             self._position += 1
             stored = StoredEvent.accept(event, event.id or new_event_id(), self._position, now)
             accepted.append(stored)
+            new.append(stored)
+            batch[stored.id] = stored
             if self.history_size:
                 self._history.append(stored)
                 self._by_id[stored.id] = stored
                 self._bytes += _footprint(stored)
         self._trim(now)
-        if self._sink is not None:
-            self._sink(accepted)
+        if self._sink is not None and new:
+            self._sink(new)
         return accepted
 
-    async def since(self, last_id: str, upto: int) -> Replay:
+    async def broadcast(self, events: Sequence[Event]) -> list[StoredEvent]:
+        now = time.time()
+        sent = [transient(event, self._position, now) for event in events]
+        if self._sink is not None and sent:
+            self._sink(sent)
+        return sent
+
+    async def since(self, after: str | int, upto: int, limit: int = REPLAY_PAGE) -> Replay:
         self._trim(time.time())
         history = self._history
-        if last_id == EARLIEST:
+        # Positions in history are consecutive, so an anchor's slot is its distance from the
+        # oldest; and a position just before the oldest has lost nothing.
+        head = history[0].position if history else self._position + 1
+        if isinstance(after, int):
+            start, found = max(after + 1 - head, 0), after + 1 >= head
+        elif after == EARLIEST:
             start, found = 0, True
         else:
-            anchor = self._by_id.get(last_id)
+            anchor = self._by_id.get(after)
             if anchor is None:
                 start, found = 0, False
             else:
-                start, found = anchor.position - history[0].position + 1, True
-        events = [e for e in itertools.islice(history, start, None) if e.position <= upto]
-        return Replay(events, found)
+                start, found = anchor.position + 1 - head, True
+        events: list[StoredEvent] = []
+        size, more = 0, False
+        for event in itertools.islice(history, start, None):
+            if event.position > upto:
+                break
+            if size >= limit and events:
+                more = True
+                break
+            events.append(event)
+            size += len(event.wire)
+        return Replay(events, found, more)
 
     def _trim(self, now: float) -> None:
         history, by_id = self._history, self._by_id

@@ -19,10 +19,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from redis import asyncio as aioredis
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import AuthenticationError, RedisError, ResponseError
 from redis.retry import Retry
 
-from ..contract import EARLIEST, Replay, Sink, new_event_id
+from ..contract import EARLIEST, REPLAY_PAGE, Replay, Sink, new_event_id
+from ..errors import ConfigError
 from ..events import Event, StoredEvent
 
 log = logging.getLogger("ssehub.redis")
@@ -118,6 +119,9 @@ class RedisBackend:
         if history_size < 0 or history_max_age < 0:
             raise ValueError("history bounds must be >= 0")
         redis_url, prefix = split_url(url)
+        parts = urlsplit(redis_url)
+        self._where = parts.path if parts.scheme == "unix" else parts.netloc.rpartition("@")[2]
+        self._shown = url.replace(f":{parts.password}@", ":***@") if parts.password else url
         self.history_size = history_size
         self.history_max_age = history_max_age
         self.stream_key = f"{prefix}:events"
@@ -139,7 +143,11 @@ class RedisBackend:
 
     async def start(self, sink: Sink) -> int:
         self._sink = sink
-        newest = _entries(await self._redis.xrevrange(self.stream_key, count=1))
+        try:
+            newest = _entries(await self._redis.xrevrange(self.stream_key, count=1))
+        except (RedisError, OSError) as exc:
+            await self.close()
+            raise ConfigError(f"--store {self._shown}: {_why_not(self._where, exc)}") from exc
         last = newest[0][0].decode() if newest else "0-0"
         if newest:
             self._last_id = newest[0][1][b"id"].decode()
@@ -219,29 +227,65 @@ class RedisBackend:
         # Delivery, here as on every other node, comes from the reader following the stream.
         return out
 
-    async def since(self, last_id: str, upto: int) -> Replay:
+    async def broadcast(self, events: Sequence[Event]) -> list[StoredEvent]:
+        # Other nodes hear only what the stream carries, so for now these go through it and
+        # take room in history like any event (a separate live-only channel is to come).
+        return await self.append(events)
+
+    async def since(self, after: str | int, upto: int, limit: int = REPLAY_PAGE) -> Replay:
         try:
-            return await self._since(last_id, upto)
+            return await self._since(after, upto, limit)
         except (RedisError, OSError) as exc:
             raise ConnectionError(f"Redis is unavailable: {exc}") from exc
 
-    async def _since(self, last_id: str, upto: int) -> Replay:
-        start, found = "-", True
-        if last_id != EARLIEST:
-            anchor = cast(bytes | None, await self._redis.hget(self.index_key, last_id))
-            if anchor is None:
+    async def _since(self, after: str | int, upto: int, limit: int) -> Replay:
+        anchor: int | None = None  # the position replay follows; None: from the oldest
+        found = True
+        if isinstance(after, int):
+            anchor = after
+            at = stream_id_of(after)
+            found = bool(_entries(await self._redis.xrange(self.stream_key, at, at)))
+        elif after != EARLIEST:
+            stream_id = cast(bytes | None, await self._redis.hget(self.index_key, after))
+            if stream_id is None:
                 found = False
             else:
-                start = "(" + anchor.decode()
+                anchor = position_of(stream_id)
         if upto <= 0 or self.history_size == 0:
-            return Replay([], found and last_id == EARLIEST)
-        entries = _entries(await self._redis.xrange(self.stream_key, start, stream_id_of(upto)))
-        events = [_decode(sid, fields) for sid, fields in entries]
+            return Replay([], found and after == EARLIEST)
         floor = await self._history_floor()
-        kept = [e for e in events if e.position >= floor]
-        if len(kept) < len(events) and last_id != EARLIEST:
-            found = False  # what followed the anchor is past the history's bounds
-        return Replay(kept, found)
+        if anchor is None or anchor < floor:
+            if anchor is not None and found:
+                # The stream outlives history: what followed the anchor is lost unless
+                # nothing did.
+                between = await self._redis.xrange(
+                    self.stream_key,
+                    "(" + stream_id_of(anchor),
+                    "(" + stream_id_of(floor),
+                    count=1,
+                )
+                found = not between
+            start = stream_id_of(floor) if floor else "-"
+        else:
+            start = "(" + stream_id_of(anchor)
+        end = stream_id_of(upto)
+        # Read in small ranges until the page is full; the first guesses a size, later ones
+        # are sized from what came, so big events never load more than a few at once.
+        events: list[StoredEvent] = []
+        size, count, more = 0, 4, False
+        while not more:
+            entries = _entries(await self._redis.xrange(self.stream_key, start, end, count=count))
+            for sid, fields in entries:
+                if size >= limit and events:
+                    more = True  # the rest of this range is read again by the next page
+                    break
+                events.append(_decode(sid, fields))
+                size += len(events[-1].wire)
+            if len(entries) < count:
+                break
+            start = "(" + entries[-1][0].decode()
+            count = min(max(1, (limit - size) * len(events) // max(size, 1)), _READ_COUNT)
+        return Replay(events, found, more)
 
     async def _history_floor(self) -> int:
         """Position of the oldest event the history holds: the stream may hold more (it is
@@ -255,3 +299,15 @@ class RedisBackend:
             oldest_ms = int((time.time() - self.history_max_age) * 1000)
             floor = max(floor, oldest_ms << _SEQ_BITS)
         return floor
+
+
+def _why_not(where: str, exc: BaseException) -> str:
+    """Why the first command to Redis failed, and what to check."""
+    if isinstance(exc, AuthenticationError):
+        return f"Redis at {where} refused the credentials ({exc}): check the URL's user, password"
+    if isinstance(exc, ResponseError):
+        return f"Redis at {where} refused the first command: {exc}"
+    return (
+        f"Redis at {where} does not answer ({exc}): check that redis-server runs there and"
+        " that the host, port and any firewall let this hub reach it"
+    )

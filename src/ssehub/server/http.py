@@ -5,6 +5,7 @@ from __future__ import annotations
 from http import HTTPStatus
 
 from ..app.answers import Response
+from ..errors import field_value
 
 _SERVER = b"Server: ssehub\r\n"
 
@@ -27,7 +28,8 @@ def head(
     """A response head; without a content length the body runs until the connection closes."""
     lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n".encode("latin-1"), _SERVER]
     for name, value in headers:
-        lines.append(f"{name}: {value}\r\n".encode())  # UTF-8 ids survive the round trip
+        # The one place a header reaches the wire: nothing a request carried may split it.
+        lines.append(f"{name}: {field_value(value)}\r\n".encode())  # UTF-8 ids survive
     if content_length is not None:
         lines.append(b"Content-Length: %d\r\n" % content_length)
     lines.append(b"Connection: keep-alive\r\n\r\n" if keep_alive else b"Connection: close\r\n\r\n")
@@ -35,5 +37,5 @@ def head(
 
 
 def encode(answer: Response, keep_alive: bool) -> bytes:
-    """A complete response as bytes."""
-    return head(answer.status, answer.headers, len(answer.body), keep_alive) + answer.body
+    """A complete response as bytes (without its body when it answers a HEAD)."""
+    return head(answer.status, answer.headers, len(answer.body), keep_alive) + answer.content

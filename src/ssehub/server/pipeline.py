@@ -24,6 +24,8 @@ class RequestPipeline:
         "_body",
         "_body_size",
         "_conn",
+        "_continue",
+        "_eof",
         "_head_bytes",
         "_head_size",
         "_headers",
@@ -50,6 +52,8 @@ class RequestPipeline:
         self._body: list[bytes] = []
         self._body_size = 0
         self._refusal: HubError | None = None
+        self._eof = False  # the client half-closed: answer what it asked, then close
+        self._continue = False  # a 100 Continue owed once the earlier answers are out
         # Lists, not deques: both stay a few items long, and an empty deque costs ~600 bytes
         # on each of thousands of idle connections.
         self._queue: list[Request] = []
@@ -86,9 +90,17 @@ class RequestPipeline:
             if self._refusal is None and self._head_bytes > limit:
                 self._refusal = HubError(431, "request head too large")
         if self._refusal is not None:
-            self._refuse(self._refusal)
+            self._refuse()
             return
         self.process()
+
+    def half_closed(self) -> bool:
+        """The client sent EOF: whether answers are still owed (then the socket stays open
+        for them and closes after the last)."""
+        if self.idle:
+            return False
+        self._eof = True
+        return True
 
     # -- httptools callbacks -------------------------------------------------------------------
 
@@ -129,8 +141,12 @@ class RequestPipeline:
         if length.isdigit() and int(length) > limit:
             self._stop(HubError(413, f"body larger than {limit} bytes"))
         if self._headers.get("expect", "").lower() == "100-continue":
-            # curl and others wait for this before sending a body over 1 KiB.
-            self._conn.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            # curl and others wait for this before sending a body over 1 KiB. It belongs to
+            # this request, so it must not overtake the answers to earlier ones.
+            if self._inflight or self._queue:
+                self._continue = True
+            else:
+                self._conn.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)
@@ -152,6 +168,7 @@ class RequestPipeline:
             parser.should_keep_alive(),
         )
         self._queue.append(request)
+        self._continue = False  # the body is here: no 100 Continue is needed any more
         self._in_head = True  # until the next message begins, bytes belong to a new head
         self.mid_request = False
         self.deadline = 0.0
@@ -179,16 +196,21 @@ class RequestPipeline:
                 return
             if not request.keep_alive:
                 queue.clear()
+                self._refusal = None
             self._inflight.append((answer, request.keep_alive))
             if isinstance(answer, DeferredPublish) and not answer.done():
                 answer.when_done(self._answered)
+        if self._refusal is not None and not queue and conn.state is State.REQUESTS:
+            # What the parser refused came after every queued request: its answer comes last.
+            self._inflight.append((error_response(self._refusal), False))
+            self._refusal = None
         self.flush()
         if conn.flow.paused(PIPELINE_FULL) and len(queue) < app.settings.max_pipelined // 2:
             conn.flow.resume_reading(PIPELINE_FULL)
 
     def _answered(self) -> None:
         self.flush()
-        if self._queue:
+        if self._queue or self._refusal is not None:
             self.process()
 
     def flush(self) -> None:
@@ -210,25 +232,23 @@ class RequestPipeline:
             if not keep_alive:
                 inflight.clear()
                 self._queue.clear()
-                conn.close()
+                conn.linger()
+                return
         if self.idle:
-            if conn.state is State.DRAINING:
+            if conn.state is State.DRAINING or self._eof:
                 conn.close()
+            elif self._continue and self.mid_request:
+                self._continue = False
+                conn.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             elif self.deadline == 0.0:
                 self.deadline = conn.loop.time() + conn.app.settings.keep_alive_timeout
 
-    def _refuse(self, error: HubError) -> None:
-        """Answer a request the parser could not accept, then close: framing is lost."""
-        self._queue.clear()
+    def _refuse(self) -> None:
+        """Answer a request the parser could not accept, then close: framing is lost. The
+        complete requests before it still run and are answered first (see ``process``)."""
         self._parser = None
-        conn = self._conn
-        if self._inflight:  # earlier answers first; this one closes the connection
-            self._inflight.append((error_response(error), False))
-            conn.stop_reading()
-            self.flush()
-            return
-        conn.transport.write(encode(error_response(error), keep_alive=False))
-        conn.linger()
+        self._continue = False
+        self.process()
 
     def drain(self) -> None:
         """Shutdown: read nothing more; close once what is in flight is answered."""

@@ -82,7 +82,10 @@ class HttpProtocol(asyncio.Protocol):
             self.pipeline.feed(data)
 
     def eof_received(self) -> bool | None:
-        return None  # close our side too
+        if self.state is State.REQUESTS and self.pipeline is not None:
+            # A half-close (SHUT_WR) ends the requests, not the answers: keep writing them.
+            return True if self.pipeline.half_closed() else None
+        return None  # nothing left to answer: close our side too
 
     def pause_writing(self) -> None:
         if self.state is State.STREAMING and self.stream is not None:
@@ -105,10 +108,6 @@ class HttpProtocol(asyncio.Protocol):
         # are most of what an idle connection would otherwise keep.
         self.pipeline = None
         self.stream = StreamConnection(self, opened)
-
-    def stop_reading(self) -> None:
-        """Read and start nothing more (a refusal waiting for earlier answers)."""
-        self.move(State.CLOSING)
 
     def close(self) -> None:
         """Close once what is buffered is sent (unlike abort)."""

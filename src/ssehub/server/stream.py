@@ -33,15 +33,14 @@ class StreamConnection:
         # The fan-out calls the transport's own write: no frame of ours on the hot path.
         self.sub = opened.subscriber(self, conn.transport.write)
         self._expiry: asyncio.TimerHandle | None = None
-        if opened.expires is not None:
-            self._expiry = loop.call_at(loop.time() + opened.expires, self._expired)
+        expires_at = None if opened.expires is None else loop.time() + opened.expires
         self._ends_at = loop.time() + settings.write_timeout if settings.write_timeout else 0.0
         self._stuck_since = 0.0
         self._acked = 0
         conn.transport.set_write_buffer_limits(high=_REPLAY_HIGH_WATER)
-        self._starting: asyncio.Task[None] | None = conn.spawn(self._start(opened))
+        self._starting: asyncio.Task[None] | None = conn.spawn(self._start(opened, expires_at))
 
-    async def _start(self, opened: OpenedStream) -> None:
+    async def _start(self, opened: OpenedStream, expires_at: float | None) -> None:
         conn = self._conn
         app = conn.app
 
@@ -64,6 +63,10 @@ class StreamConnection:
             conn.move(State.STREAMING)
             # Live from here: past this many unsent bytes the subscriber is dropped.
             conn.transport.set_write_buffer_limits(high=app.hub.max_buffer)
+            if expires_at is not None:
+                # Armed once the head and replay are written, so even a token about to
+                # expire gets its answer rather than a connection closed with zero bytes.
+                self._expiry = conn.loop.call_at(expires_at, self._expired)
 
     # -- Stream, for the hub -------------------------------------------------------------------
 

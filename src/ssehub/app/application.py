@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from ..auth import Authenticator, Carrier, Token, find_token, forbidden
-from ..contract import HistoryUnavailable
+from ..contract import HistoryUnavailable, InvalidEvent
 from ..errors import HubError
 from ..hub import Hub
 from ..mercure import HUB_PATH, parse_publish, parse_subscribe, query_token
@@ -24,6 +24,7 @@ from ..sse import encode_comment
 from ..subscriber import Subscriber
 from ..subscriptions import PREFIX as SUBSCRIPTIONS
 from ..subscriptions import Subscriptions
+from ..topics import check_selectors
 from .answers import DeferredPublish, Headers, Request, Response, error_response, response
 from .cors import Cors
 from .demo import DemoPage
@@ -38,7 +39,7 @@ class _Route:
     """The methods one path answers, and how a 405 names the path."""
 
     what: str
-    methods: dict[str, _Handler]
+    methods: Mapping[str, _Handler]
 
     @property
     def allow(self) -> str:
@@ -78,10 +79,10 @@ class App:
             "/readyz": health,
         }
         if settings.demo:
-            self._routes["/"] = _Route("the demo page", {"GET": self._demo_page})
-        self._subscriptions_route = _Route(
-            "the subscriptions API", {"GET": self._subscriptions_api}
-        )
+            page = {"GET": self._demo_page, "HEAD": self._demo_page}
+            self._routes["/"] = _Route("the demo page", page)
+        api = {"GET": self._subscriptions_api, "HEAD": self._subscriptions_api}
+        self._subscriptions_route = _Route("the subscriptions API", api)
 
     async def close(self) -> None:
         """Stop the engine: publishes in flight finish, the backend closes."""
@@ -96,13 +97,18 @@ class App:
     def handle(self, request: Request) -> Answer:
         """Answer ``request``; a refusal is a ``Response`` with its status and reason."""
         cors = self.cors.headers(request)
+        answer: Answer
         try:
-            return self._route(request).methods.get(request.method, self._not_allowed)(
-                request, cors
-            )
+            route = self._route(request)
+            answer = route.methods.get(request.method, self._not_allowed)(request, cors)
         except HubError as error:
             self.count(error)
-            return error_response(error, cors)
+            answer = error_response(error, cors)
+        except InvalidEvent as exc:  # an in-process rule the form parser did not cover
+            answer = error_response(HubError(400, str(exc)), cors)
+        if request.method == "HEAD" and isinstance(answer, Response):
+            answer.bodiless = True  # every answer to a HEAD, refusals too: no body on the wire
+        return answer
 
     def unavailable(self, exc: HistoryUnavailable, opened: OpenedStream) -> Response:
         """The answer to a stream whose history could not be read (before its head)."""
@@ -162,8 +168,10 @@ class App:
 
     def _subscribe(self, request: Request, cors: Headers) -> OpenedStream:
         headers = request.headers
-        wanted = parse_subscribe(
-            request.query, headers.get("last-event-id"), self.settings.max_topics
+        settings = self.settings
+        wanted = parse_subscribe(request.query, headers.get("last-event-id"), settings.max_topics)
+        check_selectors(
+            wanted.topics, settings.max_template_length, settings.max_template_expressions
         )
         claims = self.auth.subscriber(
             self._token(request, wanted.authorization or ""), self.settings.anonymous
@@ -176,7 +184,8 @@ class App:
             first += b"retry: %d\n\n" % self.settings.retry
         expires = None
         if claims is not None and claims.expires is not None:
-            expires = max(0.0, claims.expires - time.time())
+            # Accepted within --jwt-leeway, so it lives as long: the leeway is clock skew.
+            expires = max(0.0, claims.expires + settings.jwt_leeway - time.time())
 
         def opened(sub: Subscriber) -> None:
             if self.subscriptions is not None:

@@ -1,0 +1,175 @@
+"""Which views want an event's topics: an index of selectors and a bounded cache of answers.
+
+The fan-out looks a topic set up in ``cached`` (one dict lookup per event) and computes it
+once on a miss. Joins and leaves keep the answers right without clearing them: under
+connect/disconnect churn a clear would make every publish try every template again.
+
+- A view of exact topics only is added at once to the answers for its topics (a lookup).
+- A view with a template or ``*`` could belong in any answer, and trying it against every
+  cached topic would make each join cost as much as the cache is large. So the cached
+  answers move aside as ``stale`` (correct but for the views joined since, ``added``), and
+  the next publish to a stale topic set tries only those views before moving its answer back.
+- A leaving view is taken out of exactly the answers that list it (an index of them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Generic, Protocol, TypeVar
+
+from .topics import ALL, TopicMatcher, is_template
+
+Topics = tuple[str, ...]
+
+
+class Routable(Hashable, Protocol):
+    """What the index needs of a view: its topic selectors (hashed by identity)."""
+
+    @property
+    def selectors(self) -> frozenset[str]: ...
+
+
+V = TypeVar("V", bound=Routable)
+
+
+class RouteIndex(Generic[V]):
+    """Views by selector kind, and the views of recently published topic sets.
+
+    The answers (``cached`` and ``stale`` together) are bounded by count and by the
+    characters of their keys (a topic can be as long as a publish body), and evicted
+    first-in first-out.
+    """
+
+    def __init__(
+        self,
+        matcher: TopicMatcher,
+        max_routes: int = 10_000,
+        max_chars: int = 4 << 20,
+        max_added: int = 64,
+    ) -> None:
+        self.matcher = matcher
+        self.max_added = max_added  # views a stale answer may need tried; past it, drop them
+        self.max_routes = max_routes
+        self.max_chars = max_chars
+        self.cached: dict[Topics, tuple[V, ...]] = {}
+        self.stale: dict[Topics, tuple[V, ...]] = {}  # right but for the views in ``added``
+        self.added: dict[V, None] = {}  # template and * views joined since answers went stale
+        self._chars = 0
+        self._exact: dict[str, set[V]] = {}
+        self._templates: dict[str, set[V]] = {}
+        self._everything: set[V] = set()
+        self._by_topic: dict[str, set[Topics]] = {}  # answers' keys holding each topic
+        self._routes_of: dict[V, set[Topics]] = {}  # answers' keys listing each view
+        self.recomputed = 0  # answers computed from the whole index (misses)
+        self.refreshed = 0  # stale answers brought up to date by trying the added views
+        self.evictions = 0
+
+    def __len__(self) -> int:
+        return len(self.cached) + len(self.stale)
+
+    def route(self, topics: Topics) -> tuple[V, ...]:
+        """The views wanting ``topics`` on a miss in ``cached``; the answer is cached."""
+        found = self.stale.pop(topics, None)
+        if found is not None:
+            self.refreshed += 1
+            test = self.matcher.test
+            for view in self.added:
+                if view not in found and any(test(s, t) for s in view.selectors for t in topics):
+                    found = (*found, view)
+                    self._routes_of.setdefault(view, set()).add(topics)
+            self.cached[topics] = found
+            if not self.stale:
+                self.added.clear()
+            return found
+        found = self.compute(topics)
+        self.recomputed += 1
+        size = sum(map(len, topics))
+        if size > self.max_chars:
+            return found
+        while len(self) >= self.max_routes or (len(self) and self._chars + size > self.max_chars):
+            self._evict(next(iter(self.stale or self.cached)))
+        self.cached[topics] = found
+        self._chars += size
+        for topic in topics:
+            self._by_topic.setdefault(topic, set()).add(topics)
+        for view in found:
+            self._routes_of.setdefault(view, set()).add(topics)
+        return found
+
+    def compute(self, topics: Topics) -> tuple[V, ...]:
+        """The views wanting ``topics``, from the index alone (no cache)."""
+        found: set[V] = set(self._everything)
+        for topic in topics:
+            exact = self._exact.get(topic)
+            if exact:
+                found |= exact
+        test = self.matcher.test
+        for selector, views in self._templates.items():
+            if any(test(selector, topic) for topic in topics):
+                found |= views
+        return tuple(found)
+
+    def _evict(self, topics: Topics) -> None:
+        views = self.stale.pop(topics, None)
+        if views is None:
+            views = self.cached.pop(topics)
+        if not self.stale:
+            self.added.clear()
+        self._chars -= sum(map(len, topics))
+        self.evictions += 1
+        for topic in topics:
+            keys = self._by_topic[topic]
+            keys.discard(topics)
+            if not keys:
+                del self._by_topic[topic]
+        for view in views:
+            keys = self._routes_of[view]
+            keys.discard(topics)
+            if not keys:
+                del self._routes_of[view]
+
+    def add(self, view: V) -> None:
+        """Index a new view and see that the answers it belongs in will list it."""
+        broad = False
+        for selector in view.selectors:
+            if selector == ALL:
+                self._everything.add(view)
+                broad = True
+            elif is_template(selector):
+                self._templates.setdefault(selector, set()).add(view)
+                broad = True
+            else:
+                self._exact.setdefault(selector, set()).add(view)
+        if broad:
+            if len(self.added) >= self.max_added:  # trying them all would cost as much as a miss
+                while self.stale:
+                    self._evict(next(iter(self.stale)))
+            if self.cached:
+                self.stale.update(self.cached)
+                self.cached.clear()
+            if self.stale:
+                self.added[view] = None
+            return
+        keys: set[Topics] = set()
+        for selector in view.selectors:
+            keys |= self._by_topic.get(selector, set())
+        if keys:
+            self._routes_of[view] = keys
+        for key in keys:
+            answers = self.cached if key in self.cached else self.stale
+            answers[key] = (*answers[key], view)
+
+    def remove(self, view: V) -> None:
+        """Forget a view, in the index and in every answer that lists it."""
+        for selector in view.selectors:
+            for index in (self._exact, self._templates):
+                views = index.get(selector)
+                if views is not None:
+                    views.discard(view)
+                    if not views:
+                        del index[selector]
+        self._everything.discard(view)
+        self.added.pop(view, None)
+        for key in self._routes_of.pop(view, ()):
+            answers = self.cached if key in self.cached else self.stale
+            answers[key] = tuple(v for v in answers[key] if v is not view)

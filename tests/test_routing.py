@@ -1,0 +1,290 @@
+"""Routing under hostile selectors and churn: bounded templates, a route cache kept up to date
+on join and leave (never cleared), caches bounded by bytes, and matching that agrees with a
+plain regular expression."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ssehub import Event, Hub, MemoryBackend
+from ssehub.errors import HubError
+from ssehub.routes import RouteIndex
+from ssehub.subscriber import Subscriber
+from ssehub.topics import (
+    _OPERATORS,
+    ALL,
+    TopicMatcher,
+    _Expression,
+    _parse,
+    check_selectors,
+    expressions,
+)
+
+from .support import start_hub
+from .test_hub import FakeStream, attach, preamble, started
+
+BOMB = "urn:x:" + "{/a}{.b}" * 150  # 300 adjacent expressions in 1206 characters
+
+
+# -- refusal at subscribe, over real sockets ---------------------------------------------------
+
+
+def test_costly_templates_are_refused_and_others_keep_receiving() -> None:
+    hub = start_hub("--anonymous", "--no-demo", "--heartbeat", "0")
+    try:
+        with hub.subscribe("urn:control") as control:
+            assert control.status == 200
+            refusals = [
+                ([BOMB], "too many template expressions: more than 32"),
+                ([f"urn:t:{{a{i}}}" for i in range(33)], "too many template expressions"),
+                (["urn:long:" + "x" * 2048 + "{id}"], "topic template too long"),
+            ]
+            for topics, reason in refusals:
+                with hub.subscribe(topics) as hostile:
+                    assert hostile.status == 400
+                    body = hostile.body.decode()
+                    assert reason in body and body.count("\n") <= 1
+            # At the bound is fine; so is a long exact topic (no template, nothing to try).
+            within = [f"urn:t:{{a{i}}}" for i in range(32)] + ["urn:exact:" + "x" * 3000]
+            with hub.subscribe(within) as fine:
+                assert fine.status == 200
+                hub.publish("urn:control", "still here")
+                hub.publish("urn:t:9", "templated")
+                assert control.events(1)[0].data == "still here"
+                assert fine.events(1)[0].data == "templated"
+    finally:
+        hub.stop()
+
+
+def test_template_bounds_follow_the_settings() -> None:
+    hub = start_hub(
+        "--anonymous", "--no-demo", "--heartbeat", "0", "--max-template-expressions", "2"
+    )
+    try:
+        with hub.subscribe(["urn:a:{x}", "urn:b:{y}"]) as two:
+            assert two.status == 200
+        with hub.subscribe(["urn:a:{x}{y}{z}"]) as three:
+            assert three.status == 400
+            assert b"more than 2" in three.body
+    finally:
+        hub.stop()
+
+
+@pytest.mark.parametrize(
+    ("selector", "count"),
+    [
+        (ALL, 0),
+        ("urn:exact", 0),
+        ("{", 0),
+        ("urn:{id}", 1),
+        ("/x{/a}{/b}{/c}", 3),  # a run of one operator still counts each expression
+        ("{a,b,c}", 1),
+        ("urn:" + "x" * 5000 + "{id}", 1),  # counted even past the matcher's length bound
+    ],
+)
+def test_expressions(selector: str, count: int) -> None:
+    assert expressions(selector) == count
+
+
+def test_check_selectors() -> None:
+    check_selectors(["*", "urn:a", "urn:{a}{b}"], max_length=100, max_expressions=2)
+    with pytest.raises(HubError) as bound:
+        check_selectors(["urn:{a}", "urn:{b}{c}"], max_length=100, max_expressions=2)
+    assert bound.value.status == 400
+    with pytest.raises(HubError, match="at most 10"):
+        check_selectors(["urn:long:{a}"], max_length=10, max_expressions=2)
+    # A setting above the matcher's own bound cannot make a long template match as a literal.
+    with pytest.raises(HubError, match="at most 2048"):
+        check_selectors(["u" * 3000 + "{a}"], max_length=10_000, max_expressions=2)
+
+
+# -- the route cache under churn ----------------------------------------------------------------
+
+
+def test_join_and_leave_update_cached_routes_instead_of_clearing() -> None:
+    async def go() -> None:
+        hub = await started()
+        books = await attach(hub, ["https://example.com/books/{id}"])
+        topics = [f"https://example.com/books/{i}" for i in range(20)]
+        await asyncio.gather(*(hub.publish(Event((t,), "a")) for t in topics))
+        answers = {(t,) for t in topics}
+        assert set(hub.routes.cached) == answers
+        assert hub.routes.recomputed == 20
+        for i in range(60):  # churn: views come and go, exact, template and *
+            stream = FakeStream()
+            selector = (f"urn:churn:{i}", "urn:{x}", ALL, topics[i % 20])[i % 4]
+            sub = Subscriber(stream, (selector,), None)
+            await hub.subscribe(sub, None, preamble)
+            if i % 8 == 3:  # one publish while a churner is there: it receives it
+                await hub.publish(Event((topics[i % 20],), "c"))
+                assert len(stream.ids()) == 1
+            hub.detach(sub)
+        assert set(hub.routes.cached) | set(hub.routes.stale) == answers  # nothing cleared
+        # A view that joins now is added to the answers it belongs in, and only to those.
+        seven = await attach(hub, ["https://example.com/books/7"])
+        other = await attach(hub, ["https://example.com/{kind}/3"])
+        everything = await attach(hub, [ALL])
+        await asyncio.gather(*(hub.publish(Event((t,), "b")) for t in topics))
+        assert len(books.ids()) == 40 + 8
+        assert len(seven.ids()) == 1
+        assert len(other.ids()) == 1
+        assert len(everything.ids()) == 20
+        assert set(hub.routes.cached) == answers
+        assert hub.routes.recomputed == 20  # every answer after the first was kept up to date
+        assert hub.routes.evictions == 0
+
+    asyncio.run(go())
+
+
+# -- incremental maintenance agrees with a fresh computation --------------------------------
+
+
+class _View:
+    __slots__ = ("name", "selectors")
+
+    def __init__(self, name: int, selectors: frozenset[str]) -> None:
+        self.name = name
+        self.selectors = selectors
+
+
+TOPICS = ["urn:a", "urn:b", "urn:a/1", "urn:b/2", "urn:c.json", "x"]
+SELECTORS = [
+    ALL,
+    "urn:a",
+    "urn:b",
+    "urn:a/1",
+    "x",
+    "urn:{k}",
+    "urn:a{/n}",
+    "{+all}",
+    "urn:{k}.json",
+]
+
+_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("join"), st.frozensets(st.sampled_from(SELECTORS), min_size=1)),
+        st.tuples(st.just("leave"), st.integers(0, 20)),
+        st.tuples(
+            st.just("route"), st.lists(st.sampled_from(TOPICS), min_size=1, max_size=3, unique=True)
+        ),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_ops, st.integers(2, 12), st.integers(1, 4))
+def test_incremental_routes_equal_fresh_ones(
+    ops: list[tuple[str, object]], cap: int, max_added: int
+) -> None:
+    matcher = TopicMatcher()
+    index: RouteIndex[_View] = RouteIndex(matcher, cap, max_chars=40, max_added=max_added)
+    live: list[_View] = []
+    for n, (op, arg) in enumerate(ops):
+        if op == "join":
+            assert isinstance(arg, frozenset)
+            view = _View(n, arg)
+            live.append(view)
+            index.add(view)
+        elif op == "leave" and live:
+            assert isinstance(arg, int)
+            index.remove(live.pop(arg % len(live)))
+        elif op == "route":
+            assert isinstance(arg, list)
+            topics = tuple(arg)
+            got = index.cached.get(topics)
+            if got is None:
+                got = index.route(topics)
+            assert sorted(v.name for v in got) == _wanting(matcher, live, topics)
+        for key, views in index.cached.items():  # every cached answer is still right
+            assert len(views) == len(set(views))
+            assert sorted(v.name for v in views) == _wanting(matcher, live, key)
+        for key, views in index.stale.items():  # stale ones miss only views added since
+            assert len(views) == len(set(views))
+            names = {v.name for v in views}
+            wanted = set(_wanting(matcher, live, key))
+            assert names <= wanted
+            assert wanted - names <= {v.name for v in index.added}
+        assert len(index) <= cap
+        assert not set(index.cached) & set(index.stale)
+        keys = [*index.cached, *index.stale]
+        assert index._chars == sum(len(t) for key in keys for t in key) <= 40
+
+
+def _wanting(matcher: TopicMatcher, views: list[_View], topics: tuple[str, ...]) -> list[int]:
+    return sorted(v.name for v in views if matcher.match_any(v.selectors, topics))
+
+
+# -- bounded caches --------------------------------------------------------------------------
+
+
+def test_caches_are_bounded_by_bytes() -> None:
+    matcher = TopicMatcher(max_chars=100_000)
+    index: RouteIndex[_View] = RouteIndex(matcher, max_chars=100_000)
+    index.add(_View(0, frozenset({"urn:{x}"})))
+    for i in range(200):
+        topic = f"urn:{i}:" + "t" * 10_000  # a topic can be as long as a publish body
+        assert matcher.match("urn:{x}", topic) is False
+        assert matcher.match(f"urn:{i}:{{+x}}", topic) is True
+        index.route((topic,))
+        assert matcher.cached_chars() <= 2 * 100_000
+        assert index._chars <= 100_000
+    assert 0 < len(index.cached) <= 10
+    huge = "urn:" + "h" * 200_000  # bigger than a whole cache: answered, never kept
+    assert matcher.match("urn:{+x}", huge)
+    assert len(index.route((huge,))) == 1  # "urn:{x}" matches it
+    assert (huge,) not in index.cached
+
+
+def test_hub_route_cache_is_bounded_by_bytes() -> None:
+    async def go() -> None:
+        hub = Hub(MemoryBackend(history_size=10), heartbeat=0)
+        await hub.start()
+        stream = await attach(hub, ["*"])
+        for i in range(30):
+            await hub.publish(Event((f"urn:{i}:" + "t" * 400_000,), "x"))
+        assert len(stream.ids()) == 30
+        assert hub.routes._chars <= hub.routes.max_chars
+        assert len(hub.routes.cached) < 30
+
+    asyncio.run(go())
+
+
+# -- the matcher agrees with a regular expression ---------------------------------------------
+
+
+def _reference(selector: str) -> re.Pattern[str]:
+    """The same language as a (backtracking) regular expression; fine for small inputs."""
+    tokens = _parse(selector)
+    assert tokens is not None
+    parts = []
+    for token in tokens:
+        if isinstance(token, str):
+            parts.append(re.escape(token))
+        else:
+            assert isinstance(token, _Expression)
+            chars = "".join(re.escape(c) for c in sorted(token.allowed)) + "\x80-\U0010ffff"
+            one = f"(?:{re.escape(token.prefix)}[{chars}]+)?"
+            parts.append(one * token.repeat)
+    return re.compile("".join(parts), re.DOTALL)
+
+
+_literal = st.text(alphabet="ab/.;=?&#,%é", min_size=1, max_size=3).filter(
+    lambda s: "{" not in s and "}" not in s
+)
+_expression = st.sampled_from(sorted(_OPERATORS)).map(lambda op: "{" + op + "v}")
+_templates = st.lists(st.one_of(_literal, _expression), min_size=1, max_size=8).map("".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_templates, st.text(alphabet="ab/.;=?&#,%é", max_size=12))
+def test_matcher_agrees_with_a_regex(template: str, topic: str) -> None:
+    if _parse(template) is None:
+        return
+    expected = topic == template or _reference(template).fullmatch(topic) is not None
+    assert TopicMatcher().match(template, topic) is expected
