@@ -7,9 +7,7 @@ import asyncio
 import os
 from collections.abc import Callable
 
-import jwt
-
-from ssehub.client import publish
+from ssehub.client import AsyncPublisher
 
 KEY = os.environ.get("SSEHUB_JWT_KEY", "example-key-change-me-0123456789-0123456789")
 
@@ -21,14 +19,14 @@ def run(make: Callable[[int], tuple[str, str]], every: float, what: str) -> None
     parser.add_argument("--count", type=int, default=0, help="stop after N (0: never)")
     parser.add_argument("--every", type=float, default=every, help="seconds between updates")
     args = parser.parse_args()
-    token = jwt.encode({"mercure": {"publish": ["*"]}}, KEY, algorithm="HS256")
 
     async def loop() -> None:
-        n = 0
-        while not args.count or n < args.count:
-            topic, data = make(n)
-            print(await publish(args.url, topic, data, token=token), topic, data, flush=True)
-            n += 1
-            await asyncio.sleep(args.every)
+        async with AsyncPublisher(args.url, key=KEY) as hub:  # one connection, minted tokens
+            n = 0
+            while not args.count or n < args.count:
+                topic, data = make(n)
+                print(await hub.publish(topic, data), topic, data, flush=True)
+                n += 1
+                await asyncio.sleep(args.every)
 
     asyncio.run(loop())

@@ -243,5 +243,5 @@ def test_workers_refuse_a_sqlite_store(tmp_path: Path) -> None:
         timeout=30,
     )
     assert done.returncode == 2, done.stderr
-    assert "--workers needs a shared store: SQLite" in done.stderr
+    assert "--workers" in done.stderr and "SQLite delivers live events only" in done.stderr
     assert "Traceback" not in done.stderr

@@ -14,7 +14,7 @@ import logging
 import math
 import time
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -382,4 +382,44 @@ def _selectors(claim: object, name: str, of: str) -> tuple[str, ...] | None:
     return tuple(claim)
 
 
-__all__ = ["COOKIE", "Authenticator", "Carrier", "Claims", "KeySet", "Token", "find_token"]
+def signing_key(key: str) -> str:
+    """An HMAC secret as given, or the PEM private key of ``@path``."""
+    return Path(key[1:]).read_text() if key.startswith("@") else key
+
+
+def mint_token(
+    key: str,
+    *,
+    publish: Iterable[str] = (),
+    subscribe: Iterable[str] = (),
+    expires_in: float | None = None,
+    algorithm: str = "HS256",
+    claims: Mapping[str, object] | None = None,
+) -> str:
+    """A JWT carrying ``mercure.publish`` / ``mercure.subscribe`` selectors (each only if
+    given), ``exp`` when ``expires_in`` is set, and any extra ``claims`` (aud, iss, sub…).
+
+    ``key`` is an HMAC secret or ``@path`` of a PEM private key, as ``ssehub token --key``.
+    """
+    mercure: dict[str, list[str]] = {}
+    if publish := list(publish):
+        mercure["publish"] = publish
+    if subscribe := list(subscribe):
+        mercure["subscribe"] = subscribe
+    payload: dict[str, object] = {"mercure": mercure}
+    if expires_in is not None:
+        payload["exp"] = int(time.time() + expires_in)
+    payload.update(claims or {})
+    return jwt.encode(payload, signing_key(key), algorithm=algorithm)
+
+
+__all__ = [
+    "COOKIE",
+    "Authenticator",
+    "Carrier",
+    "Claims",
+    "KeySet",
+    "Token",
+    "find_token",
+    "mint_token",
+]

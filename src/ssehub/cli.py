@@ -249,7 +249,7 @@ def publish(
     retry: int | None,
 ) -> None:
     """Publish one update to any Mercure hub and print its id."""
-    from .client import HubRefused
+    from .client import HubClientError
     from .client import publish as send
 
     body = sys.stdin.read().removesuffix("\n") if data is None else data
@@ -266,7 +266,7 @@ def publish(
                 retry=retry,
             )
         )
-    except HubRefused as refused:
+    except HubClientError as refused:
         raise click.ClickException(f"the hub refused: {refused}") from None
     except httpx.HTTPError as exc:
         raise click.ClickException(f"could not reach {url}: {exc}") from None
@@ -350,24 +350,24 @@ def token(
     claim: tuple[str, ...],
 ) -> None:
     """Mint a JWT for publishers and subscribers."""
-    import time
-    from pathlib import Path
+    from .auth import mint_token
 
-    mercure: dict[str, list[str]] = {}
-    if publish_:
-        mercure["publish"] = list(publish_)
-    if subscribe_:
-        mercure["subscribe"] = list(subscribe_)
-    claims: dict[str, object] = {"mercure": mercure}
-    if expires_in:
-        claims["exp"] = int(time.time()) + expires_in
+    claims: dict[str, object] = {}
     for item in claim:
         name, sep, value = item.partition("=")
         if not sep:
             raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--claim")
         claims[name] = value
-    secret = Path(key[1:]).read_text() if key.startswith("@") else key
-    click.echo(jwt.encode(claims, secret, algorithm=algorithm))
+    click.echo(
+        mint_token(
+            key,
+            publish=publish_,
+            subscribe=subscribe_,
+            expires_in=expires_in,
+            algorithm=algorithm,
+            claims=claims,
+        )
+    )
 
 
 @main.command()

@@ -1,5 +1,6 @@
 """An asyncio client for any Mercure hub, on httpx: subscribe (reconnect, resume, gap signal)
-and publish.
+and publish; :class:`Publisher` / :class:`AsyncPublisher` (from :mod:`ssehub.publisher`) for
+applications that publish often.
 
     async for item in subscribe("http://127.0.0.1:8000/.well-known/mercure", ["books/{id}"]):
         if isinstance(item, Gap):
@@ -15,11 +16,21 @@ import json
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from urllib.parse import urlencode
 
 import httpx
 
 from .mercure import GAP_EVENT
+from .publisher import (
+    NO_RETRIES,
+    AsyncPublisher,
+    HubClientError,
+    HubRefused,
+    HubUnavailable,
+    Publisher,
+    Retries,
+    answer_id,
+    form_body,
+)
 from .sse import Decoder, ServerEvent
 
 log = logging.getLogger("ssehub.client")
@@ -34,15 +45,6 @@ class Gap:
     requested: str
     replay_from: str | None
     reason: str
-
-
-class HubRefused(Exception):
-    """The hub answered with a 4xx: retrying the same request would not help."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(f"{status}: {reason}")
-        self.status = status
-        self.reason = reason
 
 
 def _auth(token: str | None) -> dict[str, str]:
@@ -61,31 +63,25 @@ async def publish(
     retry: int | None = None,
     client: httpx.AsyncClient | None = None,
 ) -> str:
-    """Publish one update; returns its id. Raises HubRefused on 4xx, httpx errors otherwise."""
-    form: list[tuple[str, str]] = [
-        ("topic", t) for t in ([topics] if isinstance(topics, str) else topics)
-    ]
-    form.append(("data", data))
-    if private:
-        form.append(("private", "on"))
-    for name, value in (("id", id), ("type", type), ("retry", retry)):
-        if value is not None:
-            form.append((name, str(value)))
+    """Publish one update; returns its id (the hub makes one if ``id`` is not given).
+
+    One attempt: raises :class:`HubRefused` on a 4xx, :class:`HubUnavailable` on a 5xx, httpx
+    errors when the hub cannot be reached. :class:`AsyncPublisher` retries and keeps its
+    connection.
+    """
+    body = form_body(topics, data, private=private, id=id, type=type, retry=retry)
     own = client is None
     http = client or httpx.AsyncClient(timeout=10)
     try:
         answer = await http.post(
             url,
-            content=urlencode(form).encode(),
+            content=body,
             headers={**_auth(token), "Content-Type": "application/x-www-form-urlencoded"},
         )
     finally:
         if own:
             await http.aclose()
-    if 400 <= answer.status_code < 500:
-        raise HubRefused(answer.status_code, answer.text.strip())
-    answer.raise_for_status()
-    return answer.text
+    return answer_id(answer)
 
 
 async def subscribe(
@@ -162,3 +158,18 @@ def _gap(event: ServerEvent, requested: str | None) -> Gap:
         notice.get("replayFrom"),
         str(notice.get("reason", "history no longer holds the requested id")),
     )
+
+
+__all__ = [
+    "EARLIEST",
+    "NO_RETRIES",
+    "AsyncPublisher",
+    "Gap",
+    "HubClientError",
+    "HubRefused",
+    "HubUnavailable",
+    "Publisher",
+    "Retries",
+    "publish",
+    "subscribe",
+]

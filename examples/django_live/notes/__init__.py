@@ -1,0 +1,1 @@
+"""Notes: saved in the database, pushed to open pages by ssehub."""
