@@ -16,7 +16,10 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("engine", {"contract", "subscriber", "commits", "routes", "views", "hub"}),
     ("backends", {"backends"}),
     ("application", {"app", "subscriptions", "metrics"}),
-    ("faces", {"server", "asgi", "responses", "client", "bench", "config_docs"}),
+    (
+        "faces",
+        {"server", "asgi", "responses", "client", "publisher", "contrib", "bench", "config_docs"},
+    ),
     ("command", {"cli", "__init__"}),
 ]
 

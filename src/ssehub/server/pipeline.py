@@ -227,7 +227,9 @@ class RequestPipeline:
             out.append(encode(front, front_keep_alive))
             inflight.pop(0)
             keep_alive = front_keep_alive
-        if out and conn.state is not State.CLOSED:
+        if conn.state is State.CLOSED:
+            return
+        if out:
             conn.transport.write(out[0] if len(out) == 1 else b"".join(out))
             if not keep_alive:
                 inflight.clear()

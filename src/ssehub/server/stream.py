@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 
 from ..app import OpenedStream
 from ..contract import HistoryUnavailable, Replay
-from ..subscriber import SubscriberClosed
 from .connection import Connection
 from .http import encode, head
 from .states import State
@@ -50,7 +49,7 @@ class StreamConnection:
 
         try:
             await app.hub.subscribe(self.sub, opened.last_event_id, preamble)
-        except SubscriberClosed:
+        except ConnectionResetError:  # it left or was dropped meanwhile (SubscriberClosed)
             return
         except HistoryUnavailable as exc:  # raised before the stream's head was written
             log.warning("refusing a subscriber: %s", exc)
