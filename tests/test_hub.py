@@ -6,10 +6,12 @@ import asyncio
 import json
 from collections.abc import Sequence
 
+import pytest
+
 from ssehub import Event, Hub, MemoryBackend, StoredEvent
 from ssehub.backends import EARLIEST, REPLAY_PAGE, Replay
 from ssehub.sse import Decoder
-from ssehub.subscriber import Subscriber
+from ssehub.subscriber import Phase, Subscriber, SubscriberClosed
 
 
 class FakeStream:
@@ -228,5 +230,43 @@ def test_publish_failure_reaches_every_publisher_of_the_batch() -> None:
         backend.broken = False  # the commit chain goes on after a failed batch
         stored = await hub.publish(Event(("t",)))
         assert stream.ids() == [stored.id]
+
+    asyncio.run(go())
+
+
+def test_subscribe_writes_its_preamble_or_raises() -> None:
+    """A subscriber closed while its history is read gets nothing written and the caller
+    hears it (SubscriberClosed); before, subscribe returned as if it had started."""
+
+    class SlowHistory(MemoryBackend):
+        gate: asyncio.Event | None = None
+
+        async def since(self, after: str | int, upto: int, limit: int = REPLAY_PAGE) -> Replay:
+            assert self.gate is not None
+            await self.gate.wait()
+            return await super().since(after, upto, limit)
+
+    async def go() -> None:
+        backend = SlowHistory()
+        backend.gate = asyncio.Event()
+        hub = Hub(backend, heartbeat=0)
+        await hub.start()
+        stream = FakeStream()
+        sub = Subscriber(stream, ("t",), None)
+        task = asyncio.create_task(hub.subscribe(sub, EARLIEST, preamble))
+        deadline = asyncio.get_running_loop().time() + 5
+        while sub.phase is Phase.NEW:  # registered first, then history is read
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0)
+        assert sub.phase is Phase.REPLAYING
+        hub.detach(sub)  # it leaves while history is read
+        assert sub.phase is Phase.CLOSED
+        backend.gate.set()
+        with pytest.raises(SubscriberClosed):
+            await task
+        assert stream.writes == []
+        assert hub.subscriber_count == 0
+        with pytest.raises(SubscriberClosed):  # a closed subscriber cannot come back
+            await hub.subscribe(sub, None, preamble)
 
     asyncio.run(go())

@@ -25,6 +25,7 @@ from redis.retry import Retry
 from ..contract import EARLIEST, REPLAY_PAGE, Replay, Sink, new_event_id
 from ..errors import ConfigError
 from ..events import Event, StoredEvent
+from ..settings import DEFAULTS
 
 log = logging.getLogger("ssehub.redis")
 
@@ -115,7 +116,12 @@ def split_url(url: str) -> tuple[str, str]:
 class RedisBackend:
     """Redis Streams: XADD with a bounded length, XRANGE for replay, XREAD to follow."""
 
-    def __init__(self, url: str, history_size: int = 10_000, history_max_age: float = 0.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        history_size: int = DEFAULTS.history_size,
+        history_max_age: float = DEFAULTS.history_max_age,
+    ) -> None:
         if history_size < 0 or history_max_age < 0:
             raise ValueError("history bounds must be >= 0")
         redis_url, prefix = split_url(url)
