@@ -84,6 +84,12 @@ def test_event_source_response_helper(fastapi_hub: HubProcess) -> None:
     ]
 
 
+def test_mounted_hub_refuses_costly_templates(fastapi_hub: HubProcess) -> None:
+    with fastapi_hub.subscribe("urn:x:" + "{/a}{.b}" * 150) as bomb:
+        assert bomb.status == 400
+        assert b"too many template expressions" in bomb.body
+
+
 # -- the same limits as the standalone server ------------------------------------------------
 
 

@@ -8,29 +8,31 @@ an RS/HS confusion fails with a reason instead of verifying.
 
 from __future__ import annotations
 
-import asyncio
-import enum
 import logging
 import math
 import time
-import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import jwt
 
-from .errors import HubError, one_line
-from .settings import DEFAULTS
+from .keys import KeySet
+from .tokens import (
+    COOKIE,
+    Carrier,
+    Token,
+    find_token,
+    forbidden,
+    quoted,
+    unauthorized,
+)
 from .topics import TopicMatcher
 
 log = logging.getLogger("ssehub.auth")
 
-COOKIE = DEFAULTS.cookie_name
-_JWKS_REFRESH = 300.0
 _VERIFIED_MAX = 4096
-_JWKS_RETRY = 10.0
+_VERIFIED_CHARS = 4 << 20  # tokens may be 16 KiB each: count them, not only how many
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,159 +43,6 @@ class Claims:
     subscribe: tuple[str, ...] | None
     expires: float | None
     payload: object = None  # mercure.payload, shown in subscription events
-
-
-def _challenge(error: str | None, reason: str) -> tuple[tuple[str, str], ...]:
-    value = 'Bearer realm="ssehub"'
-    if error is not None:
-        quoted = reason.replace("\\", "\\\\").replace('"', "'")
-        value += f', error="{error}", error_description="{quoted}"'
-    return (("WWW-Authenticate", value),)
-
-
-def unauthorized(reason: str, error: str | None = "invalid_token") -> HubError:
-    """401 with the reason in the body and in ``WWW-Authenticate`` (RFC 6750)."""
-    reason = one_line(reason)  # reasons quote token contents: one safe line in the header
-    return HubError(401, reason, _challenge(error, reason))
-
-
-def forbidden(reason: str) -> HubError:
-    """403: a valid token whose claims do not cover the request."""
-    reason = one_line(reason)
-    return HubError(403, reason, _challenge("insufficient_scope", reason))
-
-
-def _quoted(value: object, limit: int = 40) -> str:
-    """A value taken from a token, quoted and cut short, for a reason."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 4] + "...'"
-
-
-def read_cookie(header: str | None, name: str) -> str | None:
-    """The value of cookie ``name`` in a Cookie header, if present."""
-    if not header:
-        return None
-    for part in header.split(";"):
-        key, sep, value = part.strip().partition("=")
-        if sep and key == name:
-            return value.strip().strip('"')
-    return None
-
-
-class Carrier(enum.Enum):
-    """Where a request's token came from (the cookie one needs a CSRF check to publish)."""
-
-    HEADER = "Authorization header"
-    QUERY = "authorization query parameter"
-    COOKIE = "cookie"
-
-
-@dataclass(frozen=True, slots=True)
-class Token:
-    """A request's token and its carrier."""
-
-    value: str
-    carrier: Carrier
-    cookie_name: str = COOKIE
-
-    @property
-    def where(self) -> str:
-        """The carrier as a person reads it in a refusal."""
-        if self.carrier is Carrier.COOKIE:
-            return f"{self.cookie_name} cookie"
-        return str(self.carrier.value)
-
-
-def find_token(
-    header: str | None, query: str | None, cookie_header: str | None, cookie_name: str = COOKIE
-) -> Token | None:
-    """The token and its carrier, by the spec's precedence: header, then query, then cookie."""
-    if header is not None:
-        scheme, _, token = header.strip().partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise unauthorized("Authorization header must be 'Bearer <token>'", "invalid_request")
-        return Token(token.strip(), Carrier.HEADER)
-    if query:
-        return Token(query, Carrier.QUERY)
-    cookie = read_cookie(cookie_header, cookie_name)
-    if cookie:
-        return Token(cookie, Carrier.COOKIE, cookie_name)
-    return None
-
-
-class KeySet:
-    """The key(s) that verify one kind of token."""
-
-    def __init__(self, spec: str) -> None:
-        self.spec = spec
-        self._key: Any = None
-        self._jwks: dict[str, Any] = {}
-        self._url: str | None = None
-        self._fetched = 0.0
-        self._refreshing: asyncio.Task[None] | None = None
-        self.generation = 0  # bumped when the keys change, so remembered tokens are re-checked
-        if spec.startswith(("http://", "https://")):
-            self._url = spec
-        elif spec.startswith("@"):
-            text = Path(spec[1:]).read_text()
-            if text.lstrip().startswith("{"):
-                self._load_jwks(text)
-            else:
-                self._key = text
-        else:
-            self._key = spec
-
-    def _load_jwks(self, text: str) -> None:
-        keys = jwt.PyJWKSet.from_json(text)
-        self._jwks = {k.key_id or "": k for k in keys.keys}
-        self.generation += 1
-
-    async def refresh(self) -> None:
-        """Fetch a JWKS URL again (in a thread: urllib blocks)."""
-        url = self._url
-        if url is None:
-            return
-
-        def fetch() -> str:
-            with urllib.request.urlopen(url, timeout=5) as answer:
-                return str(answer.read().decode("utf-8"))
-
-        try:
-            self._load_jwks(await asyncio.to_thread(fetch))
-            self._fetched = time.monotonic()
-        except (OSError, ValueError, jwt.PyJWKSetError) as exc:
-            log.warning("could not fetch the JWKS at %s: %s", url, exc)
-            self._fetched = time.monotonic() - _JWKS_REFRESH + _JWKS_RETRY
-
-    def _schedule_refresh(self) -> None:
-        if self._url is None or (self._refreshing is not None and not self._refreshing.done()):
-            return
-        if time.monotonic() - self._fetched < _JWKS_REFRESH and self._jwks:
-            return
-        try:
-            self._refreshing = asyncio.get_running_loop().create_task(self.refresh())
-        except RuntimeError:  # no loop: a synchronous caller (tests, tools)
-            asyncio.run(self.refresh())
-
-    def key_for(self, token: str, carrier: str) -> Any:
-        """The verification key for ``token`` (by ``kid`` for a JWKS)."""
-        if self._key is not None:
-            return self._key
-        self._schedule_refresh()
-        try:
-            kid = jwt.get_unverified_header(token).get("kid") or ""
-        except jwt.DecodeError:
-            raise unauthorized(f"token from the {carrier} is not a well-formed JWS") from None
-        if not isinstance(kid, str):
-            raise unauthorized(f"token from the {carrier} has a kid that is not a string")
-        found = self._jwks.get(kid)
-        if found is None and not kid and len(self._jwks) == 1:
-            found = next(iter(self._jwks.values()))  # one key and no kid: that key
-        if found is None:
-            raise unauthorized(
-                f"token from the {carrier} names key id {_quoted(kid)}, not in the JWKS"
-            )
-        return found.key
 
 
 class Authenticator:
@@ -210,22 +59,28 @@ class Authenticator:
         audience: str | None = None,
         issuer: str | None = None,
     ) -> None:
-        self.publisher_keys = KeySet(publisher_key) if publisher_key else None
-        self.subscriber_keys = KeySet(subscriber_key) if subscriber_key else None
+        self.publisher_keys = KeySet(publisher_key, "publisher JWT key") if publisher_key else None
+        self.subscriber_keys = (
+            KeySet(subscriber_key, "subscriber JWT key") if subscriber_key else None
+        )
         self.algorithms = [a.strip() for a in algorithm.split(",") if a.strip()]
         if any(a.lower() == "none" for a in self.algorithms):
             raise ValueError("the 'none' algorithm would accept unsigned tokens")
+        for keys in (self.publisher_keys, self.subscriber_keys):
+            if keys is not None:
+                keys.check(self.algorithms)
         self.matcher = matcher or TopicMatcher()
         self.leeway = leeway
         self.audience = audience
         self.issuer = issuer
         self._verified: dict[tuple[str, int, int], tuple[Claims, float]] = {}
+        self._verified_chars = 0
 
     async def start(self) -> None:
-        """Fetch JWKS URLs once before the first request."""
+        """Fetch JWKS URLs once before the first request; ConfigError if one does not answer."""
         for keys in (self.publisher_keys, self.subscriber_keys):
             if keys is not None:
-                await keys.refresh()
+                await keys.refresh(strict=True)
 
     def verify(self, token: str, carrier: str, keys: KeySet) -> Claims:
         """Check signature, algorithm and time/audience/issuer claims; 401 with the reason.
@@ -243,11 +98,23 @@ class Authenticator:
             ):
                 return claims
             del self._verified[cache_key]
+            self._verified_chars -= len(token)
         claims, valid_from = self._verify(token, carrier, keys)
-        if len(self._verified) >= _VERIFIED_MAX:
-            del self._verified[next(iter(self._verified))]
-        self._verified[cache_key] = (claims, valid_from)
+        verified = self._verified
+        while verified and (
+            len(verified) >= _VERIFIED_MAX or self._verified_chars + len(token) > _VERIFIED_CHARS
+        ):
+            oldest = next(iter(verified))
+            del verified[oldest]
+            self._verified_chars -= len(oldest[0])
+        verified[cache_key] = (claims, valid_from)
+        self._verified_chars += len(token)
         return claims
+
+    @property
+    def cached_chars(self) -> int:
+        """Characters of the remembered tokens (bounded, like their number)."""
+        return self._verified_chars
 
     def _verify(self, token: str, carrier: str, keys: KeySet) -> tuple[Claims, float]:
         of = f"token from the {carrier}"
@@ -358,9 +225,10 @@ class Authenticator:
 
 def _header_alg(token: str) -> str:
     try:
-        return _quoted(jwt.get_unverified_header(token).get("alg"))
+        alg = jwt.get_unverified_header(token).get("alg")
     except jwt.InvalidTokenError:
         return "an unreadable algorithm"
+    return quoted(alg)
 
 
 def _seconds(claim: object) -> float | None:

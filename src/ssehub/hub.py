@@ -174,7 +174,8 @@ class Hub:
                     touched[view] = [event.wire]
                 else:
                     chunks.append(event.wire)
-        self._dispatched = events[-1].position
+        # A broadcast takes no position of its own (it may carry an older one): never go back.
+        self._dispatched = max(self._dispatched, events[-1].position)
         deliveries = written = 0
         for view, chunks in touched.items():
             data = chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -74,7 +74,7 @@ class Views:
     def __init__(self, matcher: TopicMatcher) -> None:
         self.matcher = matcher
         self.by_key: dict[ViewKey, View] = {}
-        self.routes: RouteIndex[View] = RouteIndex(matcher)
+        self.routes: RouteIndex[View] = RouteIndex()
         self.subscribers = 0
 
     def join(self, sub: Subscriber) -> View:

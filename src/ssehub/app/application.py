@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from ..auth import Authenticator, Carrier, Token, find_token, forbidden
+from ..auth import Authenticator
 from ..contract import HistoryUnavailable, InvalidEvent
 from ..errors import HubError
 from ..hub import Hub
@@ -24,6 +24,7 @@ from ..sse import encode_comment
 from ..subscriber import Subscriber
 from ..subscriptions import PREFIX as SUBSCRIPTIONS
 from ..subscriptions import Subscriptions
+from ..tokens import Carrier, Token, find_token, forbidden
 from ..topics import check_selectors
 from .answers import DeferredPublish, Headers, Request, Response, error_response, response
 from .cors import Cors
@@ -164,6 +165,13 @@ class App:
         if found is not None and found.carrier is Carrier.COOKIE:
             self.cors.check_cookie_publish(request)
         self.auth.publisher(found, event.topics)
+        longest = max(len(topic) for topic in event.topics)
+        if longest > self.settings.max_topic_length:
+            raise HubError(
+                400,
+                f"topic too long: {longest} characters, at most {self.settings.max_topic_length}"
+                " (--max-topic-length)",
+            )
         return DeferredPublish(self.hub.publish(event), cors)
 
     def _subscribe(self, request: Request, cors: Headers) -> OpenedStream:

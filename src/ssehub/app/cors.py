@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from ..auth import forbidden
 from ..errors import HubError
+from ..tokens import forbidden
 from .answers import Headers, Request, Response, response
 
 _ALLOW_HEADERS = "authorization, cache-control, content-type, last-event-id"

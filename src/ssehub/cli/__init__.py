@@ -11,12 +11,22 @@ import sys
 from typing import Any
 
 import httpx
+import jwt
 import rich_click as click
+from jwt.algorithms import get_default_algorithms
 
 from ..settings import Settings
 from .bench_command import bench
 from .group import debug_option, main
-from .options import DEFAULT_URL, env_name, print_first_run, settings_options, shown_store
+from .options import (
+    DEFAULT_URL,
+    env_name,
+    hmac_algorithm,
+    print_first_run,
+    settings_options,
+    shown_store,
+)
+from .reach import hub_url, unreachable
 
 main.add_command(bench)
 
@@ -47,7 +57,13 @@ def serve(jwt_key: str | None, log_level: str, **options: Any) -> None:
     options.setdefault("subscriber_jwt_key", jwt_key)
     made_key = None
     if options["publisher_jwt_key"] is None and options["subscriber_jwt_key"] is None:
-        made_key = secrets.token_urlsafe(32)
+        if not hmac_algorithm(options.get("jwt_algorithm", "HS256")):
+            raise click.UsageError(
+                "with --jwt-algorithm "
+                f"{options['jwt_algorithm']} give the key that verifies tokens (--jwt-key"
+                " @public.pem, or a JWKS): the key made when none is given is an HMAC secret"
+            )
+        made_key = secrets.token_urlsafe(64)  # long enough for HS512
         options["publisher_jwt_key"] = options["subscriber_jwt_key"] = made_key
     options.setdefault("demo", made_key is not None)
     settings = Settings(**options)
@@ -79,7 +95,12 @@ def serve(jwt_key: str | None, log_level: str, **options: Any) -> None:
 @main.command()
 @debug_option
 @click.option(
-    "--url", default=DEFAULT_URL, envvar="SSEHUB_URL", show_default=True, help="The hub's URL."
+    "--url",
+    default=DEFAULT_URL,
+    envvar="SSEHUB_URL",
+    show_default=True,
+    callback=hub_url,
+    help="The hub's URL.",
 )
 @click.option(
     "--topic",
@@ -125,14 +146,19 @@ def publish(
     except HubClientError as refused:
         raise click.ClickException(f"the hub refused: {refused}") from None
     except httpx.HTTPError as exc:
-        raise click.ClickException(f"could not reach {url}: {exc}") from None
+        raise unreachable(url, exc) from None
     click.echo(got)
 
 
 @main.command()
 @debug_option
 @click.option(
-    "--url", default=DEFAULT_URL, envvar="SSEHUB_URL", show_default=True, help="The hub's URL."
+    "--url",
+    default=DEFAULT_URL,
+    envvar="SSEHUB_URL",
+    show_default=True,
+    callback=hub_url,
+    help="The hub's URL.",
 )
 @click.option(
     "--topic",
@@ -158,7 +184,9 @@ def subscribe(
 
     async def run() -> None:
         seen = 0
-        async for item in listen(url, topics, token=token, last_event_id=last_event_id):
+        async for item in listen(
+            url, topics, token=token, last_event_id=last_event_id, retry_first=False
+        ):
             line: dict[str, object]
             if isinstance(item, Gap):
                 line = {
@@ -180,6 +208,8 @@ def subscribe(
         asyncio.run(run())
     except HubRefused as refused:
         raise click.ClickException(f"the hub refused: {refused}") from None
+    except httpx.HTTPError as exc:
+        raise unreachable(url, exc) from None
     except KeyboardInterrupt:
         pass
 
@@ -192,7 +222,12 @@ def subscribe(
     required=True,
     help="HMAC secret, or @PATH of a PEM private key.",
 )
-@click.option("--algorithm", default="HS256", show_default=True)
+@click.option(
+    "--algorithm",
+    default="HS256",
+    show_default=True,
+    type=click.Choice(sorted(set(get_default_algorithms()) - {"none"})),
+)
 @click.option("--publish", "publish_", multiple=True, help="Selector for mercure.publish.")
 @click.option("--subscribe", "subscribe_", multiple=True, help="Selector for mercure.subscribe.")
 @click.option("--expires-in", type=click.IntRange(min=1), help="Seconds until exp.")
@@ -214,8 +249,8 @@ def token(
         if not sep:
             raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--claim")
         claims[name] = value
-    click.echo(
-        mint_token(
+    try:
+        minted = mint_token(
             key,
             publish=publish_,
             subscribe=subscribe_,
@@ -223,7 +258,18 @@ def token(
             algorithm=algorithm,
             claims=claims,
         )
-    )
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not text (a PEM key is)"
+        raise click.ClickException(f"--key {key}: cannot read {key[1:]!r}: {reason}") from None
+    except (jwt.InvalidKeyError, ValueError, TypeError, AttributeError) as exc:
+        # PyJWT lets a public key reach cryptography, which has no sign() on it
+        why = "a public key cannot sign" if isinstance(exc, AttributeError) else exc
+        raise click.BadParameter(
+            f"this key cannot sign {algorithm} ({why}): an HS algorithm takes a secret, the"
+            " others a PEM private key (@PATH)",
+            param_hint="'--key' / '--algorithm'",
+        ) from None
+    click.echo(minted)
 
 
 __all__ = ["main"]

@@ -79,8 +79,13 @@ def shown_store(store: str) -> str:
     return store.replace(f":{password}@", ":***@") if password else store
 
 
+def hmac_algorithm(algorithms: str) -> str | None:
+    """The first HMAC algorithm allowed, the only kind a made-up secret can sign with."""
+    return next((a.strip() for a in algorithms.split(",") if a.strip().startswith("HS")), None)
+
+
 def print_first_run(settings: Settings, key: str) -> None:
-    algorithm = settings.jwt_algorithm.split(",")[0].strip()
+    algorithm = hmac_algorithm(settings.jwt_algorithm) or "HS256"
     publisher = jwt.encode({"mercure": {"publish": ["*"]}}, key, algorithm=algorithm)
     subscriber = jwt.encode({"mercure": {"subscribe": ["*"]}}, key, algorithm=algorithm)
     click.echo(

@@ -12,7 +12,9 @@ from collections.abc import Callable
 
 from ..app import build
 from ..app.demo import Clock
+from ..errors import ConfigError
 from ..settings import Settings
+from .listen import cannot_listen
 from .protocol import HttpProtocol
 from .registry import ConnectionRegistry
 
@@ -33,14 +35,18 @@ async def serve(
     app = await build(settings)
     registry = ConnectionRegistry(settings)
     app.open_connections = registry.__len__
-    server = await loop.create_server(
-        lambda: HttpProtocol(app, registry),
-        settings.host,
-        settings.port,
-        backlog=4096,
-        reuse_address=True,
-        reuse_port=settings.workers > 1,
-    )
+    try:
+        server = await loop.create_server(
+            lambda: HttpProtocol(app, registry),
+            settings.host,
+            settings.port,
+            backlog=4096,
+            reuse_address=True,
+            reuse_port=settings.workers > 1,
+        )
+    except OSError as exc:
+        await app.close()
+        raise cannot_listen(settings.host, settings.port, exc) from exc
     stop = stop or asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
@@ -66,17 +72,22 @@ def run(settings: Settings, started: Callable[[list[socket.socket]], None] | Non
         _run_one(settings, started, clock=True)
         return
     children = []
+    faults, fault = os.pipe()  # a worker that cannot start tells the parent why, in one line
     for number in range(settings.workers):
         pid = os.fork()
         if pid == 0:  # a worker: serve, then leave without running the parent's cleanup
             code = 0
             try:
                 _run_one(settings, started if number == 0 else None, clock=number == 0)
+            except ConfigError as exc:
+                os.write(fault, f"{exc}\n".encode())
+                code = 1
             except BaseException:
                 log.exception("worker %d failed", number)
                 code = 1
             os._exit(code)
         children.append(pid)
+    os.close(fault)
 
     def forward(sig: int, _: object) -> None:
         for child in children:
@@ -89,6 +100,10 @@ def run(settings: Settings, started: Callable[[list[socket.socket]], None] | Non
     for child in children:
         _, status = os.waitpid(child, 0)
         worst = max(worst, os.waitstatus_to_exitcode(status))
+    with os.fdopen(faults, encoding="utf-8", errors="replace") as told:
+        first = told.readline().strip()
+    if first:
+        raise ConfigError(first)
     if worst:
         raise SystemExit(worst)
 

@@ -8,6 +8,7 @@ from ..app.answers import Response
 from ..errors import field_value
 
 _SERVER = b"Server: ssehub\r\n"
+_NO_CONTENT = frozenset((204, 304))  # RFC 9110 8.6: no Content-Length on these (nor on 1xx)
 
 
 def text(raw: bytes) -> str:
@@ -30,7 +31,7 @@ def head(
     for name, value in headers:
         # The one place a header reaches the wire: nothing a request carried may split it.
         lines.append(f"{name}: {field_value(value)}\r\n".encode())  # UTF-8 ids survive
-    if content_length is not None:
+    if content_length is not None and status not in _NO_CONTENT:
         lines.append(b"Content-Length: %d\r\n" % content_length)
     lines.append(b"Connection: keep-alive\r\n\r\n" if keep_alive else b"Connection: close\r\n\r\n")
     return b"".join(lines)
