@@ -37,9 +37,9 @@ _Handler = Callable[[Request, Headers], Answer]
 
 @dataclass(frozen=True, slots=True)
 class _Route:
-    """The methods one path answers, and how a 405 names the path."""
+    """The methods one path answers, and where a 405 says the method is not allowed."""
 
-    what: str
+    where: str  # "on {path}", "here: ..."
     methods: Mapping[str, _Handler]
 
     @property
@@ -69,21 +69,21 @@ class App:
         self.open_connections: Callable[[], int] | None = None  # set by a face that counts
         self.metrics = Metrics(hub, self._extra_metrics)
         self._demo = DemoPage(settings)
-        health = _Route("health checks", {"GET": self._ok, "HEAD": self._ok})
+        health = _Route("on {path}", {"GET": self._ok, "HEAD": self._ok})
         self._routes: dict[str, _Route] = {
             HUB_PATH: _Route(
-                "the hub (GET subscribes, POST publishes)",
+                "here: GET subscribes, POST publishes",
                 {"GET": self._subscribe, "POST": self._publish, "OPTIONS": self._preflight},
             ),
-            "/metrics": _Route("/metrics", {"GET": self._metrics, "HEAD": self._metrics}),
+            "/metrics": _Route("on {path}", {"GET": self._metrics, "HEAD": self._metrics}),
             "/healthz": health,
             "/readyz": health,
         }
         if settings.demo:
             page = {"GET": self._demo_page, "HEAD": self._demo_page}
-            self._routes["/"] = _Route("the demo page", page)
+            self._routes["/"] = _Route("on the demo page", page)
         api = {"GET": self._subscriptions_api, "HEAD": self._subscriptions_api}
-        self._subscriptions_route = _Route("the subscriptions API", api)
+        self._subscriptions_route = _Route("on the subscriptions API", api)
 
     async def close(self) -> None:
         """Stop the engine: publishes in flight finish, the backend closes."""
@@ -126,9 +126,8 @@ class App:
 
     def _not_allowed(self, request: Request, cors: Headers) -> Answer:
         route = self._route(request)
-        raise HubError(
-            405, f"{request.method} not allowed on {route.what}", (("Allow", route.allow),)
-        )
+        where = route.where.format(path=request.path)
+        raise HubError(405, f"{request.method} not allowed {where}", (("Allow", route.allow),))
 
     def count(self, error: HubError) -> None:
         """Auth refusals, for the metrics."""

@@ -162,6 +162,8 @@ class RequestPipeline:
     def on_message_complete(self) -> None:
         parser = self._parser
         assert parser is not None
+        if parser.should_upgrade():  # refused itself, not answered as if it had not asked
+            self._stop(HubError(400, "protocol upgrades are not supported"))
         parsed = httptools.parse_url(self._url or b"/")
         request = Request(
             parser.get_method().decode("ascii", "replace"),
