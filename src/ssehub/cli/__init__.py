@@ -15,6 +15,7 @@ import jwt
 import rich_click as click
 from jwt.algorithms import get_default_algorithms
 
+from ..publisher import HubClientError
 from ..settings import Settings
 from .bench_command import bench
 from .group import debug_option, main
@@ -126,7 +127,7 @@ def publish(
     retry: int | None,
 ) -> None:
     """Publish one update to any Mercure hub and print its id."""
-    from ..client import HubClientError
+    from ..client import HubRefused
     from ..client import publish as send
 
     body = sys.stdin.read().removesuffix("\n") if data is None else data
@@ -143,9 +144,9 @@ def publish(
                 retry=retry,
             )
         )
-    except HubClientError as refused:
+    except HubRefused as refused:
         raise click.ClickException(f"the hub refused: {refused}") from None
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, HubClientError) as exc:
         raise unreachable(url, exc) from None
     click.echo(got)
 
@@ -179,7 +180,7 @@ def subscribe(
 ) -> None:
     """Print events as JSON lines (id, type, data; a gap as {"gap": …}), reconnecting and
     resuming until interrupted."""
-    from ..client import Gap, HubRefused
+    from ..client import Gap, HubRefused, NotAStream
     from ..client import subscribe as listen
 
     async def run() -> None:
@@ -208,6 +209,10 @@ def subscribe(
         asyncio.run(run())
     except HubRefused as refused:
         raise click.ClickException(f"the hub refused: {refused}") from None
+    except NotAStream as exc:
+        raise click.ClickException(
+            f"{url} answered {exc}, not an event stream: is --url the hub's /.well-known/mercure?"
+        ) from None
     except httpx.HTTPError as exc:
         raise unreachable(url, exc) from None
     except KeyboardInterrupt:

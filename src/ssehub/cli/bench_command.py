@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import rich_click as click
 
+from ..publisher import HubClientError
 from .group import debug_option
 from .options import DEFAULT_URL
 from .reach import hub_url, unreachable
@@ -211,5 +212,5 @@ def _check_hub(url: str, topic: str, token: str) -> None:
         asyncio.run(publish(url, topic, "ssehub bench: checking the hub", token=token))
     except HubRefused as refused:
         raise click.ClickException(f"the hub refused the bench's publish: {refused}") from None
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, HubClientError) as exc:
         raise unreachable(url, exc) from None

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 import httpx
 import rich_click as click
 
+from ..publisher import HubClientError
 from .options import DEFAULT_URL
 
 
@@ -40,8 +41,11 @@ def root_reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def unreachable(url: str, exc: httpx.HTTPError) -> click.ClickException:
+def unreachable(url: str, exc: httpx.HTTPError | HubClientError) -> click.ClickException:
     """One line for a hub that did not answer, or answered with a server error."""
+    if isinstance(exc, HubClientError):  # a 5xx with the hub's reason, or no answer
+        said = f"answered {exc}" if exc.status is not None else f"could not be reached: {exc}"
+        return click.ClickException(f"the hub at {url} {said}")
     if isinstance(exc, httpx.HTTPStatusError):
         answer = exc.response
         reason = " ".join(answer.text.split())[:300] or answer.reason_phrase
