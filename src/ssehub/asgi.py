@@ -53,8 +53,11 @@ class _Stream:
         "hub",
         "max_buffer",
         "ready",
-        "sending_since",
+        "sending",
+        "sends",
         "size",
+        "stuck_sends",
+        "stuck_since",
         "sub",
     )
 
@@ -69,7 +72,12 @@ class _Stream:
         self.closed = False
         self.sub: Subscriber | None = None
         self.ends_at = ends_at  # loop time of the write timeout; 0: none
-        self.sending_since = 0.0  # loop time the current send began; 0: not sending
+        # The sweep's view of progress: a send under way, sends completed, and since when
+        # (loop time) the same send has been seen under way; no clock read per send.
+        self.sending = False
+        self.sends = 0
+        self.stuck_since = 0.0
+        self.stuck_sends = 0
 
     def write(self, data: bytes) -> None:
         if self.closed:
@@ -165,11 +173,17 @@ class HubApp:
         for stream in list(self._streams):
             if stream.closed:
                 continue
-            stuck = bool(stream.sending_since) and now - stream.sending_since >= dispatch
             if stream.ends_at and now >= stream.ends_at:
                 stream.end()
-            elif dispatch and stuck and stream.sub is not None:
-                self.hub.drop_slow(stream.sub)
+            elif dispatch and stream.sending and stream.sub is not None:
+                seen = stream.sends
+                if stream.stuck_since and seen == stream.stuck_sends:
+                    if now - stream.stuck_since >= dispatch:
+                        self.hub.drop_slow(stream.sub)
+                else:  # a send under way, first seen now (or since the last one finished)
+                    stream.stuck_since, stream.stuck_sends = now, seen
+            else:
+                stream.stuck_since = 0.0
         self._sweep = loop.call_later(1.0, self._check, loop)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -256,7 +270,6 @@ class HubApp:
 
 async def _pump(stream: _Stream, started: list[list[tuple[str, str]]], send: Send) -> None:
     """Send the stream's bytes as they come; end the response once it is closed."""
-    loop = asyncio.get_running_loop()
     await stream.ready.wait()
     if not started:
         return  # refused or gone before its head: nothing was sent
@@ -265,9 +278,10 @@ async def _pump(stream: _Stream, started: list[list[tuple[str, str]]], send: Sen
         await stream.ready.wait()
         stream.ready.clear()
         if stream.chunks:
-            stream.sending_since = loop.time()
+            stream.sending = True
             await send({"type": "http.response.body", "body": stream.take(), "more_body": True})
-            stream.sending_since = 0.0
+            stream.sending = False
+            stream.sends += 1
         if stream.closed and not stream.chunks:
             break
     await send({"type": "http.response.body", "body": b"", "more_body": False})
