@@ -255,9 +255,10 @@ class HubApp:
             async with asyncio.TaskGroup() as tasks:
                 starting = tasks.create_task(start())
                 watcher = tasks.create_task(disconnected())
-                await _pump(stream, started, send)
-                starting.cancel()
-                watcher.cancel()
+                # The sender is a task of its own, not this coroutine: each wake-up of a
+                # stream then resumes one frame, not the ASGI call's whole chain.
+                sender = tasks.create_task(_pump(stream, started, send))
+                sender.add_done_callback(lambda _: (starting.cancel(), watcher.cancel()))
         finally:
             self._streams.discard(stream)
             if expiry is not None:
