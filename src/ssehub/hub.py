@@ -15,9 +15,17 @@ import time
 from collections.abc import Callable, Sequence
 
 from .commits import CommitChain
-from .contract import REPLAY_PAGE, Backend, HistoryUnavailable, InvalidEvent, Replay
+from .contract import (
+    Backend,
+    Gap,
+    HistoryUnavailable,
+    InvalidEvent,
+    Replay,
+    ReportsGaps,
+)
 from .events import Event, StoredEvent
-from .mercure import field_problem, gap_notice
+from .history import History
+from .mercure import field_problem, live_gap_notice
 from .settings import DEFAULTS
 from .subscriber import Phase, Subscriber, SubscriberClosed
 from .topics import TopicMatcher
@@ -25,7 +33,6 @@ from .views import View, Views
 
 log = logging.getLogger("ssehub.hub")
 
-_REPLAY_CHUNK = 64 * 1024
 _IMMEDIATE = 0.0005  # a fan-out cheaper than this never waits for company
 _OUTBOX_MAX = 4096  # events gathered for one fan-out at most
 
@@ -69,6 +76,7 @@ class Hub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._beat_handle: asyncio.TimerHandle | None = None
         self._announcing: set[asyncio.Task[list[StoredEvent]]] = set()
+        self.history = History(backend)  # what resuming subscribers missed, page by page
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -76,6 +84,8 @@ class Hub:
         """Bind to the running loop and start following the backend."""
         self._loop = asyncio.get_running_loop()
         self.commits.start(self._loop)
+        if isinstance(self.backend, ReportsGaps):
+            self.backend.on_gap = self._gap
         self._dispatched = await self.backend.start(self._deliver)
         if self.heartbeat > 0:
             self._beat_handle = self._loop.call_later(self.heartbeat, self._beat)
@@ -176,6 +186,8 @@ class Hub:
                     chunks.append(event.wire)
         # A broadcast takes no position of its own (it may carry an older one): never go back.
         self._dispatched = max(self._dispatched, events[-1].position)
+        if self.history.waiting:
+            self.history.reached(self._dispatched)
         deliveries = written = 0
         for view, chunks in touched.items():
             data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -184,6 +196,17 @@ class Hub:
             written += writes * len(data)
         self.deliveries += deliveries
         self.bytes_written += written
+
+    def _gap(self, gap: Gap) -> None:
+        """The backend's follower missed events: tell every subscriber, after what came
+        before the gap and before what follows it."""
+        log.warning("events were lost on their way to this node: %s", gap)
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush()
+        notice = live_gap_notice(gap.resumed_at, gap.missed)
+        for view in tuple(self.views.by_key.values()):
+            view.send(notice, self)
 
     def _beat(self) -> None:
         for view in tuple(self.views.by_key.values()):
@@ -210,18 +233,16 @@ class Hub:
             upto = self._dispatched
             if last_event_id is not None:
                 try:
-                    replay = await self.backend.since(last_event_id, upto, REPLAY_PAGE)
+                    replay, upto = await self.history.first_page(
+                        sub, last_event_id, upto, lambda: self._dispatched
+                    )
                 except (ConnectionError, OSError) as exc:
                     raise HistoryUnavailable(f"history is unavailable: {exc}") from exc
             if sub.phase is Phase.CLOSED:
                 raise SubscriberClosed("the subscriber left before its stream started")
             sub.write(preamble(replay))
             if replay is not None:
-                await self._replay(sub, view, replay)
-                page = replay
-                while page.more and sub.phase is Phase.REPLAYING:
-                    page = await self._next_page(sub, view, page.events[-1], upto)
-                    await self._replay(sub, view, page)
+                await self.history.replay(sub, view, replay, upto)
             while sub.held:
                 data = b"".join(sub.held)
                 sub.held, sub.held_size = [], 0
@@ -232,38 +253,6 @@ class Hub:
         except BaseException:
             self.detach(sub)
             raise
-
-    async def _next_page(self, sub: Subscriber, view: View, last: StoredEvent, upto: int) -> Replay:
-        """The page after ``last``, read only once the previous one drained: a subscriber
-        that does not read holds one page, never the whole history."""
-        try:
-            page = await self.backend.since(last.position, upto, REPLAY_PAGE)
-        except (ConnectionError, OSError) as exc:  # mid-stream: it resumes from what it got
-            log.warning("closing a replaying subscriber: history is unavailable: %s", exc)
-            sub.stream.abort()
-            raise ConnectionResetError("history is unavailable") from exc
-        if not page.found:  # history moved past it mid-replay: say so, never skip silently
-            first = next((e.id for e in page.events if view.wants(e)), None)
-            sub.write(gap_notice(last.id, first))
-        return page
-
-    async def _replay(self, sub: Subscriber, view: View, replay: Replay) -> None:
-        chunk: list[bytes] = []
-        size = 0
-        for event in replay.events:
-            if not view.wants(event):
-                continue
-            chunk.append(event.wire)
-            size += len(event.wire)
-            if size >= _REPLAY_CHUNK:
-                sub.write(b"".join(chunk))
-                chunk, size = [], 0
-                await sub.stream.drain()
-                if sub.phase is Phase.CLOSED:
-                    return
-        if chunk:
-            sub.write(b"".join(chunk))
-            await sub.stream.drain()
 
     def drop_slow(self, sub: Subscriber) -> None:
         """Close a subscriber that cannot keep up; it resumes later from history."""

@@ -147,3 +147,16 @@ def gap_notice(requested: str, first: str | None) -> bytes:
         "reason": "the requested id is not in history: events after it may be lost",
     }
     return encode_event(json.dumps(body, separators=(",", ":")), event=GAP_EVENT)
+
+
+def live_gap_notice(resumed_at: str, missed: int | None) -> bytes:
+    """The named event that tells live subscribers this node missed events of the shared
+    stream (it fell further behind than the stream keeps). No ``requested``: each subscriber
+    knows its own last id; no id, so a browser's lastEventId stays the last event it had."""
+    body = {
+        "replayFrom": resumed_at,
+        "missed": missed,
+        "reason": "this hub node fell behind the shared stream: events before replayFrom "
+        "may be lost",
+    }
+    return encode_event(json.dumps(body, separators=(",", ":")), event=GAP_EVENT)

@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..contract import OutcomeUnknown
 from ..errors import HubError
 from ..events import StoredEvent
 from ..mercure import LINK
@@ -83,6 +84,15 @@ class DeferredPublish:
         """The answer to the publisher: the event's id, or 503 with the backend's reason."""
         stored = self._stored
         exc = None if stored.cancelled() else stored.exception()
+        if isinstance(exc, OutcomeUnknown):
+            error = HubError(
+                504,
+                f"the store did not confirm the event, which may have been stored and delivered: "
+                f"{exc}; publishing it again with the same id is safe (without an id it may "
+                "appear twice)",
+                (("Retry-After", "1"),),
+            )
+            return error_response(error, self._cors)
         if stored.cancelled() or exc is not None:
             error = HubError(503, f"the event was not stored: {exc}", (("Retry-After", "1"),))
             return error_response(error, self._cors)

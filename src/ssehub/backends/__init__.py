@@ -4,7 +4,19 @@ The contract they keep is the engine's (``ssehub.contract``), re-exported here."
 
 from __future__ import annotations
 
-from ..contract import EARLIEST, REPLAY_PAGE, Backend, Replay, Sink, new_event_id, transient
+from ..contract import (
+    EARLIEST,
+    REPLAY_PAGE,
+    Backend,
+    Gap,
+    GapSink,
+    OutcomeUnknown,
+    Replay,
+    ReportsGaps,
+    Sink,
+    new_event_id,
+    transient,
+)
 from ..settings import DEFAULTS
 
 
@@ -37,7 +49,11 @@ __all__ = [
     "EARLIEST",
     "REPLAY_PAGE",
     "Backend",
+    "Gap",
+    "GapSink",
+    "OutcomeUnknown",
     "Replay",
+    "ReportsGaps",
     "Sink",
     "new_event_id",
     "open_backend",
