@@ -13,6 +13,7 @@ from ssehub.errors import HubError
 from ssehub.events import Event
 from ssehub.mercure import check_publish_1, parse_publish, parse_subscribe, request_dialect
 from ssehub.routes import RouteIndex
+from ssehub.tokens import Carrier, Token
 from ssehub.topics import (
     TopicMatcher,
     check_matchers,
@@ -241,9 +242,9 @@ def test_access_token_verification() -> None:
     )
     assert jwt.get_unverified_header(token)["typ"] == "at+jwt"
     auth = _auth()
-    claims = auth.publisher((token, "Authorization header"), ["urn:a"], resource=(RESOURCE,))
+    claims = auth.publisher(Token(token, Carrier.HEADER), ["urn:a"], resource=(RESOURCE,))
     assert claims.dialect == DIALECT_1
-    found = (token, "Authorization header")
+    found = Token(token, Carrier.HEADER)
     sub = auth.subscriber(found, False, resource=(RESOURCE,))
     assert sub is not None
     assert sub.subscribe == (matcher_selector("urlpattern", "https://e.com/:id"),)
@@ -269,7 +270,7 @@ def test_access_token_verification() -> None:
 def test_access_token_refusals(claims: dict[str, object], reason: str) -> None:
     token = jwt.encode(claims, KEY, algorithm="HS256", headers={"typ": "at+jwt"})
     with pytest.raises(HubError) as info:
-        _auth().subscriber((token, "Authorization header"), False, resource=(RESOURCE,))
+        _auth().subscriber(Token(token, Carrier.HEADER), False, resource=(RESOURCE,))
     assert info.value.status == 401
     assert reason in info.value.reason
     assert 'error="invalid_token"' in dict(info.value.headers)["WWW-Authenticate"]
@@ -278,8 +279,8 @@ def test_access_token_refusals(claims: dict[str, object], reason: str) -> None:
 def test_aud_may_be_a_list_and_0x_tokens_stay_0x() -> None:
     claims = {"aud": ["x", RESOURCE], "exp": int(time.time()) + 60}
     token = jwt.encode(claims, KEY, algorithm="HS256", headers={"typ": "application/at+jwt"})
-    sub = _auth().subscriber((token, "cookie"), False, resource=(RESOURCE,))
+    sub = _auth().subscriber(Token(token, Carrier.COOKIE), False, resource=(RESOURCE,))
     assert sub is not None and sub.dialect == DIALECT_1 and sub.subscribe == ()
     legacy = jwt.encode({"mercure": {"subscribe": ["*"]}}, KEY, algorithm="HS256")
-    sub = _auth().subscriber((legacy, "cookie"), False, resource=(RESOURCE,))
+    sub = _auth().subscriber(Token(legacy, Carrier.COOKIE), False, resource=(RESOURCE,))
     assert sub is not None and sub.dialect == DIALECT_0 and sub.subscribe == ("*",)

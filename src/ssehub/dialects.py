@@ -13,13 +13,14 @@ from collections.abc import Mapping
 import jwt
 
 from .access_tokens import is_access_token
-from .auth import DIALECT_0, DIALECT_1, Claims, find_token, unauthorized
+from .auth import DIALECT_0, DIALECT_1, Claims
 from .errors import HubError
 from .mercure import HUB_PATH, invalid_request, metadata_url, query_token, request_dialect
 from .settings import Settings
+from .tokens import Carrier, Token, find_token, unauthorized
 from .topics import DEFAULT_BASE
 
-Found = tuple[str, str] | None  # a token and the carrier it came in
+Found = Token | None  # a token and the carrier it came in
 
 
 def base_url(settings: Settings) -> str:
@@ -61,7 +62,7 @@ def settle(settings: Settings, claims: Claims | None, found: Found, dialect: str
     off, a 0.x token on a 1.0 request, and a 1.0 token in the query string."""
     if claims is None or found is None:
         return dialect or DIALECT_0
-    carrier = found[1]
+    carrier = found.where
     if claims.dialect not in settings.dialects:
         raise unauthorized(
             f"token from the {carrier} is a Mercure {claims.dialect} token, and that dialect "
@@ -72,7 +73,7 @@ def settle(settings: Settings, claims: Claims | None, found: Found, dialect: str
             f"token from the {carrier} is not an RFC 9068 access token (typ at+jwt with "
             "authorization_details): Mercure 1.0 requests need one"
         )
-    if claims.dialect == DIALECT_1 and carrier.endswith("query parameter"):
+    if claims.dialect == DIALECT_1 and found.carrier is Carrier.QUERY:
         raise invalid_request(
             "no token in the query string: Mercure 1.0 takes it in the Authorization "
             "header or the cookie"
@@ -92,7 +93,7 @@ def speaks_1(settings: Settings, headers: Mapping[str, str], query: str, stream:
             return False
     try:
         found = find(settings, headers, query, None)
-        return found is not None and is_access_token(jwt.get_unverified_header(found[0]))
+        return found is not None and is_access_token(jwt.get_unverified_header(found.value))
     except (HubError, jwt.InvalidTokenError):
         return False
 
