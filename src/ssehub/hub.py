@@ -34,13 +34,28 @@ Preamble = Callable[[Replay | None], bytes]
 replay is known, since the response's Last-Event-ID header depends on it."""
 
 
+def _framed(sub: Subscriber, data: bytes) -> bytes:
+    """``data`` as ``sub``'s face frames a body write (replay and notices: one subscriber's)."""
+    return data if sub.frame is None else sub.frame(data)
+
+
 class _View:
     """Subscribers that see exactly the same events, so they can share one buffer."""
 
-    __slots__ = ("_writes", "allowed", "live", "matcher", "selectors", "waiting")
+    __slots__ = (
+        "_writes",
+        "allowed",
+        "frame",
+        "heartbeat",
+        "live",
+        "matcher",
+        "selectors",
+        "waiting",
+    )
 
     def __init__(self, key: ViewKey, matcher: TopicMatcher) -> None:
-        self.selectors, self.allowed = key
+        self.selectors, self.allowed, self.frame = key
+        self.heartbeat = HEARTBEAT if self.frame is None else self.frame(HEARTBEAT)
         self.matcher = matcher
         self.live: dict[Subscriber, None] = {}
         self.waiting: dict[Subscriber, None] = {}  # replaying: live bytes are held for them
@@ -57,6 +72,8 @@ class _View:
 
     def send(self, data: bytes, hub: Hub) -> int:
         """Write ``data`` to every live member; hold it for replaying ones. Returns writes."""
+        if self.frame is not None:
+            data = self.frame(data)  # once for the view; held bytes are framed already
         writes = self._writes
         if writes is None:
             writes = self._writes = tuple(s.write for s in self.live)
@@ -74,8 +91,9 @@ class _View:
         return len(writes)
 
     def beat(self) -> None:
+        heartbeat = self.heartbeat
         for sub in self.live:
-            sub.write(HEARTBEAT)
+            sub.write(heartbeat)
 
     def changed(self) -> None:
         self._writes = None
@@ -337,9 +355,9 @@ class Hub:
             raise ConnectionResetError("history is unavailable") from exc
         if not page.found:  # history moved past it mid-replay: say so, never skip silently
             view = self._views[sub.key]
-            sub.write(
-                gap_notice(last.id, Replay([e for e in page.events if view.wants(e)][:1], False))
-            )
+            first = [e for e in page.events if view.wants(e)][:1]
+            notice = gap_notice(last.id, Replay(first, False))
+            sub.write(_framed(sub, notice))
         return page
 
     async def _replay(self, sub: Subscriber, view: _View, replay: Replay) -> None:
@@ -351,13 +369,13 @@ class Hub:
             chunk.append(event.wire)
             size += len(event.wire)
             if size >= _REPLAY_CHUNK:
-                sub.write(b"".join(chunk))
+                sub.write(_framed(sub, b"".join(chunk)))
                 chunk, size = [], 0
                 await sub.stream.drain()
                 if sub not in view.waiting:
                     return
         if chunk:
-            sub.write(b"".join(chunk))
+            sub.write(_framed(sub, b"".join(chunk)))
             await sub.stream.drain()
 
     def _join(self, sub: Subscriber) -> _View:

@@ -22,7 +22,7 @@ from ..mercure import HUB_PATH, LINK, gap_notice, parse_publish, parse_subscribe
 from ..metrics import CONTENT_TYPE, Metrics
 from ..settings import Settings
 from ..sse import encode_comment
-from ..subscriber import Stream, Subscriber
+from ..subscriber import Frame, Stream, Subscriber
 from ..subscriptions import PREFIX as SUBSCRIPTIONS
 from ..subscriptions import Subscriptions
 from ..topics import check_selectors
@@ -39,7 +39,7 @@ _CORS_HEADERS = "authorization, cache-control, content-type, last-event-id"
 Headers = tuple[tuple[str, str], ...]
 
 _STREAM_HEADERS = [
-    ("Content-Type", "text/event-stream"),
+    ("Content-Type", "text/event-stream; charset=utf-8"),
     ("Cache-Control", "private, no-cache, no-store, must-revalidate, max-age=0"),
     ("X-Accel-Buffering", "no"),
     ("Link", LINK),
@@ -270,13 +270,17 @@ class App:
     # -- subscribing ---------------------------------------------------------------------------
 
     def open_stream(
-        self, request: Request, conn: Stream, write: Callable[[bytes], None] | None = None
+        self,
+        request: Request,
+        conn: Stream,
+        write: Callable[[bytes], None] | None = None,
+        frame: Frame | None = None,
     ) -> tuple[Subscriber, str | None, Preamble, float | None]:
         """Check a subscribe request; return the subscriber, its resume point, its preamble
         and the seconds until its token expires. Raises HubError (with CORS headers)."""
         cors = self.cors(request)
         try:
-            return self._open_stream(request, conn, write, cors)
+            return self._open_stream(request, conn, write, frame, cors)
         except HubError as error:
             self.count(error)
             raise HubError(error.status, error.reason, (*error.headers, *cors)) from None
@@ -286,6 +290,7 @@ class App:
         request: Request,
         conn: Stream,
         write: Callable[[bytes], None] | None,
+        frame: Frame | None,
         cors: Headers,
     ) -> tuple[Subscriber, str | None, Preamble, float | None]:
         headers = request.headers
@@ -300,7 +305,7 @@ class App:
         allowed = None
         if claims is not None and claims.subscribe is not None:
             allowed = frozenset(claims.subscribe)
-        sub = Subscriber(conn, wanted.topics, allowed, write=write)
+        sub = Subscriber(conn, wanted.topics, allowed, write=write, frame=frame)
         requested = wanted.last_event_id
         first = encode_comment()
         if self.settings.retry is not None:

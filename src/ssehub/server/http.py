@@ -21,6 +21,7 @@ class Request:
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
     keep_alive: bool = True
+    http_version: str = "1.1"
 
 
 def head(
@@ -38,6 +39,17 @@ def head(
         lines.append(b"Content-Length: %d\r\n" % content_length)
     lines.append(b"Connection: keep-alive\r\n\r\n" if keep_alive else b"Connection: close\r\n\r\n")
     return b"".join(lines)
+
+
+LAST_CHUNK = b"0\r\n\r\n"
+"""Ends a chunked body: what tells a client or proxy that a stream ended and was not cut."""
+
+
+def chunk(data: bytes) -> bytes:
+    """``data`` as one HTTP/1.1 chunk (never empty: an empty chunk would end the body)."""
+    if not data:
+        return data
+    return b"%x\r\n%b\r\n" % (len(data), data)
 
 
 @dataclass(slots=True)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, cast
 import httptools
 
 from ..errors import HubError
-from .http import Request, Response, error_response, head
+from .http import LAST_CHUNK, Request, Response, chunk, error_response, head
 from .tcpinfo import progress
 
 if TYPE_CHECKING:
@@ -55,6 +55,7 @@ class HttpProtocol(asyncio.Protocol):
         "_address",
         "_body",
         "_body_size",
+        "_chunked",
         "_closed",
         "_continue",
         "_deadline",
@@ -117,6 +118,7 @@ class HttpProtocol(asyncio.Protocol):
         self._mid_request = False
         self._eof = False  # the client half-closed: answer what it asked, then close
         self._continue = False  # a 100 Continue owed once the earlier answers are out
+        self._chunked = False  # an HTTP/1.1 stream: its body is chunked, and ends with a 0 chunk
 
     # -- asyncio callbacks ---------------------------------------------------------------------
 
@@ -285,6 +287,7 @@ class HttpProtocol(asyncio.Protocol):
             self._headers,
             b"".join(self._body),
             parser.should_keep_alive(),
+            parser.get_http_version(),
         )
         self._queue.append(request)
         self._continue = False  # the body is here: no 100 Continue is needed any more
@@ -393,7 +396,12 @@ class HttpProtocol(asyncio.Protocol):
     def _start_stream(self, request: Request) -> None:
         try:
             assert self.transport is not None
-            opened = self.app.open_stream(request, self, self.transport.write)
+            # HTTP/1.1 streams are chunked, so a cut stream never looks like a clean end;
+            # HTTP/1.0 has no chunks and stays close-delimited.
+            chunked = request.http_version != "1.0"
+            opened = self.app.open_stream(
+                request, self, self.transport.write, chunk if chunked else None
+            )
         except HubError as error:
             self._inflight.append((error_response(error, request.keep_alive), request.keep_alive))
             self._process()
@@ -401,6 +409,7 @@ class HttpProtocol(asyncio.Protocol):
         sub, last_event_id, preamble, expires = opened
         assert self.transport is not None
         self.subscriber = sub
+        self._chunked = chunked
         self._queue.clear()
         # A stream reads nothing more: free the parser and the request's leftovers, which
         # are most of what an idle connection would otherwise keep.
@@ -414,7 +423,10 @@ class HttpProtocol(asyncio.Protocol):
 
         def framed(replay: Replay | None) -> bytes:
             headers, first = preamble(replay)
-            return head(200, headers, None, keep_alive=False) + first
+            if not chunked:
+                return head(200, headers, None, keep_alive=False) + first
+            headers.append(("Transfer-Encoding", "chunked"))
+            return head(200, headers, None, keep_alive=False) + chunk(first)
 
         self._starting = self.loop.create_task(
             self._run_stream(sub, last_event_id, framed, expires_at)
@@ -483,8 +495,16 @@ class HttpProtocol(asyncio.Protocol):
         log.debug("ending a stream: %s", why)
         if self.subscriber is not None:
             self.app.hub.detach(self.subscriber)
-        if self.transport is not None:
-            self.transport.close()  # unlike abort, sends what is buffered first
+        self._close_stream()
+
+    def _close_stream(self) -> None:
+        """A clean end: the terminating chunk once the stream has begun, then close (which,
+        unlike abort, sends what is buffered first)."""
+        if self.transport is None or self._closed:
+            return
+        if self._chunked and self._starting is None:
+            self.transport.write(LAST_CHUNK)
+        self.transport.close()
 
     def drain_close(self) -> None:
         """Shutdown: end a stream cleanly, or close a request connection once answered."""
@@ -503,8 +523,7 @@ class HttpProtocol(asyncio.Protocol):
         log.info("closing a subscriber whose token expired")
         if self.subscriber is not None:
             self.app.hub.detach(self.subscriber)
-        if self.transport is not None:
-            self.transport.close()
+        self._close_stream()
 
     # -- Stream, for the hub -----------------------------------------------------------------
 
