@@ -16,6 +16,7 @@ from ..backends import open_backend
 from ..hub import Hub
 from ..settings import Settings
 from .app import App
+from .negotiate import protocol_factory, tls_context
 from .protocol import HttpProtocol
 
 log = logging.getLogger("ssehub")
@@ -39,13 +40,16 @@ async def serve(
     await hub.start()
     app = App(settings, hub)
     await app.auth.start()
+    tls = tls_context(settings)
     server = await loop.create_server(
-        lambda: HttpProtocol(app),
+        protocol_factory(app, tls is not None),
         settings.host,
         settings.port,
         backlog=4096,
         reuse_address=True,
         reuse_port=settings.workers > 1,
+        ssl=tls,
+        ssl_handshake_timeout=settings.head_timeout if tls is not None else None,
     )
     stop = stop or asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

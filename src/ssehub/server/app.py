@@ -7,7 +7,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from importlib import resources
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
 import jwt
@@ -29,7 +29,7 @@ from ..topics import check_selectors
 from .http import Request, Response, error_response, response
 
 if TYPE_CHECKING:
-    from .protocol import HttpProtocol, Pending
+    from .protocol import Pending
 
 CLOCK_TOPIC = "urn:ssehub:clock"
 DEMO_TOPIC = "urn:ssehub:demo"
@@ -44,6 +44,16 @@ _STREAM_HEADERS = [
     ("X-Accel-Buffering", "no"),
     ("Link", LINK),
 ]
+
+
+class Connection(Protocol):
+    """What the sweep and the drain need of a connection, HTTP/1.1 or HTTP/2."""
+
+    def check(self, now: float) -> None: ...
+
+    def drain_close(self) -> None: ...
+
+    def abort(self) -> None: ...
 
 
 class App:
@@ -64,7 +74,7 @@ class App:
             audience=settings.jwt_audience,
             issuer=settings.jwt_issuer,
         )
-        self.connections: set[HttpProtocol] = set()
+        self.connections: set[Connection] = set()
         self.rejections = {401: 0, 403: 0}
         self.subscriptions = Subscriptions(hub) if settings.subscriptions else None
         self._subscriber_ids: dict[Subscriber, str] = {}
@@ -357,8 +367,12 @@ class App:
         if sub_token is not None:
             # The spec's way for browsers: a cookie set at discovery, scoped to the hub.
             name = self.settings.cookie_name
+            secure = "; Secure" if self.settings.certfile else ""  # served over HTTPS only
             cookie = (
-                ("Set-Cookie", f"{name}={sub_token}; Path={HUB_PATH}; HttpOnly; SameSite=Strict"),
+                (
+                    "Set-Cookie",
+                    f"{name}={sub_token}; Path={HUB_PATH}; HttpOnly; SameSite=Strict{secure}",
+                ),
             )
         page = self._page.replace(b"{{PUBLISH_TOKEN}}", (publish_token or "").encode())
         return response(

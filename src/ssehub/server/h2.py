@@ -1,0 +1,676 @@
+"""HTTP/2 connections (the sans-I/O ``h2`` state machine): many requests and streams on one.
+
+Browsers open six HTTP/1.1 connections per origin at most, so a seventh tab on an SSE page
+stalls; over HTTP/2 every EventSource of an origin shares one connection. Each subscribe is
+one HTTP/2 stream whose ``write`` (what the hub's fan-out calls) becomes a DATA frame in the
+h2 state machine, and the connection hands everything h2 has to send to its transport once
+per loop iteration: a fan-out over N streams of one connection is one ``transport.write``
+carrying one DATA frame per stream.
+
+HTTP/2 flow control is honoured: bytes a stream's window (or the connection's) cannot take
+wait in that stream's backlog, and so do all writes while the transport's own buffer is over
+its high-water mark. A live stream whose backlog passes the hub's bound is a slow consumer:
+it is reset (RST_STREAM), like an HTTP/1.1 connection past its high-water mark, and the
+others on the connection carry on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, cast
+
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.errors import ErrorCodes
+from h2.events import (
+    ConnectionTerminated,
+    DataReceived,
+    RemoteSettingsChanged,
+    RequestReceived,
+    StreamEnded,
+    StreamReset,
+    WindowUpdated,
+)
+from h2.exceptions import ProtocolError, StreamClosedError
+from h2.settings import SettingCodes, Settings
+
+from ..errors import HubError, field_value
+from .http import Request, Response, error_response
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ..backends import Replay
+    from ..subscriber import Subscriber
+    from .app import App
+
+log = logging.getLogger("ssehub.server")
+
+MAX_STREAMS = 128
+"""Concurrent streams one client may open on a connection (SETTINGS_MAX_CONCURRENT_STREAMS):
+every EventSource of its tabs, and its requests in flight."""
+
+_HIGH_WATER = 256 * 1024  # transport bytes unsent past which stream writes wait in backlogs
+
+
+def _text(raw: bytes) -> str:
+    """Header values and paths as text: UTF-8 (what browsers send), else byte for byte."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+class _Incoming:
+    """A request whose head has arrived and whose body is still coming."""
+
+    __slots__ = ("body", "refused", "request", "size")
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+        self.body: list[bytes] = []
+        self.size = 0
+        self.refused = False  # answered already (a limit): what it still sends is dropped
+
+
+class H2Stream:
+    """One HTTP/2 stream's outgoing side: an answer's body, or a subscriber's event stream
+    (the hub's ``Stream``)."""
+
+    __slots__ = (
+        "backlog",
+        "backlog_size",
+        "closed",
+        "conn",
+        "drained",
+        "ending",
+        "ends_at",
+        "expiry",
+        "id",
+        "sent",
+        "starting",
+        "stuck_since",
+        "sub",
+        "watched",
+    )
+
+    def __init__(self, conn: H2Protocol, stream_id: int) -> None:
+        self.conn = conn
+        self.id = stream_id
+        self.backlog: list[bytes] = []  # waiting for flow-control window
+        self.backlog_size = 0
+        self.closed = False
+        self.ending = False  # end the stream once the backlog is out
+        self.sub: Subscriber | None = None
+        self.drained: asyncio.Future[None] | None = None
+        self.starting: asyncio.Task[None] | None = None
+        self.expiry: asyncio.TimerHandle | None = None
+        self.ends_at = 0.0
+        self.sent = 0  # bytes handed to h2, for the dispatch timeout
+        self.watched = 0
+        self.stuck_since = 0.0
+
+    # -- Stream, for the hub -------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self.closed:
+            return
+        conn = self.conn
+        if self.backlog or conn.paused:
+            self.backlog.append(data)
+            self.backlog_size += len(data)
+            sub = self.sub
+            hub = conn.app.hub
+            if self.backlog_size > hub.max_buffer and sub is not None and sub.held is None:
+                # Live and past the bound: a slow consumer. Reset it rather than slow anyone.
+                log.info("resetting a slow HTTP/2 stream (over %d unsent bytes)", hub.max_buffer)
+                hub.drop_slow(sub)
+            return
+        conn.send(self, data)
+
+    def abort(self) -> None:
+        """Reset this stream (slow consumer); the connection's other streams carry on."""
+        self.conn.reset(self, ErrorCodes.CANCEL)
+
+    async def drain(self) -> None:
+        while True:
+            if self.closed:
+                raise ConnectionResetError("subscriber went away")
+            if not self.backlog and not self.conn.paused:
+                return
+            if self.drained is None or self.drained.done():
+                self.drained = self.conn.loop.create_future()
+            await self.drained
+
+    def wake(self) -> None:
+        if self.drained is not None and not self.drained.done():
+            self.drained.set_result(None)
+
+
+class H2Protocol(asyncio.Protocol):
+    """The asyncio protocol of one HTTP/2 client connection (TLS with ALPN ``h2``, or h2c
+    with prior knowledge)."""
+
+    __slots__ = (
+        "_address",
+        "_deadline",
+        "_draining",
+        "_flush_handle",
+        "_incoming",
+        "_pending",
+        "_refusal",
+        "_waiting",
+        "app",
+        "closed",
+        "h2",
+        "loop",
+        "paused",
+        "streams",
+        "transport",
+    )
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        config = H2Configuration(client_side=False, header_encoding=None)
+        self.h2 = H2Connection(config)
+        self.h2.local_settings = Settings(
+            client=False,
+            initial_values={
+                SettingCodes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
+                SettingCodes.MAX_HEADER_LIST_SIZE: app.settings.max_head_size,
+                SettingCodes.ENABLE_PUSH: 0,
+            },
+        )
+        self.streams: dict[int, H2Stream] = {}  # answers being sent and event streams
+        self._incoming: dict[int, _Incoming] = {}
+        self._waiting: dict[H2Stream, None] = {}  # streams with a backlog, in order
+        self._flush_handle: asyncio.Handle | None = None
+        self.paused = False
+        self.closed = False
+        self._draining = False
+        self._address: str | None = None
+        self._refusal: HubError | None = None
+        self._deadline = 0.0
+        self._pending = 0  # publishes waiting for their backend
+
+    # -- asyncio callbacks ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(high=_HIGH_WATER)
+        app, settings = self.app, self.app.settings
+        self._refusal = self._admit()
+        if self._refusal is None:
+            app.connections.add(self)
+        else:  # not swept: its own timer ends it
+            self.loop.call_later(settings.head_timeout, self.transport.close)
+        self._deadline = self.loop.time() + settings.head_timeout
+        self.h2.initiate_connection()
+        self._flush()
+
+    def _admit(self) -> HubError | None:
+        """The connection limits, as for HTTP/1.1; a refused connection answers its first
+        request with the reason and goes away."""
+        app, settings = self.app, self.app.settings
+        if len(app.connections) >= settings.max_connections:
+            return HubError(
+                503, "too many connections to this hub; try again soon", (("Retry-After", "1"),)
+            )
+        assert self.transport is not None
+        peer = self.transport.get_extra_info("peername")
+        if isinstance(peer, tuple):
+            address = str(peer[0])
+            count = app.per_address.get(address, 0) + 1
+            limit = settings.max_connections_per_ip
+            if limit and count > limit:
+                return HubError(
+                    429,
+                    f"too many connections from {address} (at most {limit})",
+                    (("Retry-After", "1"),),
+                )
+            app.per_address[address] = count
+            self._address = address
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        app = self.app
+        app.connections.discard(self)
+        if app.all_closed is not None and not app.connections:
+            app.all_closed.set()
+        if self._address is not None:
+            left = app.per_address.pop(self._address, 1) - 1
+            if left > 0:
+                app.per_address[self._address] = left
+            self._address = None
+        for stream in list(self.streams.values()):
+            self._forget(stream)
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        try:
+            events = self.h2.receive_data(data)
+        except ProtocolError as exc:
+            log.info("closing an HTTP/2 connection: %s", exc)
+            self._flush()  # h2 has queued a GOAWAY saying why
+            if self.transport is not None:
+                self.transport.close()
+            return
+        for event in events:
+            if isinstance(event, RequestReceived):
+                self._request(event)
+            elif isinstance(event, DataReceived):
+                self._body(event)
+            elif isinstance(event, StreamEnded):
+                self._complete(event.stream_id)
+            elif isinstance(event, WindowUpdated):
+                self._window(event.stream_id)
+            elif isinstance(event, StreamReset):
+                self._reset_by_peer(event.stream_id)
+            elif isinstance(event, RemoteSettingsChanged):
+                self._window(0)  # a larger initial window opens every stream
+            elif isinstance(event, ConnectionTerminated) and self.transport is not None:
+                self._flush()  # the peer said GOAWAY: h2 will send nothing more
+                self.transport.close()
+                return
+        self._flush()
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def pause_writing(self) -> None:
+        self.paused = True  # stream writes wait in backlogs, where their bound is enforced
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        for stream in list(self.streams.values()):
+            self._pump(stream)
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def _request(self, event: RequestReceived) -> None:
+        stream_id = event.stream_id
+        self._deadline = 0.0
+        if self._draining:
+            self.h2.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
+            return
+        settings = self.app.settings
+        method = b"GET"
+        target = b"/"
+        headers: dict[str, str] = {}
+        size = 0
+        for name, value in event.headers or ():
+            raw_name, raw_value = bytes(name), bytes(value)
+            size += len(raw_name) + len(raw_value) + 4
+            if raw_name == b":method":
+                method = raw_value
+            elif raw_name == b":path":
+                target = raw_value
+            elif raw_name == b":authority":
+                headers.setdefault("host", _text(raw_value))
+            elif not raw_name.startswith(b":"):
+                key = raw_name.decode("latin-1")
+                text = _text(raw_value)
+                old = headers.get(key)
+                if old is None:
+                    headers[key] = text
+                else:
+                    headers[key] = old + ("; " if key == "cookie" else ", ") + text
+        path, _, query = target.partition(b"?")
+        request = Request(
+            method.decode("ascii", "replace"),
+            _text(path or b"/"),
+            _text(query),
+            headers,
+            b"",
+            True,
+            "2",
+        )
+        incoming = _Incoming(request)
+        self._incoming[stream_id] = incoming
+        refusal = self._refusal
+        if refusal is None and len(target) > settings.max_url_length:
+            refusal = HubError(414, f"URL longer than {settings.max_url_length} bytes")
+        if refusal is None and size > settings.max_head_size:
+            refusal = HubError(431, "request head too large")
+        length = headers.get("content-length", "")
+        if refusal is None and length.isdigit() and int(length) > settings.max_body_size:
+            refusal = HubError(413, f"body larger than {settings.max_body_size} bytes")
+        if refusal is not None:
+            self._refuse(stream_id, incoming, refusal)
+
+    def _body(self, event: DataReceived) -> None:
+        # Every byte read is acknowledged, so the peer's windows never close on us; what the
+        # body limit refuses is dropped, not kept.
+        self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+        incoming = self._incoming.get(event.stream_id)
+        if incoming is None or incoming.refused or event.data is None:
+            return
+        incoming.size += len(event.data)
+        limit = self.app.settings.max_body_size
+        if incoming.size > limit:
+            error = HubError(413, f"body larger than {limit} bytes")
+            self._refuse(event.stream_id, incoming, error)
+            return
+        incoming.body.append(bytes(event.data))
+
+    def _refuse(self, stream_id: int, incoming: _Incoming, error: HubError) -> None:
+        incoming.refused = True
+        incoming.body = []
+        self.app.count(error)
+        self._answer(stream_id, error_response(error, keep_alive=True))
+        if error is self._refusal:  # a connection over the limits: one answer, then away
+            self._goaway()
+
+    def _complete(self, stream_id: int) -> None:
+        incoming = self._incoming.pop(stream_id, None)
+        if incoming is None or incoming.refused:
+            return
+        request = incoming.request
+        request.body = b"".join(incoming.body)
+        app = self.app
+        if app.is_stream(request):
+            self._open(stream_id, request)
+            return
+        pending = app.handle(request)
+        if isinstance(pending, Response):
+            self._answer(stream_id, pending)
+        elif pending.done():
+            self._answer(stream_id, pending.result())
+        else:
+            self._pending += 1
+
+            def answered(done: asyncio.Future[Response]) -> None:
+                self._pending -= 1
+                if not done.cancelled():
+                    self._answer(stream_id, done.result())
+                    self._flush()
+                if self._draining:
+                    self._close_if_done()
+
+            pending.add_done_callback(answered)
+
+    def _answer(self, stream_id: int, response: Response) -> None:
+        """Send a complete response on ``stream_id`` (its body as flow control allows)."""
+        if self.closed:
+            return
+        body = response.content
+        try:
+            self._head(stream_id, response.status, response.headers, len(response.body), not body)
+        except StreamClosedError:
+            return  # the client gave up on it
+        if body:
+            stream = H2Stream(self, stream_id)
+            self.streams[stream_id] = stream
+            stream.write(body)
+            self._end(stream)
+        elif self._draining:
+            self._close_if_done()
+
+    def _head(
+        self,
+        stream_id: int,
+        status: int,
+        headers: list[tuple[str, str]],
+        length: int | None,
+        end: bool,
+    ) -> None:
+        fields = [(b":status", b"%d" % status), (b"server", b"ssehub")]
+        # HTTP/2 field names are lower case; the one place a header reaches this wire.
+        fields.extend((n.lower().encode(), field_value(v).encode()) for n, v in headers)
+        if length is not None:
+            fields.append((b"content-length", b"%d" % length))
+        self.h2.send_headers(stream_id, fields, end_stream=end)
+        self._arm()
+
+    # -- streams -------------------------------------------------------------------------------
+
+    def _open(self, stream_id: int, request: Request) -> None:
+        stream = H2Stream(self, stream_id)
+        try:
+            opened = self.app.open_stream(request, stream, stream.write)
+        except HubError as error:
+            self._answer(stream_id, error_response(error, keep_alive=True))
+            return
+        sub, last_event_id, preamble, expires = opened
+        stream.sub = sub
+        self.streams[stream_id] = stream
+        settings = self.app.settings
+        if settings.write_timeout:
+            stream.ends_at = self.loop.time() + settings.write_timeout
+
+        def framed(replay: Replay | None) -> bytes:
+            headers, first = preamble(replay)
+            self._head(stream_id, 200, headers, None, False)
+            return first
+
+        stream.starting = self.loop.create_task(
+            self._run_stream(stream, sub, last_event_id, framed, expires)
+        )
+
+    async def _run_stream(
+        self,
+        stream: H2Stream,
+        sub: Subscriber,
+        last_event_id: str | None,
+        preamble: Callable[[Replay | None], bytes],
+        expires: float | None,
+    ) -> None:
+        try:
+            await self.app.hub.subscribe(sub, last_event_id, preamble)
+        except (ConnectionResetError, StreamClosedError, asyncio.CancelledError):
+            return
+        except HubError as error:  # raised before the stream's head was written
+            log.warning("refusing a subscriber: %s", error.reason)
+            stream.starting = None
+            if not stream.closed:
+                self._forget(stream)
+                self._answer(stream.id, error_response(error, keep_alive=True))
+                self._flush()
+            return
+        finally:
+            stream.starting = None
+        if expires is not None and not stream.closed:
+            stream.expiry = self.loop.call_later(expires, self._expired, stream)
+
+    def _expired(self, stream: H2Stream) -> None:
+        log.info("closing a subscriber whose token expired")
+        stream.expiry = None
+        self._end_stream(stream)
+
+    def _end_stream(self, stream: H2Stream) -> None:
+        """End an event stream cleanly: what is backlogged goes first, then END_STREAM."""
+        if stream.sub is not None:
+            self.app.hub.detach(stream.sub)
+        self._end(stream)
+
+    # -- the wire ------------------------------------------------------------------------------
+
+    def send(self, stream: H2Stream, data: bytes) -> None:
+        """Hand ``data`` to h2 as one DATA frame when the windows allow, else backlog it."""
+        h2 = self.h2
+        try:
+            window = h2.local_flow_control_window(stream.id)
+        except StreamClosedError:
+            self._forget(stream)
+            return
+        size = len(data)
+        if size <= window and size <= h2.max_outbound_frame_size:
+            h2.send_data(stream.id, data)
+            stream.sent += size
+            if self._flush_handle is None:
+                self._flush_handle = self.loop.call_soon(self._flush)
+            return
+        stream.backlog.append(data)
+        stream.backlog_size += size
+        self._pump(stream)
+
+    def _pump(self, stream: H2Stream) -> None:
+        """Send what the windows allow of ``stream``'s backlog; end it if it was ending."""
+        if stream.closed:
+            return
+        h2 = self.h2
+        backlog = stream.backlog
+        try:
+            while backlog and not self.paused:
+                room = min(h2.local_flow_control_window(stream.id), h2.max_outbound_frame_size)
+                if room <= 0:
+                    break
+                data = backlog[0]
+                if len(data) <= room:
+                    backlog.pop(0)
+                else:
+                    backlog[0] = data[room:]
+                    data = data[:room]
+                h2.send_data(stream.id, data)
+                stream.backlog_size -= len(data)
+                stream.sent += len(data)
+                self._arm()
+            if backlog:
+                self._waiting[stream] = None
+                return
+            self._waiting.pop(stream, None)
+            if stream.ending:
+                h2.end_stream(stream.id)
+                self._arm()
+                self._forget(stream)
+                return
+        except StreamClosedError:
+            self._forget(stream)
+            return
+        if not self.paused:
+            stream.wake()
+
+    def _window(self, stream_id: int) -> None:
+        if stream_id:
+            stream = self.streams.get(stream_id)
+            if stream is not None:
+                self._pump(stream)
+            return
+        for stream in list(self._waiting):
+            self._pump(stream)
+
+    def _end(self, stream: H2Stream) -> None:
+        stream.ending = True
+        self._pump(stream)
+
+    def reset(self, stream: H2Stream, code: ErrorCodes) -> None:
+        if stream.closed:
+            return
+        with contextlib.suppress(StreamClosedError):  # the peer closed it already
+            self.h2.reset_stream(stream.id, code)
+        self._arm()
+        self._forget(stream)
+
+    def _reset_by_peer(self, stream_id: int) -> None:
+        self._incoming.pop(stream_id, None)
+        stream = self.streams.get(stream_id)
+        if stream is not None:
+            self._forget(stream)
+
+    def _forget(self, stream: H2Stream) -> None:
+        """The stream is over, cleanly or not: the hub and the subscriptions API hear of it."""
+        if stream.closed:
+            return
+        sub = stream.sub
+        if sub is not None:
+            self.app.hub.detach(sub)
+            self.app.stream_closed(sub)
+        stream.closed = True
+        stream.backlog, stream.backlog_size = [], 0
+        self.streams.pop(stream.id, None)
+        self._waiting.pop(stream, None)
+        if stream.expiry is not None:
+            stream.expiry.cancel()
+            stream.expiry = None
+        if stream.starting is not None and not stream.starting.done():
+            stream.starting.cancel()
+        stream.wake()
+        if self._draining:
+            self._close_if_done()
+        elif not self.streams and not self._incoming and not self.closed:
+            self._deadline = self.loop.time() + self.app.settings.keep_alive_timeout
+
+    def _arm(self) -> None:
+        if self._flush_handle is None and not self.closed:
+            self._flush_handle = self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """One transport write with every frame h2 has queued since the last one."""
+        self._flush_handle = None
+        data = self.h2.data_to_send()
+        transport = self.transport
+        if data and transport is not None and not self.closed and not transport.is_closing():
+            transport.write(data)
+
+    # -- deadlines and shutdown ----------------------------------------------------------------
+
+    def check(self, now: float) -> None:
+        """Called by the app's sweep each second: enforce every time limit of this connection."""
+        if self.closed or self.transport is None:
+            return
+        settings = self.app.settings
+        if self._deadline and now >= self._deadline and not self.streams and not self._incoming:
+            self._goaway()
+            return
+        for stream in list(self.streams.values()):
+            if stream.sub is None:
+                continue
+            if stream.ends_at and now >= stream.ends_at:
+                self._end_stream(stream)
+                continue
+            if not settings.dispatch_timeout:
+                continue
+            if stream.backlog and stream.sent == stream.watched:  # waiting, none taken
+                if not stream.stuck_since:
+                    stream.stuck_since = now
+                elif now - stream.stuck_since >= settings.dispatch_timeout:
+                    log.info(
+                        "resetting an HTTP/2 stream that read nothing for %gs",
+                        settings.dispatch_timeout,
+                    )
+                    self.app.hub.drop_slow(stream.sub)
+            else:
+                stream.stuck_since = 0.0
+            stream.watched = stream.sent
+        self._flush()
+
+    def drain_close(self) -> None:
+        """Shutdown: end every event stream cleanly, answer what is in flight (new requests
+        are refused), then GOAWAY and close."""
+        if self.closed or self.transport is None:
+            return
+        self._draining = True
+        for stream in list(self.streams.values()):
+            if stream.sub is not None:
+                self._end_stream(stream)
+        self._flush()
+        self._close_if_done()
+
+    def _close_if_done(self) -> None:
+        if self.streams or self._pending or self.closed:
+            return
+        if any(not i.refused for i in self._incoming.values()):
+            return  # a request still coming
+        self._goaway()
+
+    def _goaway(self) -> None:
+        """GOAWAY, then close once it is sent (h2 sends nothing on a connection after it, so
+        it comes last)."""
+        if self.closed or self.transport is None:
+            return
+        self.h2.close_connection(last_stream_id=self.h2.highest_inbound_stream_id)
+        self._flush()
+        self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
