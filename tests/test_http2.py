@@ -388,3 +388,31 @@ def test_plain_client_is_refused_cleanly_on_a_tls_port(tls_hub: HubProcess) -> N
     with pytest.raises((ConnectionError, OSError)):
         SSEClient(tls_hub.port, HUB + "?topic=x", {})
     assert httpx.get(f"https://127.0.0.1:{tls_hub.port}/healthz", verify=False).status_code == 200
+
+
+def test_h2_connection_limits_and_idle_timeout() -> None:
+    """The HTTP/1.1 limits hold for HTTP/2: a connection over the per-address limit has its
+    first request answered 429 with the reason, then GOAWAY; an idle one is closed."""
+    h = start_hub("--http2", "--anonymous", "--max-connections-per-ip", "1", "--head-timeout", "1")
+    first = RawH2(h.port)
+    try:
+        first.get(HUB + "?topic=x", read=True)
+        first.until(lambda: any(first.body.values()))
+
+        async def refused() -> httpx.Response:
+            async with httpx.AsyncClient(http1=False, http2=True, timeout=10) as client:
+                return await client.get(h.base + "/healthz")
+
+        answer = asyncio.run(refused())
+        assert answer.status_code == 429
+        assert answer.text.startswith("too many connections from 127.0.0.1")
+        assert answer.headers["retry-after"] == "1"
+    finally:
+        first.close()
+    idle = RawH2(h.port)  # the first has gone: admitted, but never asks anything
+    try:
+        idle.until(lambda: idle.terminated)  # closed by --head-timeout
+        assert idle.goaway == ErrorCodes.NO_ERROR
+    finally:
+        idle.close()
+        h.stop()

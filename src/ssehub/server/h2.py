@@ -207,7 +207,7 @@ class H2Protocol(asyncio.Protocol):
         if self._refusal is None:
             app.connections.add(self)
         else:  # not swept: its own timer ends it
-            self.loop.call_later(settings.head_timeout, self.transport.close)
+            self.loop.call_later(settings.head_timeout, self._goaway)
         self._deadline = self.loop.time() + settings.head_timeout
         self.h2.initiate_connection()
         self._flush()
