@@ -30,6 +30,16 @@ async def update_book(book: str, title: str) -> dict[str, str]:
     return {"id": stored.id}
 
 
+@app.get("/note")
+async def note(text: str) -> EventSourceResponse:
+    """A stream whose header echoes request text, as apps do (a name, a channel)."""
+
+    async def once() -> AsyncIterator[str]:
+        yield text
+
+    return EventSourceResponse(once(), heartbeat=1, headers={"X-Note": text})
+
+
 @app.get("/countdown")
 async def countdown() -> EventSourceResponse:
     """An app streaming its own events with the hub's encoder."""

@@ -78,3 +78,9 @@ def test_event_source_response_helper(fastapi_hub: HubProcess) -> None:
     assert [(e.id, e.event, e.data) for e in events] == [
         (f"tick-{n}", "tick", f"{n}\nsecond line") for n in (3, 2, 1)
     ]
+
+
+def test_mounted_hub_refuses_costly_templates(fastapi_hub: HubProcess) -> None:
+    with fastapi_hub.subscribe("urn:x:" + "{/a}{.b}" * 150) as bomb:
+        assert bomb.status == 400
+        assert b"too many template expressions" in bomb.body

@@ -13,7 +13,9 @@ from collections.abc import Iterator
 import pytest
 
 from ssehub import Event, Hub, MemoryBackend
+from ssehub.client import subscribe
 from ssehub.errors import HubError
+from ssehub.sse import ServerEvent
 
 from .support import HUB, HubProcess, make_token, start_hub
 
@@ -304,3 +306,87 @@ def test_in_process_publish_of_a_bad_event_fails_alone(bad: Event) -> None:
             await hub.close()
 
     asyncio.run(go())
+
+
+# -- framing headers ------------------------------------------------------------------------------
+
+
+def test_no_content_answer_has_no_content_length() -> None:
+    """RFC 9110 8.6: a server must not send Content-Length in a 204 (the CORS preflight)."""
+    h = start_hub("--no-demo", "--heartbeat", "0", "--cors-origins", "https://app.example")
+    try:
+        with Wire(h.port) as wire:
+            wire.send(
+                f"OPTIONS {HUB} HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\n"
+                "Access-Control-Request-Method: POST\r\n\r\n"
+                "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+            )
+            raw = wire.until_closed()
+        first, _, rest = raw.partition(b"\r\n\r\n")
+        assert first.startswith(b"HTTP/1.1 204 ")
+        assert b"content-length" not in first.lower()
+        assert rest.startswith(b"HTTP/1.1 200 OK\r\n")
+    finally:
+        h.stop()
+
+
+SMUGGLED = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + SMUGGLED,
+        b"Content-Length: 5\r\nContent-Length: 40\r\n\r\nhello" + SMUGGLED,
+        b"Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n" + SMUGGLED,
+        b"Content-Length: -1\r\n\r\n" + SMUGGLED,
+        b"X-Folded: a\r\n b\r\nContent-Length: 0\r\n\r\n" + SMUGGLED,
+    ],
+    ids=["cl-and-te", "two-lengths", "te-list", "negative-length", "obs-fold"],
+)
+def test_ambiguous_framing_is_refused_after_the_valid_request(
+    full_hub: HubProcess, framing: bytes
+) -> None:
+    """Request smuggling: a request whose length is ambiguous is a 400 and ends the
+    connection, so nothing after it is read as a request; what came before is answered."""
+    topic = unique("smuggle")
+    with Wire(full_hub.port) as wire:
+        wire.send(
+            publish_request(full_hub.publisher_token, f"topic={topic}&data=x&id=sm1")
+            + f"POST {HUB} HTTP/1.1\r\nHost: x\r\n".encode()
+            + framing
+        )
+        raw = wire.until_closed()
+    assert statuses(raw) == [200, 400]
+    assert b"ok\n" not in raw
+
+
+def test_no_100_continue_to_an_http_1_0_client(full_hub: HubProcess) -> None:
+    """RFC 9110 10.1.1: a server must not send 100 Continue to an HTTP/1.0 client."""
+    topic = unique("continue10")
+    body = f"topic={topic}&data=x&id=c10"
+    request = publish_request(full_hub.publisher_token, body, expect=True)
+    with Wire(full_hub.port) as wire:
+        wire.send(request.replace(b" HTTP/1.1\r\n", b" HTTP/1.0\r\n", 1))
+        raw = wire.until_closed()
+    assert statuses(raw) == [200]
+    assert raw.startswith(b"HTTP/1.1 200 ")
+
+
+def test_client_resumes_from_a_non_ascii_id(full_hub: HubProcess) -> None:
+    """The hub takes UTF-8 ids and finds them from a UTF-8 Last-Event-ID (as browsers send
+    it); ssehub.client must be able to send one back too."""
+    topic = unique("client-utf8")
+    first = full_hub.publish(topic, "a", id=f"café-{uuid.uuid4().hex[:6]}").text
+    second = full_hub.publish(topic, "b").text
+
+    async def go() -> list[str]:
+        got: list[str] = []
+        async with asyncio.timeout(10):
+            async for item in subscribe(full_hub.url, topic, last_event_id=first):
+                assert isinstance(item, ServerEvent), item
+                got.append(item.id)
+                break
+        return got
+
+    assert asyncio.run(go()) == [second]

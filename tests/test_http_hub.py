@@ -279,6 +279,19 @@ def test_publish_retried_with_its_id_is_delivered_once(hub: HubProcess) -> None:
         assert [e.id for e in sub.events(2)] == [event_id, after]
 
 
+def test_topic_longer_than_the_bound_is_refused(hub: HubProcess) -> None:
+    """Topics live in history, routes and caches: a publish's topics are bounded (2 KiB by
+    default), with a 400 that says so; other streams carry on."""
+    topic = unique("long")
+    with hub.subscribe(topic) as sub:
+        too_long = hub.publish([topic, "urn:" + "x" * 2045], "refused")
+        assert too_long.status_code == 400
+        assert "topic too long: 2049 characters, at most 2048" in too_long.text
+        longest = hub.publish([topic, "urn:" + "x" * 2044], "taken")
+        assert longest.status_code == 200
+        assert [e.data for e in sub.events(1)] == ["taken"]
+
+
 # -- history and resume --------------------------------------------------------------------------
 
 

@@ -6,8 +6,10 @@ import asyncio
 import json
 from collections.abc import Sequence
 
+import pytest
+
 from ssehub import Event, Hub, MemoryBackend, StoredEvent
-from ssehub.backends import EARLIEST, REPLAY_PAGE, Replay
+from ssehub.backends import EARLIEST, REPLAY_PAGE, Replay, transient
 from ssehub.sse import Decoder
 from ssehub.subscriber import Subscriber
 
@@ -166,6 +168,56 @@ def test_history_lost_between_replay_pages_is_announced() -> None:
         assert gap.event == "ssehub.gap"
         assert [e.id for e in events] == [old[0].id, old[1].id, *(e.id for e in live)]
         assert json.loads(gap.data)["requested"] == old[1].id
+
+    asyncio.run(go())
+
+
+class _FailingPages(MemoryBackend):
+    """History whose second page cannot be read (the store went away mid-replay)."""
+
+    async def since(self, after: str | int, upto: int, limit: int = REPLAY_PAGE) -> Replay:
+        if isinstance(after, int):
+            raise OSError("the store went away")
+        return await super().since(after, upto, limit)
+
+
+def test_history_failing_mid_replay_closes_the_stream() -> None:
+    """The head is out, so no 503 can be sent: the stream is cut, and the client resumes
+    from the last event it got (never a silent hole, never a stuck subscriber)."""
+
+    async def go() -> None:
+        hub = Hub(_FailingPages(), heartbeat=0)
+        await hub.start()
+        for _ in range(4):
+            await hub.publish(Event(("t",), "x" * (REPLAY_PAGE * 5 // 8)))
+        stream = FakeStream()
+        with pytest.raises(ConnectionResetError):
+            await hub.subscribe(Subscriber(stream, ("t",), None), EARLIEST, preamble)
+        assert stream.aborted
+        assert hub.subscriber_count == 0
+        assert len(Decoder().feed(b"".join(stream.writes[1:]))) == 2  # the first page
+
+    asyncio.run(go())
+
+
+class _StalePositions(MemoryBackend):
+    """Broadcasts carrying an older position, as one travelling apart from the stream may."""
+
+    async def broadcast(self, events: Sequence[Event]) -> list[StoredEvent]:
+        sent = [transient(event, 0, 0.0) for event in events]
+        if self._sink is not None:
+            self._sink(sent)
+        return sent
+
+
+def test_a_broadcast_never_moves_the_replay_point_back() -> None:
+    async def go() -> None:
+        hub = Hub(_StalePositions(), heartbeat=0)
+        await hub.start()
+        stored = await hub.publish(Event(("t",), "kept"))
+        await hub.announce(Event(("t",), "now"))
+        stream = await attach(hub, ["t"], last_event_id=EARLIEST)
+        assert stream.ids() == [stored.id]
 
     asyncio.run(go())
 

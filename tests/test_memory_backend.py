@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import tracemalloc
 from collections.abc import Sequence
 
 import pytest
@@ -103,3 +104,44 @@ def test_retention_by_bytes() -> None:
         assert sum(2 * len(e.wire) + 200 for e in kept) <= 10_000
 
     asyncio.run(go())
+
+
+@pytest.mark.parametrize(
+    ("topic", "data", "event_id"),
+    [
+        ("t" * 65_536, "", None),  # long topics, as a publisher may send (several each)
+        ("t", "", "i" * 1000),  # long ids, also keys of the id index
+        ("t", "é" * 20_000, None),  # wide characters: the text costs more than its wire
+        ("t", "x", None),  # tiny events: the per-event overhead is all there is
+    ],
+)
+def test_history_max_bytes_counts_everything_history_holds(
+    topic: str, data: str, event_id: str | None
+) -> None:
+    """Measured with tracemalloc, what history keeps alive stays under --history-max-bytes:
+    before, only the wire was counted, and 1 MB topics grew the hub by hundreds of MB."""
+    bound = 4 << 20
+
+    async def go() -> int:
+        backend = MemoryBackend(history_size=1_000_000, history_max_bytes=bound)
+        await backend.start(lambda batch: None)
+        tracemalloc.start()
+        try:
+            for i in range(200_000):
+                # Fresh strings per event, as each publish request parses its own.
+                topics = ((topic + str(i))[-len(topic) :], (topic + "alt" + str(i))[-len(topic) :])
+                ident = None if event_id is None else f"{i}-{event_id}"
+                await backend.append(
+                    [Event(topics, (data + str(i))[-max(len(data), 1) :], id=ident)]
+                )
+                if backend.retained < i + 1 - 100:  # well past the bound
+                    break
+            else:
+                raise AssertionError("history never reached its bound")
+            held, _ = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        return held
+
+    held = asyncio.run(go())
+    assert held < bound * 1.2, f"history holds {held >> 10} KiB over a {bound >> 10} KiB bound"

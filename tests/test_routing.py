@@ -27,6 +27,7 @@ from ssehub.topics import (
 
 from .support import start_hub
 from .test_hub import FakeStream, attach, preamble, started
+from .test_metrics import scrape
 
 BOMB = "urn:x:" + "{/a}{.b}" * 150  # 300 adjacent expressions in 1206 characters
 
@@ -91,6 +92,11 @@ def test_expressions(selector: str, count: int) -> None:
     assert expressions(selector) == count
 
 
+def test_counting_stops_past_the_bound() -> None:
+    assert expressions("{/a}{.b}" * 1000, stop=5) == 6
+    assert expressions("{/a}{.b}" * 2, stop=5) == 4
+
+
 def test_check_selectors() -> None:
     check_selectors(["*", "urn:a", "urn:{a}{b}"], max_length=100, max_expressions=2)
     with pytest.raises(HubError) as bound:
@@ -103,42 +109,96 @@ def test_check_selectors() -> None:
         check_selectors(["u" * 3000 + "{a}"], max_length=10_000, max_expressions=2)
 
 
+class Watched(FakeStream):
+    """A FakeStream that says when it is written to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wrote = asyncio.Event()
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        self.wrote.set()
+
+
+async def watch(hub: Hub, topics: list[str]) -> Watched:
+    stream = Watched()
+    await hub.subscribe(Subscriber(stream, tuple(topics), None), None, preamble)
+    return stream
+
+
+async def delivered(stream: Watched, count: int) -> list[str]:
+    """The ids ``stream`` got once it has ``count`` (a fan-out may wait to coalesce)."""
+    async with asyncio.timeout(10):
+        while len(stream.ids()) < count:
+            stream.wrote.clear()
+            await stream.wrote.wait()
+    return stream.ids()
+
+
 # -- the route cache under churn ----------------------------------------------------------------
 
 
 def test_join_and_leave_update_cached_routes_instead_of_clearing() -> None:
     async def go() -> None:
         hub = await started()
-        books = await attach(hub, ["https://example.com/books/{id}"])
+        books = await watch(hub, ["https://example.com/books/{id}"])
         topics = [f"https://example.com/books/{i}" for i in range(20)]
         await asyncio.gather(*(hub.publish(Event((t,), "a")) for t in topics))
         answers = {(t,) for t in topics}
         assert set(hub.routes.cached) == answers
         assert hub.routes.recomputed == 20
         for i in range(60):  # churn: views come and go, exact, template and *
-            stream = FakeStream()
+            stream = Watched()
             selector = (f"urn:churn:{i}", "urn:{x}", ALL, topics[i % 20])[i % 4]
             sub = Subscriber(stream, (selector,), None)
             await hub.subscribe(sub, None, preamble)
             if i % 8 == 3:  # one publish while a churner is there: it receives it
                 await hub.publish(Event((topics[i % 20],), "c"))
-                assert len(stream.ids()) == 1
+                assert len(await delivered(stream, 1)) == 1
             hub.detach(sub)
         assert set(hub.routes.cached) | set(hub.routes.stale) == answers  # nothing cleared
         # A view that joins now is added to the answers it belongs in, and only to those.
         seven = await attach(hub, ["https://example.com/books/7"])
         other = await attach(hub, ["https://example.com/{kind}/3"])
-        everything = await attach(hub, [ALL])
+        everything = await watch(hub, [ALL])
         await asyncio.gather(*(hub.publish(Event((t,), "b")) for t in topics))
-        assert len(books.ids()) == 40 + 8
+        assert len(await delivered(books, 40 + 8)) == 40 + 8
+        assert len(await delivered(everything, 20)) == 20
         assert len(seven.ids()) == 1
         assert len(other.ids()) == 1
-        assert len(everything.ids()) == 20
         assert set(hub.routes.cached) == answers
         assert hub.routes.recomputed == 20  # every answer after the first was kept up to date
         assert hub.routes.evictions == 0
 
     asyncio.run(go())
+
+
+def test_churn_over_sockets_routes_nothing_again() -> None:
+    hub = start_hub("--anonymous", "--no-demo", "--heartbeat", "0")
+    topics = [f"urn:books:{i}" for i in range(5)]
+
+    def computed() -> float:
+        return scrape(hub)[("ssehub_routes_computed_total", ())]
+
+    try:
+        with hub.subscribe("urn:books:{id}") as books:
+            for topic in topics:
+                hub.publish(topic, "first")
+            books.events(5)
+            before = computed()
+            assert scrape(hub)[("ssehub_routes_cached", ())] >= 5
+            for i in range(12):  # anonymous clients come and go: exact, template, *
+                with hub.subscribe(["urn:other", "urn:{x}:1", "*"][i % 3]) as churner:
+                    assert churner.status == 200
+            with hub.subscribe("urn:books:3") as late:
+                for topic in topics:
+                    hub.publish(topic, "again")
+                assert [e.data for e in books.events(5)] == ["again"] * 5
+                assert late.events(1)[0].data == "again"
+            assert computed() == before  # churn kept the cached routes up to date
+    finally:
+        hub.stop()
 
 
 # -- incremental maintenance agrees with a fresh computation --------------------------------
@@ -183,7 +243,7 @@ def test_incremental_routes_equal_fresh_ones(
     ops: list[tuple[str, object]], cap: int, max_added: int
 ) -> None:
     matcher = TopicMatcher()
-    index: RouteIndex[_View] = RouteIndex(matcher, cap, max_chars=40, max_added=max_added)
+    index: RouteIndex[_View] = RouteIndex(cap, max_chars=40, max_added=max_added)
     live: list[_View] = []
     for n, (op, arg) in enumerate(ops):
         if op == "join":
@@ -225,7 +285,7 @@ def _wanting(matcher: TopicMatcher, views: list[_View], topics: tuple[str, ...])
 
 def test_caches_are_bounded_by_bytes() -> None:
     matcher = TopicMatcher(max_chars=100_000)
-    index: RouteIndex[_View] = RouteIndex(matcher, max_chars=100_000)
+    index: RouteIndex[_View] = RouteIndex(max_chars=100_000)
     index.add(_View(0, frozenset({"urn:{x}"})))
     for i in range(200):
         topic = f"urn:{i}:" + "t" * 10_000  # a topic can be as long as a publish body
@@ -245,10 +305,10 @@ def test_hub_route_cache_is_bounded_by_bytes() -> None:
     async def go() -> None:
         hub = Hub(MemoryBackend(history_size=10), heartbeat=0)
         await hub.start()
-        stream = await attach(hub, ["*"])
+        stream = await watch(hub, ["*"])
         for i in range(30):
             await hub.publish(Event((f"urn:{i}:" + "t" * 400_000,), "x"))
-        assert len(stream.ids()) == 30
+        assert len(await delivered(stream, 30)) == 30
         assert hub.routes._chars <= hub.routes.max_chars
         assert len(hub.routes.cached) < 30
 

@@ -44,3 +44,21 @@ def test_full_disk_says_so_and_writes_resume_once_space_returns(tmp_path: Path) 
             assert [e.id for e in sub.events(1)] == [again.text]
     finally:
         hub.stop()
+
+
+def test_a_replay_the_store_cannot_read_is_answered_503(tmp_path: Path) -> None:
+    """A SQLite error while reading history once escaped the hub (neither ConnectionError nor
+    OSError): the subscriber got no answer at all and hung."""
+    db = tmp_path / "events.db"
+    hub = start_hub("--anonymous", "--no-demo", "--heartbeat", "0", "--store", f"sqlite:{db}")
+    try:
+        first = hub.publish("broken", "e0").text
+        with sqlite3.connect(db) as other:  # the table the hub reads is gone
+            other.execute("ALTER TABLE events RENAME TO moved")
+        with hub.subscribe("broken", last_event_id=first) as sub:
+            assert sub.status == 503
+            assert b"history is unavailable: the SQLite store refused the read" in sub.body
+        with hub.subscribe("broken") as live:  # without history, streams still open
+            assert live.status == 200
+    finally:
+        hub.stop()

@@ -6,17 +6,20 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import http.server
 import json
 import os
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -162,10 +165,12 @@ def test_kid_that_is_not_a_string_is_a_401(
 
 _RSA = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 _EC = ec.generate_private_key(ec.SECP256R1())
+_ED = ed25519.Ed25519PrivateKey.generate()
 _SECRET = b"s" * 32
 _SIGNERS: dict[str, tuple[str, object]] = {
     "r": ("RS256", _RSA),
     "e": ("ES256", _EC),
+    "d": ("EdDSA", _ED),
     "h": ("HS256", _SECRET),
 }
 _ALGS = ["RS256", "ES256", "HS256", "EdDSA", "PS256", "none", "HS256" + INJECTED]
@@ -180,7 +185,7 @@ def jwks_authenticator() -> Iterator[Authenticator]:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump({"keys": keys}, f)
     try:
-        yield Authenticator(f"@{f.name}", f"@{f.name}", "RS256,ES256,HS256,PS256", leeway=5)
+        yield Authenticator(f"@{f.name}", f"@{f.name}", "RS256,ES256,HS256,PS256,EdDSA", leeway=5)
     finally:
         os.unlink(f.name)
 
@@ -287,3 +292,75 @@ def test_reasons_that_quote_the_request_stay_short(hub: HubProcess) -> None:
     assert "does not cover topic 'urn:xxx" in r.text
     assert len(r.headers["www-authenticate"]) < 1000
     assert len(r.content) < 1000
+
+
+def test_huge_token_is_refused_before_decoding_on_both_faces(
+    hub: HubProcess, asgi_hub: HubProcess
+) -> None:
+    """The standalone server bounds the head (431); the ASGI face relies on its server, so
+    the token itself is bounded: a 20 KB header token is a 401 that says so."""
+    claims = {"mercure": {"publish": ["*"]}, "pad": "x" * 20_000}
+    token = jwt.encode(claims, KEY, algorithm="HS256")
+    r = asgi_hub.publish("urn:t", "x", token=token)
+    assert r.status_code == 401
+    assert "longer than 16384 characters" in r.text
+    r = hub.publish("urn:t", "x", token=token)
+    assert r.status_code == 431
+
+
+def test_oversized_jwks_answer_is_not_loaded() -> None:
+    """A JWKS URL is read up to 1 MiB: a larger answer is refused, not held."""
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(jwt.get_algorithm_by_name("RS256").to_jwk(private.public_key()))
+    body = json.dumps({"keys": [{**jwk, "kid": "k1"}], "pad": " " * (2 << 20)}).encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_port}/jwks.json"
+    try:
+        # At start the key set must load, so the hub says why it cannot, in one line.
+        with pytest.raises(RuntimeError, match="larger than 1048576 bytes") as refused:
+            start_hub("--no-demo", "--jwt-algorithm", "RS256", "--jwt-key", url, key=None)
+        assert "Traceback" not in str(refused.value)
+    finally:
+        server.shutdown()
+
+
+def test_event_source_response_headers_cannot_be_split(asgi_hub: HubProcess) -> None:
+    """EventSourceResponse (an app's own stream) cleans its header values too."""
+    query = "text=" + quote("note" + INJECTED)
+    raw = raw_request(
+        asgi_hub.port,
+        f"GET /note?{query} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode(),
+    )
+    status, lines = head_of(raw)
+    assert status == 200, raw[:300]
+    names = [line.partition(":")[0].lower() for line in lines]
+    assert "x-injected" not in names
+    assert "set-cookie" not in names
+    assert "x-note" in names
+
+
+def test_remembered_tokens_are_bounded_by_size() -> None:
+    """Verified tokens are remembered to skip the signature next time; long ones (a big
+    mercure.payload, up to 16 KiB) must not let that memory grow to 4096 x 16 KiB."""
+    auth = Authenticator(KEY, KEY)
+    total = 0
+    for n in range(600):
+        claims = {"mercure": {"subscribe": ["*"], "payload": {"n": n, "pad": "x" * 15_000}}}
+        token = jwt.encode(claims, KEY, algorithm="HS256")
+        total += len(token)
+        assert auth.subscriber((token, "cookie"), anonymous=False) is not None
+    assert total > 2 * (4 << 20)
+    assert 0 < auth.cached_chars <= 4 << 20

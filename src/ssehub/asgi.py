@@ -265,6 +265,7 @@ def _encode_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]
 
 async def _send(send: Send, answer: Response) -> None:
     headers = _encode_headers(answer.headers)
-    headers.append((b"content-length", str(len(answer.body)).encode()))
+    if answer.status != 204:  # RFC 9110 8.6: a 204 carries no Content-Length
+        headers.append((b"content-length", str(len(answer.body)).encode()))
     await send({"type": "http.response.start", "status": answer.status, "headers": headers})
     await send({"type": "http.response.body", "body": answer.content})

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import math
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import Any
 
 import jwt
 
-from .errors import HubError, one_line
+from .errors import ConfigError, HubError, one_line
 from .topics import TopicMatcher
 
 log = logging.getLogger("ssehub.auth")
@@ -28,7 +29,14 @@ log = logging.getLogger("ssehub.auth")
 COOKIE = "mercureAuthorization"
 _JWKS_REFRESH = 300.0
 _VERIFIED_MAX = 4096
+_VERIFIED_CHARS = 4 << 20  # tokens may be 16 KiB each: count them, not only how many
 _JWKS_RETRY = 10.0
+# Far above any real token, far below what it costs to decode and verify a huge one on every
+# request: the standalone server bounds heads anyway, an ASGI server may not.
+MAX_TOKEN = 16 * 1024
+_JWKS_MAX_BYTES = 1024 * 1024  # a key set is a few KiB; this bounds what a fetch may hold
+# What PyJWKSet.from_json raises on a document that is not a usable key set.
+_BAD_JWKS = (ValueError, KeyError, TypeError, AttributeError, jwt.PyJWTError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,24 +90,29 @@ def find_token(
     header: str | None, query: str | None, cookie_header: str | None, cookie_name: str = COOKIE
 ) -> tuple[str, str] | None:
     """The token and its carrier, by the spec's precedence: header, then query, then cookie."""
+    found = None
     if header is not None:
         scheme, _, token = header.strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise unauthorized("Authorization header must be 'Bearer <token>'", "invalid_request")
-        return token.strip(), "Authorization header"
-    if query:
-        return query, "authorization query parameter"
-    cookie = read_cookie(cookie_header, cookie_name)
-    if cookie:
-        return cookie, f"{cookie_name} cookie"
-    return None
+        found = token.strip(), "Authorization header"
+    elif query:
+        found = query, "authorization query parameter"
+    else:
+        cookie = read_cookie(cookie_header, cookie_name)
+        if cookie:
+            found = cookie, f"{cookie_name} cookie"
+    if found is not None and len(found[0]) > MAX_TOKEN:
+        raise unauthorized(f"token from the {found[1]} is longer than {MAX_TOKEN} characters")
+    return found
 
 
 class KeySet:
     """The key(s) that verify one kind of token."""
 
-    def __init__(self, spec: str) -> None:
+    def __init__(self, spec: str, label: str = "JWT key") -> None:
         self.spec = spec
+        self.label = label  # names the setting in startup errors
         self._key: Any = None
         self._jwks: dict[str, Any] = {}
         self._url: str | None = None
@@ -109,9 +122,22 @@ class KeySet:
         if spec.startswith(("http://", "https://")):
             self._url = spec
         elif spec.startswith("@"):
-            text = Path(spec[1:]).read_text()
+            try:
+                text = Path(spec[1:]).read_text()
+            except UnicodeDecodeError:
+                raise ConfigError(
+                    f"{label} {spec}: {spec[1:]!r} is not text (a PEM key or a JWKS is)"
+                ) from None
+            except OSError as exc:
+                reason = exc.strerror or exc
+                raise ConfigError(f"{label} {spec}: cannot read {spec[1:]!r}: {reason}") from exc
             if text.lstrip().startswith("{"):
-                self._load_jwks(text)
+                try:
+                    self._load_jwks(text)
+                except _BAD_JWKS as exc:
+                    raise ConfigError(
+                        f"{label} {spec}: not a usable JWKS: {_jwks_reason(exc)}"
+                    ) from exc
             else:
                 self._key = text
         else:
@@ -122,20 +148,30 @@ class KeySet:
         self._jwks = {k.key_id or "": k for k in keys.keys}
         self.generation += 1
 
-    async def refresh(self) -> None:
-        """Fetch a JWKS URL again (in a thread: urllib blocks)."""
+    async def refresh(self, strict: bool = False) -> None:
+        """Fetch a JWKS URL again (in a thread: urllib blocks); a failure is logged and retried
+        later, or with ``strict`` (the first fetch, at start) raised as a ConfigError."""
         url = self._url
         if url is None:
             return
 
         def fetch() -> str:
             with urllib.request.urlopen(url, timeout=5) as answer:
-                return str(answer.read().decode("utf-8"))
+                body = answer.read(_JWKS_MAX_BYTES + 1)
+            if len(body) > _JWKS_MAX_BYTES:
+                raise ValueError(f"the answer is larger than {_JWKS_MAX_BYTES} bytes")
+            return str(body.decode("utf-8"))
 
         try:
             self._load_jwks(await asyncio.to_thread(fetch))
             self._fetched = time.monotonic()
-        except (OSError, ValueError, jwt.PyJWKSetError) as exc:
+        except (OSError, *_BAD_JWKS) as exc:
+            if strict:
+                reason = exc.reason if isinstance(exc, urllib.error.URLError) else _jwks_reason(exc)
+                raise ConfigError(
+                    f"{self.label} {url}: could not fetch the JWKS ({reason}): check the URL and"
+                    " that its server answers from this host"
+                ) from exc
             log.warning("could not fetch the JWKS at %s: %s", url, exc)
             self._fetched = time.monotonic() - _JWKS_REFRESH + _JWKS_RETRY
 
@@ -148,6 +184,25 @@ class KeySet:
             self._refreshing = asyncio.get_running_loop().create_task(self.refresh())
         except RuntimeError:  # no loop: a synchronous caller (tests, tools)
             asyncio.run(self.refresh())
+
+    def check(self, algorithms: list[str]) -> None:
+        """Refuse a single key that none of ``algorithms`` can verify with (a PEM key with
+        only HS256 allowed, an HMAC secret with only RS256): every token would be refused."""
+        if self._key is None:
+            return
+        reasons = []
+        for name in algorithms:
+            try:
+                jwt.get_algorithm_by_name(name).prepare_key(self._key)
+            except (jwt.InvalidKeyError, ValueError, TypeError, NotImplementedError) as exc:
+                reasons.append(f"{name}: {exc}")
+            else:
+                return
+        shown = self.spec if self.spec.startswith("@") else "(given inline)"
+        raise ConfigError(
+            f"{self.label} {shown} cannot verify tokens signed with {', '.join(algorithms)}"
+            f" ({'; '.join(reasons)}): check the key and --jwt-algorithm"
+        )
 
     def key_for(self, token: str, carrier: str) -> Any:
         """The verification key for ``token`` (by ``kid`` for a JWKS)."""
@@ -184,22 +239,28 @@ class Authenticator:
         audience: str | None = None,
         issuer: str | None = None,
     ) -> None:
-        self.publisher_keys = KeySet(publisher_key) if publisher_key else None
-        self.subscriber_keys = KeySet(subscriber_key) if subscriber_key else None
+        self.publisher_keys = KeySet(publisher_key, "publisher JWT key") if publisher_key else None
+        self.subscriber_keys = (
+            KeySet(subscriber_key, "subscriber JWT key") if subscriber_key else None
+        )
         self.algorithms = [a.strip() for a in algorithm.split(",") if a.strip()]
         if any(a.lower() == "none" for a in self.algorithms):
             raise ValueError("the 'none' algorithm would accept unsigned tokens")
+        for keys in (self.publisher_keys, self.subscriber_keys):
+            if keys is not None:
+                keys.check(self.algorithms)
         self.matcher = matcher or TopicMatcher()
         self.leeway = leeway
         self.audience = audience
         self.issuer = issuer
         self._verified: dict[tuple[str, int, int], tuple[Claims, float]] = {}
+        self._verified_chars = 0
 
     async def start(self) -> None:
-        """Fetch JWKS URLs once before the first request."""
+        """Fetch JWKS URLs once before the first request; ConfigError if one does not answer."""
         for keys in (self.publisher_keys, self.subscriber_keys):
             if keys is not None:
-                await keys.refresh()
+                await keys.refresh(strict=True)
 
     def verify(self, token: str, carrier: str, keys: KeySet) -> Claims:
         """Check signature, algorithm and time/audience/issuer claims; 401 with the reason.
@@ -217,11 +278,23 @@ class Authenticator:
             ):
                 return claims
             del self._verified[cache_key]
+            self._verified_chars -= len(token)
         claims, valid_from = self._verify(token, carrier, keys)
-        if len(self._verified) >= _VERIFIED_MAX:
-            del self._verified[next(iter(self._verified))]
-        self._verified[cache_key] = (claims, valid_from)
+        verified = self._verified
+        while verified and (
+            len(verified) >= _VERIFIED_MAX or self._verified_chars + len(token) > _VERIFIED_CHARS
+        ):
+            oldest = next(iter(verified))
+            del verified[oldest]
+            self._verified_chars -= len(oldest[0])
+        verified[cache_key] = (claims, valid_from)
+        self._verified_chars += len(token)
         return claims
+
+    @property
+    def cached_chars(self) -> int:
+        """Characters of the remembered tokens (bounded, like their number)."""
+        return self._verified_chars
 
     def _verify(self, token: str, carrier: str, keys: KeySet) -> tuple[Claims, float]:
         of = f"token from the {carrier}"
@@ -330,11 +403,18 @@ class Authenticator:
         return self.verify(*found, self.subscriber_keys)
 
 
+def _jwks_reason(exc: BaseException) -> str:
+    if isinstance(exc, KeyError):
+        return f"a key lacks its {exc.args[0]!r} member"
+    return str(exc) or type(exc).__name__
+
+
 def _header_alg(token: str) -> str:
     try:
-        return _quoted(jwt.get_unverified_header(token).get("alg"))
+        alg = jwt.get_unverified_header(token).get("alg")
     except jwt.InvalidTokenError:
         return "an unreadable algorithm"
+    return _quoted(alg)
 
 
 def _seconds(claim: object) -> float | None:

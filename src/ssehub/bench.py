@@ -138,9 +138,14 @@ def percentile(values: list[float], q: float) -> float:
 # -- subscribers (child processes) ---------------------------------------------------------------
 
 
+class BenchError(Exception):
+    """The load cannot run: the target refused or did not answer (one line, for the CLI)."""
+
+
 @dataclass
 class _SubState:
     connected: int = 0
+    refusal: str | None = None
     counting: bool = False
     events: int = 0
     chunks: int = 0
@@ -167,6 +172,10 @@ class _Sub(asyncio.Protocol):
                 return
             self.head_done = True
             state.connected += 1
+            if not data[9:12].startswith(b"2") and state.refusal is None:
+                status = data[: data.find(b"\r\n")].decode("latin-1")
+                body = data[head_end + 4 :][:200].decode("utf-8", "replace")
+                state.refusal = f"{status}: {' '.join(body.split())}"
             data = data[head_end + 4 :]
         if not state.counting:
             self.tail = data[-1:]
@@ -194,10 +203,18 @@ def _subscriber_process(target: Target, count: int, cpu: int | None, pipe: Conne
     async def main() -> None:
         loop = asyncio.get_running_loop()
         started = time.monotonic()
-        for _ in range(count):
-            await loop.create_connection(lambda: _Sub(state, request), target.host, target.port)
+        try:
+            for _ in range(count):
+                await loop.create_connection(lambda: _Sub(state, request), target.host, target.port)
+        except OSError as exc:
+            reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else exc.strerror
+            pipe.send(("error", f"cannot connect to {target.host}:{target.port}: {reason}"))
+            return
         while state.connected < count:
             await asyncio.sleep(0.01)
+        if state.refusal is not None:
+            pipe.send(("error", f"the target refused a subscriber: {state.refusal}"))
+            return
         pipe.send(("connected", time.monotonic() - started))
         while True:
             while not pipe.poll():
@@ -278,9 +295,13 @@ class _Publisher:
     async def connect(self, conns: int) -> None:
         loop = asyncio.get_running_loop()
         for _ in range(conns):
-            _, pub = await loop.create_connection(
-                lambda: _Pub(self), self.target.host, self.target.port
-            )
+            try:
+                _, pub = await loop.create_connection(
+                    lambda: _Pub(self), self.target.host, self.target.port
+                )
+            except OSError as exc:
+                where = f"{self.target.host}:{self.target.port}"
+                raise BenchError(f"cannot connect a publisher to {where}: {exc}") from exc
             self.pubs.append(pub)
 
     def send(self, pub: _Pub, n: int) -> None:
@@ -332,10 +353,14 @@ async def run(
         pipes.append(parent)
     try:
         say("connecting", 0.0)
-        for pipe in pipes:
+        for pipe, proc in zip(pipes, procs, strict=True):
             while not pipe.poll():
+                if not proc.is_alive() and not pipe.poll():
+                    raise BenchError(f"a subscriber process exited with code {proc.exitcode}")
                 await asyncio.sleep(0.01)
-            pipe.recv()
+            said = pipe.recv()
+            if said[0] == "error":
+                raise BenchError(said[1])
         result.connect_per_s = options.subscribers / (time.monotonic() - started)
         pids = target.hub_pids
         result.hub_rss_kib = rss_kib(pids)
@@ -400,6 +425,10 @@ async def run(
             max(100 * load_cpu / max(elapsed, 1e-9) / len(procs), result.load_cpu_pct / cores) > 90
         )
         return result
+    except BaseException:
+        for proc in procs:
+            proc.kill()  # they may wait for commands that will never come
+        raise
     finally:
         for proc in procs:
             proc.join(5)

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import httpx
 import jwt
 import rich_click as click
+from jwt.algorithms import get_default_algorithms
 from rich_click.utils import OptionGroupDict
 
 from . import __version__
@@ -191,7 +192,13 @@ def serve(jwt_key: str | None, log_level: str, **options: Any) -> None:
     options.setdefault("subscriber_jwt_key", jwt_key)
     made_key = None
     if options["publisher_jwt_key"] is None and options["subscriber_jwt_key"] is None:
-        made_key = secrets.token_urlsafe(32)
+        if not _hmac_algorithm(options.get("jwt_algorithm", "HS256")):
+            raise click.UsageError(
+                "with --jwt-algorithm "
+                f"{options['jwt_algorithm']} give the key that verifies tokens (--jwt-key"
+                " @public.pem, or a JWKS): the key made when none is given is an HMAC secret"
+            )
+        made_key = secrets.token_urlsafe(64)  # long enough for HS512
         options["publisher_jwt_key"] = options["subscriber_jwt_key"] = made_key
     options.setdefault("demo", made_key is not None)
     settings = Settings(**options)
@@ -225,10 +232,59 @@ def serve(jwt_key: str | None, log_level: str, **options: Any) -> None:
 _DEFAULT_URL = "http://127.0.0.1:8000/.well-known/mercure"
 
 
+def _hub_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A hub URL must be absolute http(s): httpx's own complaint comes too late and vaguely."""
+    if value is None:
+        return value
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise click.BadParameter(
+            f"{value!r} is not an http(s) URL: write e.g. {_DEFAULT_URL}", ctx, param
+        )
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r}: {exc}", ctx, param) from None
+    return value
+
+
+def _root_reason(exc: BaseException) -> str:
+    """The operating system's reason under an httpx error ("Connection refused")."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno and seen.errno > 0:
+            return os.strerror(seen.errno)  # asyncio rewrites strerror as "Connect call failed"
+        if isinstance(seen, OSError) and seen.strerror:
+            return seen.strerror
+        seen = seen.__cause__ or seen.__context__
+    return str(exc) or type(exc).__name__
+
+
+def _unreachable(url: str, exc: httpx.HTTPError) -> click.ClickException:
+    """One line for a hub that did not answer, or answered with a server error."""
+    if isinstance(exc, httpx.HTTPStatusError):
+        answer = exc.response
+        reason = " ".join(answer.text.split())[:300] or answer.reason_phrase
+        return click.ClickException(f"the hub at {url} answered {answer.status_code}: {reason}")
+    if isinstance(exc, httpx.ConnectError):
+        return click.ClickException(
+            f"could not reach {url}: nothing answers there ({_root_reason(exc)}): is the hub"
+            " running, and is --url right?"
+        )
+    if isinstance(exc, httpx.TimeoutException):
+        return click.ClickException(f"could not reach {url}: no answer in time ({exc!r})")
+    return click.ClickException(f"could not reach {url}: {exc or type(exc).__name__}")
+
+
 @main.command()
 @debug_option
 @click.option(
-    "--url", default=_DEFAULT_URL, envvar="SSEHUB_URL", show_default=True, help="The hub's URL."
+    "--url",
+    default=_DEFAULT_URL,
+    envvar="SSEHUB_URL",
+    show_default=True,
+    callback=_hub_url,
+    help="The hub's URL.",
 )
 @click.option(
     "--topic",
@@ -274,14 +330,19 @@ def publish(
     except HubClientError as refused:
         raise click.ClickException(f"the hub refused: {refused}") from None
     except httpx.HTTPError as exc:
-        raise click.ClickException(f"could not reach {url}: {exc}") from None
+        raise _unreachable(url, exc) from None
     click.echo(got)
 
 
 @main.command()
 @debug_option
 @click.option(
-    "--url", default=_DEFAULT_URL, envvar="SSEHUB_URL", show_default=True, help="The hub's URL."
+    "--url",
+    default=_DEFAULT_URL,
+    envvar="SSEHUB_URL",
+    show_default=True,
+    callback=_hub_url,
+    help="The hub's URL.",
 )
 @click.option(
     "--topic",
@@ -307,7 +368,9 @@ def subscribe(
 
     async def run() -> None:
         seen = 0
-        async for item in listen(url, topics, token=token, last_event_id=last_event_id):
+        async for item in listen(
+            url, topics, token=token, last_event_id=last_event_id, retry_first=False
+        ):
             line: dict[str, object]
             if isinstance(item, Gap):
                 line = {
@@ -329,6 +392,8 @@ def subscribe(
         asyncio.run(run())
     except HubRefused as refused:
         raise click.ClickException(f"the hub refused: {refused}") from None
+    except httpx.HTTPError as exc:
+        raise _unreachable(url, exc) from None
     except KeyboardInterrupt:
         pass
 
@@ -341,7 +406,12 @@ def subscribe(
     required=True,
     help="HMAC secret, or @PATH of a PEM private key.",
 )
-@click.option("--algorithm", default="HS256", show_default=True)
+@click.option(
+    "--algorithm",
+    default="HS256",
+    show_default=True,
+    type=click.Choice(sorted(set(get_default_algorithms()) - {"none"})),
+)
 @click.option("--publish", "publish_", multiple=True, help="Selector for mercure.publish.")
 @click.option("--subscribe", "subscribe_", multiple=True, help="Selector for mercure.subscribe.")
 @click.option("--expires-in", type=click.IntRange(min=1), help="Seconds until exp.")
@@ -363,8 +433,8 @@ def token(
         if not sep:
             raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--claim")
         claims[name] = value
-    click.echo(
-        mint_token(
+    try:
+        minted = mint_token(
             key,
             publish=publish_,
             subscribe=subscribe_,
@@ -372,7 +442,18 @@ def token(
             algorithm=algorithm,
             claims=claims,
         )
-    )
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not text (a PEM key is)"
+        raise click.ClickException(f"--key {key}: cannot read {key[1:]!r}: {reason}") from None
+    except (jwt.InvalidKeyError, ValueError, TypeError, AttributeError) as exc:
+        # PyJWT lets a public key reach cryptography, which has no sign() on it
+        why = "a public key cannot sign" if isinstance(exc, AttributeError) else exc
+        raise click.BadParameter(
+            f"this key cannot sign {algorithm} ({why}): an HS algorithm takes a secret, the"
+            " others a PEM private key (@PATH)",
+            param_hint="'--key' / '--algorithm'",
+        ) from None
+    click.echo(minted)
 
 
 @main.command()
@@ -382,13 +463,18 @@ def token(
     default=_DEFAULT_URL,
     envvar="SSEHUB_URL",
     show_default=True,
+    callback=_hub_url,
     help="The Mercure hub to load.",
 )
 @click.option("--topic", default="urn:ssehub:bench", show_default=True)
 @click.option("--token", envvar="SSEHUB_TOKEN", help="Publisher JWT (Mercure mode).")
 @click.option("--subscriber-token", help="Subscriber JWT, if the hub refuses anonymous ones.")
-@click.option("--raw-subscribe", metavar="URL", help="Raw mode: any SSE stream URL.")
-@click.option("--raw-publish", metavar="URL", help="Raw mode: POST the data here.")
+@click.option(
+    "--raw-subscribe", metavar="URL", callback=_hub_url, help="Raw mode: any SSE stream URL."
+)
+@click.option(
+    "--raw-publish", metavar="URL", callback=_hub_url, help="Raw mode: POST the data here."
+)
 @click.option("--subscribers", default=1000, show_default=True, type=click.IntRange(min=1))
 @click.option(
     "--client-procs",
@@ -406,18 +492,50 @@ def token(
     show_default=True,
     help="Events/s (0: as fast as answers come). Repeat to sweep.",
 )
-@click.option("--window", default=64, show_default=True, help="Requests in flight per conn.")
-@click.option("--conns", default=4, show_default=True, help="Publisher connections.")
-@click.option("--payload", default=100, show_default=True, help="Bytes of data per event.")
-@click.option("--duration", default=10.0, show_default=True, help="Seconds measured per run.")
-@click.option("--warmup", default=2.0, show_default=True, help="Seconds before measuring.")
+@click.option(
+    "--window",
+    default=64,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Requests in flight per conn.",
+)
+@click.option(
+    "--conns",
+    default=4,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Publisher connections.",
+)
+@click.option(
+    "--payload",
+    default=100,
+    show_default=True,
+    type=click.IntRange(min=20),
+    help="Bytes of data per event (20 carry the send time).",
+)
+@click.option(
+    "--duration",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds measured per run.",
+)
+@click.option(
+    "--warmup",
+    default=2.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds before measuring.",
+)
 @click.option("--hub-pid", type=int, help="The hub's PID: CPU and RSS per connection.")
-@click.option("--load-cpu", type=int, help="Pin the load to this CPU.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write results.")
+@click.option("--load-cpu", type=click.IntRange(min=0), help="Pin the load to this CPU.")
+@click.option(
+    "--json", "json_path", type=click.Path(dir_okay=False, writable=True), help="Write results."
+)
 @click.option(
     "--plot",
     "plot_path",
-    type=click.Path(dir_okay=False),
+    type=click.Path(dir_okay=False, writable=True),
     help="Write a PNG: latency CDF, delivered against offered rate (needs matplotlib).",
 )
 def bench(
@@ -450,6 +568,7 @@ def bench(
 
     from . import bench as load
 
+    _check_bench_options(hub_pid, load_cpu, json_path, plot_path)
     pids: tuple[int, ...] = ()
     if hub_pid is not None:
         children = Path(f"/proc/{hub_pid}/task/{hub_pid}/children")
@@ -462,6 +581,7 @@ def bench(
     else:
         if token is None:
             raise click.BadParameter("a Mercure hub needs --token (a publisher JWT)")
+        _check_hub(url, topic, token)
         target = load.Target.mercure(url, topic, token, pids)
         if subscriber_token:
             target = dataclasses.replace(
@@ -482,7 +602,10 @@ def bench(
             options = load.Options(
                 subscribers, client_procs, rate, window, conns, payload, duration, warmup, load_cpu
             )
-            results.append(asyncio.run(load.run(target, options, tick)))
+            try:
+                results.append(asyncio.run(load.run(target, options, tick)))
+            except load.BenchError as exc:
+                raise click.ClickException(str(exc)) from None
             progress.remove_task(task)
     for result in results:
         click.echo(load.report(result))
@@ -496,14 +619,56 @@ def bench(
         load.plot(results, Path(plot_path))
 
 
+def _check_bench_options(
+    hub_pid: int | None, load_cpu: int | None, json_path: str | None, plot_path: str | None
+) -> None:
+    """What would otherwise fail only after the whole run (or in a child process)."""
+    if hub_pid is not None and not os.path.exists(f"/proc/{hub_pid}"):
+        raise click.BadParameter(f"no process {hub_pid} here", param_hint="'--hub-pid'")
+    if load_cpu is not None and load_cpu not in os.sched_getaffinity(0):
+        usable = ", ".join(map(str, sorted(os.sched_getaffinity(0))))
+        raise click.BadParameter(
+            f"CPU {load_cpu} is not one this process may use ({usable})", param_hint="'--load-cpu'"
+        )
+    for hint, path in (("'--json'", json_path), ("'--plot'", plot_path)):
+        folder = os.path.dirname(os.path.abspath(path)) if path else None
+        if folder is not None and not os.path.isdir(folder):
+            raise click.BadParameter(f"the directory {folder} does not exist", param_hint=hint)
+    if plot_path is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise click.BadParameter(
+                "plots need matplotlib: pip install matplotlib", param_hint="'--plot'"
+            ) from None
+
+
+def _check_hub(url: str, topic: str, token: str) -> None:
+    """One publish before the load: an unreachable hub, a refused token or topic is then one
+    line now rather than a run of errors."""
+    from .client import HubRefused, publish
+
+    try:
+        asyncio.run(publish(url, topic, "ssehub bench: checking the hub", token=token))
+    except HubRefused as refused:
+        raise click.ClickException(f"the hub refused the bench's publish: {refused}") from None
+    except httpx.HTTPError as exc:
+        raise _unreachable(url, exc) from None
+
+
 def _shown_store(store: str) -> str:
     """The store URL without a password."""
     password = urlsplit(store).password
     return store.replace(f":{password}@", ":***@") if password else store
 
 
+def _hmac_algorithm(algorithms: str) -> str | None:
+    """The first HMAC algorithm allowed, the only kind a made-up secret can sign with."""
+    return next((a.strip() for a in algorithms.split(",") if a.strip().startswith("HS")), None)
+
+
 def _print_first_run(settings: Settings, key: str) -> None:
-    algorithm = settings.jwt_algorithm.split(",")[0].strip()
+    algorithm = _hmac_algorithm(settings.jwt_algorithm) or "HS256"
     publisher = jwt.encode({"mercure": {"publish": ["*"]}}, key, algorithm=algorithm)
     subscriber = jwt.encode({"mercure": {"subscribe": ["*"]}}, key, algorithm=algorithm)
     click.echo(

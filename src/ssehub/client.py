@@ -94,6 +94,7 @@ async def subscribe(
     retry: float = 3.0,
     max_retry: float = 30.0,
     client: httpx.AsyncClient | None = None,
+    retry_first: bool = True,
 ) -> AsyncIterator[ServerEvent | Gap]:
     """Events of the given topic selectors, for as long as the caller iterates.
 
@@ -101,6 +102,8 @@ async def subscribe(
     up to ``max_retry`` while the hub stays away) and resumes with ``Last-Event-ID``. A gap —
     the hub's ``ssehub.gap`` event, or a ``Last-Event-ID: earliest`` answer to a specific id
     from another Mercure hub — is yielded as a :class:`Gap` before the replayed events.
+    With ``retry_first=False`` a hub that does not answer the first attempt (unreachable, or
+    a 5xx) raises the httpx error instead: a command line tool reports it and stops.
     """
     params = httpx.QueryParams(
         [("topic", t) for t in ([topics] if isinstance(topics, str) else topics)]
@@ -110,15 +113,20 @@ async def subscribe(
     delay = retry
     try:
         while True:
-            headers = {**_auth(token), "Accept": "text/event-stream", "Cache-Control": "no-store"}
+            text = {**_auth(token), "Accept": "text/event-stream", "Cache-Control": "no-store"}
+            headers = [(name.encode(), value.encode()) for name, value in text.items()]
             if last_event_id:
-                headers["Last-Event-ID"] = last_event_id
+                # In UTF-8, as browsers send it: httpx refuses a non-ASCII str header value.
+                headers.append((b"Last-Event-ID", last_event_id.encode("utf-8")))
             try:
                 async with http.stream("GET", url, params=params, headers=headers) as answer:
                     if 400 <= answer.status_code < 500:
                         body = (await answer.aread()).decode("utf-8", "replace").strip()
                         raise HubRefused(answer.status_code, body)
+                    if answer.is_error:
+                        await answer.aread()  # the reason, for whoever reports the error
                     answer.raise_for_status()
+                    retry_first = True  # connected once: from now on, always resume
                     delay = retry
                     gap_said = False
                     said = answer.headers.get("last-event-id")
@@ -138,6 +146,8 @@ async def subscribe(
                         if decoder.retry is not None:
                             delay = retry = decoder.retry / 1000
             except (httpx.TransportError, httpx.HTTPStatusError) as exc:
+                if not retry_first:
+                    raise
                 log.info("hub connection lost (%s); resuming in %.1fs", exc, delay)
             if not reconnect:
                 return

@@ -126,7 +126,7 @@ class Hub:
         self.publish_failures = 0
         self.on_append: Callable[[float], None] | None = None  # e.g. a latency histogram
         self._views: dict[ViewKey, _View] = {}
-        self.routes: RouteIndex[_View] = RouteIndex(self.matcher)
+        self.routes: RouteIndex[_View] = RouteIndex()
         self._dispatched = 0
         self.max_coalesce = max_coalesce
         self._outbox: list[StoredEvent] = []
@@ -283,7 +283,8 @@ class Hub:
                     touched[view] = [event.wire]
                 else:
                     chunks.append(event.wire)
-        self._dispatched = events[-1].position
+        # A broadcast takes no position of its own (it may carry an older one): never go back.
+        self._dispatched = max(self._dispatched, events[-1].position)
         deliveries = written = 0
         for view, chunks in touched.items():
             data = chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -38,9 +38,19 @@ class _HubCollector(Collector):
                 "Subscribers closed for not keeping up.",
                 hub.slow_dropped,
             ),
+            (
+                "ssehub_routes_computed",
+                "Topic sets routed by trying every selector (route cache misses).",
+                hub.routes.recomputed,
+            ),
         ]
         for name, text, value in counters:
             yield CounterMetricFamily(name, text, value=value)
+        yield GaugeMetricFamily(
+            "ssehub_routes_cached",
+            "Topic sets whose subscribers are cached.",
+            value=len(hub.routes),
+        )
         retained = getattr(hub.backend, "retained", None)
         if isinstance(retained, int):
             yield GaugeMetricFamily("ssehub_history_events", "Events in history.", value=retained)

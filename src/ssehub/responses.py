@@ -8,6 +8,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Mapping
 
 from starlette.responses import StreamingResponse
 
+from .errors import field_value
 from .sse import HEARTBEAT, ServerEvent, encode_event
 
 Item = ServerEvent | Mapping[str, object] | str
@@ -48,10 +49,12 @@ class EventSourceResponse(StreamingResponse):
         retry: int | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
+        # Header values often carry request data: no CR or LF may split the head.
+        extra = {name: field_value(value) for name, value in (headers or {}).items()}
         super().__init__(
             self._body(events, heartbeat, retry),
             media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **(headers or {})},
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **extra},
         )
 
     @staticmethod

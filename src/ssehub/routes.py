@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Generic, Protocol, TypeVar
 
-from .topics import ALL, TopicMatcher, is_template
+from .topics import ALL, Template, template
 
 Topics = tuple[str, ...]
 
@@ -41,13 +41,8 @@ class RouteIndex(Generic[V]):
     """
 
     def __init__(
-        self,
-        matcher: TopicMatcher,
-        max_routes: int = 10_000,
-        max_chars: int = 4 << 20,
-        max_added: int = 64,
+        self, max_routes: int = 10_000, max_chars: int = 4 << 20, max_added: int = 64
     ) -> None:
-        self.matcher = matcher
         self.max_added = max_added  # views a stale answer may need tried; past it, drop them
         self.max_routes = max_routes
         self.max_chars = max_chars
@@ -56,7 +51,7 @@ class RouteIndex(Generic[V]):
         self.added: dict[V, None] = {}  # template and * views joined since answers went stale
         self._chars = 0
         self._exact: dict[str, set[V]] = {}
-        self._templates: dict[str, set[V]] = {}
+        self._templates: dict[str, tuple[Template, set[V]]] = {}  # parsed once, while used
         self._everything: set[V] = set()
         self._by_topic: dict[str, set[Topics]] = {}  # answers' keys holding each topic
         self._routes_of: dict[V, set[Topics]] = {}  # answers' keys listing each view
@@ -72,9 +67,8 @@ class RouteIndex(Generic[V]):
         found = self.stale.pop(topics, None)
         if found is not None:
             self.refreshed += 1
-            test = self.matcher.test
             for view in self.added:
-                if view not in found and any(test(s, t) for s in view.selectors for t in topics):
+                if view not in found and self._wants(view, topics):
                     found = (*found, view)
                     self._routes_of.setdefault(view, set()).add(topics)
             self.cached[topics] = found
@@ -86,7 +80,7 @@ class RouteIndex(Generic[V]):
         size = sum(map(len, topics))
         if size > self.max_chars:
             return found
-        while len(self) >= self.max_routes or (len(self) and self._chars + size > self.max_chars):
+        while len(self) and (len(self) >= self.max_routes or self._chars + size > self.max_chars):
             self._evict(next(iter(self.stale or self.cached)))
         self.cached[topics] = found
         self._chars += size
@@ -103,11 +97,20 @@ class RouteIndex(Generic[V]):
             exact = self._exact.get(topic)
             if exact:
                 found |= exact
-        test = self.matcher.test
-        for selector, views in self._templates.items():
-            if any(test(selector, topic) for topic in topics):
+        for parsed, views in self._templates.values():
+            if any(parsed.matches(topic) for topic in topics):
                 found |= views
         return tuple(found)
+
+    def _wants(self, view: V, topics: Topics) -> bool:
+        for selector in view.selectors:
+            if selector == ALL:
+                return True
+            known = self._templates.get(selector)
+            for topic in topics:
+                if topic == selector or (known is not None and known[0].matches(topic)):
+                    return True
+        return False
 
     def _evict(self, topics: Topics) -> None:
         views = self.stale.pop(topics, None)
@@ -135,8 +138,11 @@ class RouteIndex(Generic[V]):
             if selector == ALL:
                 self._everything.add(view)
                 broad = True
-            elif is_template(selector):
-                self._templates.setdefault(selector, set()).add(view)
+            elif selector in self._templates:
+                self._templates[selector][1].add(view)
+                broad = True
+            elif (parsed := template(selector)) is not None:
+                self._templates[selector] = (parsed, {view})
                 broad = True
             else:
                 self._exact.setdefault(selector, set()).add(view)
@@ -162,12 +168,16 @@ class RouteIndex(Generic[V]):
     def remove(self, view: V) -> None:
         """Forget a view, in the index and in every answer that lists it."""
         for selector in view.selectors:
-            for index in (self._exact, self._templates):
-                views = index.get(selector)
-                if views is not None:
-                    views.discard(view)
-                    if not views:
-                        del index[selector]
+            exact = self._exact.get(selector)
+            if exact is not None:
+                exact.discard(view)
+                if not exact:
+                    del self._exact[selector]
+            found = self._templates.get(selector)
+            if found is not None:
+                found[1].discard(view)
+                if not found[1]:
+                    del self._templates[selector]
         self._everything.discard(view)
         self.added.pop(view, None)
         for key in self._routes_of.pop(view, ()):

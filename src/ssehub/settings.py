@@ -116,13 +116,21 @@ class Settings:
     history_size: int = _opt(10_000, "Events kept for replay; 0 keeps none.", "history")
     history_max_age: float = _opt(0.0, "Seconds an event stays in history; 0: no limit.", "history")
     history_max_bytes: int = _opt(
-        64 * MiB, "Memory store: bytes of history kept at most.", "history"
+        64 * MiB,
+        "Memory store: bytes history may hold, everything counted (data, wire, ids, topics).",
+        "history",
     )
     # -- limits -----------------------------------------------------------------------------
     max_head_size: int = _opt(16 * KiB, "Largest request head in bytes (431 above).", "limits")
     max_url_length: int = _opt(8 * KiB, "Longest request URL in bytes (414 above).", "limits")
     max_body_size: int = _opt(1 * MiB, "Largest publish body in bytes (413 above).", "limits")
     max_topics: int = _opt(100, "Most topic selectors in one subscription.", "limits")
+    max_topic_length: int = _opt(
+        2 * KiB,
+        "Longest topic of a publish in characters (400 above); history, routes and caches "
+        "hold topics, and a longer one would not fit a subscribe URL.",
+        "limits",
+    )
     max_template_length: int = _opt(
         2048,
         "Longest URI template topic selector in characters (400 above); 2048 at most.",
@@ -226,6 +234,9 @@ def _validate(s: Settings) -> None:
             f"{s.max_head_size} bytes cannot hold a request line with a URL of max_url_length"
             f" ({s.max_url_length}); it needs at least {s.max_url_length + _REQUEST_LINE}",
         )
+    for name in ("publisher_jwt_key", "subscriber_jwt_key"):
+        if getattr(s, name) is not None and not getattr(s, name).strip():
+            raise InvalidSetting(name, "is empty: give a secret, @PATH or a JWKS URL")
     algorithms = [a.strip() for a in s.jwt_algorithm.split(",") if a.strip()]
     if not algorithms:
         raise InvalidSetting("jwt_algorithm", "names no algorithm")

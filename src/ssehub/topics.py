@@ -41,11 +41,18 @@ class _Expression:
 _Token = str | _Expression
 
 
-def _parse(selector: str, limit: int = _MAX_TEMPLATE) -> tuple[_Token, ...] | None:
-    """Literals and expressions of a valid template with at least one expression, else None."""
+def _parse(
+    selector: str, limit: int = _MAX_TEMPLATE, stop: int | None = None
+) -> tuple[_Token, ...] | None:
+    """Literals and expressions of a valid template with at least one expression, else None.
+
+    With ``stop``, parsing ends once more than ``stop`` expressions are read (the tokens so
+    far are returned): counting a hostile selector costs no more than the bound it breaks.
+    """
     if "{" not in selector or len(selector) > limit:
         return None
     tokens: list[_Token] = []
+    count = 0
     pos = 0
     while pos < len(selector):
         start = selector.find("{", pos)
@@ -77,16 +84,20 @@ def _parse(selector: str, limit: int = _MAX_TEMPLATE) -> tuple[_Token, ...] | No
             tokens[-1] = _Expression(prefix, allowed, last.repeat + 1)
         else:
             tokens.append(_Expression(prefix, allowed))
+        count += 1
+        if stop is not None and count > stop:
+            break
         pos = end + 1
     return tuple(tokens)
 
 
-def expressions(selector: str) -> int:
-    """How many expressions a template holds (0 for ``*``, exact topics and non-templates).
+def expressions(selector: str, stop: int | None = None) -> int:
+    """How many expressions a template holds (0 for ``*``, exact topics and non-templates);
+    with ``stop``, counting ends past it.
 
     Matching costs about this many steps per topic; the hub bounds it per subscription.
     """
-    tokens = _parse(selector, limit=len(selector))
+    tokens = _parse(selector, limit=len(selector), stop=stop)
     if tokens is None:
         return 0
     return sum(t.repeat for t in tokens if isinstance(t, _Expression))
@@ -102,7 +113,7 @@ def check_selectors(selectors: Iterable[str], max_length: int, max_expressions: 
     max_length = min(max_length, _MAX_TEMPLATE)  # longer ones would match only themselves
     total = 0
     for selector in selectors:
-        count = expressions(selector)
+        count = expressions(selector, stop=max_expressions - total)
         if not count:
             continue
         if len(selector) > max_length:
@@ -119,15 +130,45 @@ def check_selectors(selectors: Iterable[str], max_length: int, max_expressions: 
             )
 
 
+class Template:
+    """A parsed URI template selector, for callers that keep their own (the route index)."""
+
+    __slots__ = ("_tokens", "selector")
+
+    def __init__(self, selector: str, tokens: tuple[_Token, ...]) -> None:
+        self.selector = selector
+        self._tokens = tokens
+
+    def matches(self, topic: str) -> bool:
+        """Mercure's rule for a template: equal to it, or one of its expansions."""
+        return topic == self.selector or _template_matches(self._tokens, topic)
+
+
+def template(selector: str) -> Template | None:
+    """``selector`` parsed, if it is a valid URI template with at least one expression."""
+    tokens = _parse(selector)
+    return None if tokens is None else Template(selector, tokens)
+
+
 def is_template(selector: str) -> bool:
     """True if ``selector`` is a valid URI template with at least one expression."""
     return _parse(selector) is not None
 
 
+# operator's characters -> str.translate table writing each ASCII character as "1" or "0"
+_BITS = {
+    allowed: {i: "1" if chr(i) in allowed else "0" for i in range(128)}
+    for _, allowed in _OPERATORS.values()
+}
+
+
 def _mask(text: str, allowed: frozenset[str]) -> int:
     """Bit i is set when text[i] may appear in a value (non-ASCII counts: IRIs)."""
-    bits = "".join("1" if c in allowed or c > "\x7f" else "0" for c in reversed(text))
-    return int(bits, 2) if bits else 0
+    if not text:
+        return 0
+    if text.isascii():
+        return int(text.translate(_BITS[allowed])[::-1], 2)
+    return int("".join("1" if c in allowed or c > "\x7f" else "0" for c in reversed(text)), 2)
 
 
 def _positions(text: str, part: str) -> int:

@@ -60,7 +60,8 @@ class Backend(Protocol):
     async def broadcast(self, events: Sequence[Event]) -> list[StoredEvent]:
         """Deliver ``events`` to every node's sink without keeping them: no room in history,
         no replay, not a resume point. For notices about the moment (subscription events,
-        the demo clock) that must never cost other topics their history."""
+        the demo clock) that must never cost other topics their history. They take no
+        position of their own: each carries one no newer than the newest stored event."""
         ...
 
     async def since(self, after: str | int, upto: int, limit: int = REPLAY_PAGE) -> Replay:

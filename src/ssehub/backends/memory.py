@@ -1,4 +1,4 @@
-"""The default backend: history in memory, bounded by count and by age."""
+"""The default backend: history in memory, bounded by count, by age and by bytes held."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import itertools
 import time
 from collections import deque
 from collections.abc import Sequence
+from sys import getsizeof
 
 from ..events import Event, StoredEvent
 from . import EARLIEST, REPLAY_PAGE, Replay, Sink, new_event_id, transient
@@ -125,6 +126,16 @@ class MemoryBackend:
                 del by_id[gone.id]
 
 
+# The event object (with its position and time) and its entries in the deque and the id index.
+_OVERHEAD = StoredEvent.__basicsize__ + 16 + 32 + 24 + 8 + 64
+
+
 def _footprint(event: StoredEvent) -> int:
-    """Roughly what an event costs in memory: its bytes twice (text and wire) plus overhead."""
-    return 2 * len(event.wire) + 200
+    """What history holds for an event: every string and bytes object it keeps alive (data,
+    wire, id, type and each topic, at their real size, wide characters included), its topic
+    tuple and the object itself with its index entries."""
+    size = _OVERHEAD + getsizeof(event.data) + getsizeof(event.wire) + getsizeof(event.id)
+    size += getsizeof(event.topics) + sum(getsizeof(topic) for topic in event.topics)
+    if event.type is not None:
+        size += getsizeof(event.type)
+    return size

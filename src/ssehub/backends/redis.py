@@ -68,6 +68,14 @@ return out
 """
 
 
+_FLOOR = """
+local n = tonumber(ARGV[1])
+if redis.call('XLEN', KEYS[1]) <= n then return false end
+local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', n)
+return newest[#newest][1]
+"""
+
+
 def position_of(stream_id: str | bytes) -> int:
     """A stream id ``ms-seq`` as one increasing integer."""
     text = stream_id.decode() if isinstance(stream_id, bytes) else stream_id
@@ -291,10 +299,11 @@ class RedisBackend:
         """Position of the oldest event the history holds: the stream may hold more (it is
         never shorter than what carries live events between nodes)."""
         floor = 0
-        excess = await self._redis.xlen(self.stream_key) - self.history_size
-        if excess > 0:
-            head = _entries(await self._redis.xrange(self.stream_key, "-", "+", count=excess + 1))
-            floor = position_of(head[-1][0])
+        # Found in Redis, which answers with one stream id: reading the entries before it
+        # here would move up to a whole stream of events per page of replay.
+        oldest = await self._redis.eval(_FLOOR, 1, self.stream_key, self.history_size)
+        if oldest:
+            floor = position_of(cast(bytes, oldest))
         if self.history_max_age:
             oldest_ms = int((time.time() - self.history_max_age) * 1000)
             floor = max(floor, oldest_ms << _SEQ_BITS)

@@ -170,16 +170,17 @@ class SQLiteBackend:
             raise
         return stored, new
 
-    def _refusal(self, exc: sqlite3.Error) -> OSError:
-        """Why a write failed, in words an operator can act on."""
+    def _refusal(self, exc: sqlite3.Error, doing: str = "write") -> OSError:
+        """Why a write (or a read) failed, in words an operator can act on."""
         code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # the primary code
         reason = {
             sqlite3.SQLITE_FULL: "disk full: the SQLite store cannot grow",
             sqlite3.SQLITE_READONLY: "the SQLite store is read-only",
-            sqlite3.SQLITE_IOERR: "I/O error writing the SQLite store",
+            sqlite3.SQLITE_IOERR: f"I/O error on the SQLite store ({doing})",
             sqlite3.SQLITE_BUSY: "the SQLite store is locked by another process",
             sqlite3.SQLITE_CANTOPEN: "the SQLite store cannot be opened",
-        }.get(code, "the SQLite store refused the write")
+            sqlite3.SQLITE_CORRUPT: "the SQLite store is corrupt",
+        }.get(code, f"the SQLite store refused the {doing}")
         log.error("%s: %s (%s)", self.path, reason, exc)
         return OSError(reason)  # publishers hear why, not where
 
@@ -198,7 +199,10 @@ class SQLiteBackend:
             db.execute("DELETE FROM events WHERE time < ?", (now - self.history_max_age,))
 
     async def since(self, after: str | int, upto: int, limit: int = REPLAY_PAGE) -> Replay:
-        return await self._run(lambda: self._since(after, upto, limit))
+        try:
+            return await self._run(lambda: self._since(after, upto, limit))
+        except sqlite3.Error as exc:  # the hub answers 503 with this, rather than hang
+            raise self._refusal(exc, "read") from exc
 
     def _since(self, after: str | int, upto: int, limit: int) -> Replay:
         db = self._db

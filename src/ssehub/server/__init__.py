@@ -13,9 +13,11 @@ import time
 from collections.abc import Callable
 
 from ..backends import open_backend
+from ..errors import ConfigError
 from ..hub import Hub
 from ..settings import Settings
 from .app import App
+from .listen import cannot_listen
 from .negotiate import protocol_factory, tls_context
 from .protocol import HttpProtocol
 
@@ -33,6 +35,7 @@ async def serve(
 ) -> None:
     """Run a hub until ``stop`` is set (or SIGINT/SIGTERM), then close every connection."""
     loop = asyncio.get_running_loop()
+    tls = tls_context(settings)  # a certificate that will not load stops us before anything
     backend = open_backend(
         settings.store, settings.history_size, settings.history_max_age, settings.history_max_bytes
     )
@@ -40,17 +43,20 @@ async def serve(
     await hub.start()
     app = App(settings, hub)
     await app.auth.start()
-    tls = tls_context(settings)
-    server = await loop.create_server(
-        protocol_factory(app, tls is not None),
-        settings.host,
-        settings.port,
-        backlog=4096,
-        reuse_address=True,
-        reuse_port=settings.workers > 1,
-        ssl=tls,
-        ssl_handshake_timeout=settings.head_timeout if tls is not None else None,
-    )
+    try:
+        server = await loop.create_server(
+            protocol_factory(app, tls is not None),
+            settings.host,
+            settings.port,
+            backlog=4096,
+            reuse_address=True,
+            reuse_port=settings.workers > 1,
+            ssl=tls,
+            ssl_handshake_timeout=settings.head_timeout if tls is not None else None,
+        )
+    except OSError as exc:
+        await hub.close()
+        raise cannot_listen(settings.host, settings.port, exc) from exc
     stop = stop or asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
@@ -139,17 +145,22 @@ def run(settings: Settings, started: Callable[[list[socket.socket]], None] | Non
         _run_one(settings, started, clock=True)
         return
     children = []
+    faults, fault = os.pipe()  # a worker that cannot start tells the parent why, in one line
     for number in range(settings.workers):
         pid = os.fork()
         if pid == 0:  # a worker: serve, then leave without running the parent's cleanup
             code = 0
             try:
                 _run_one(settings, started if number == 0 else None, clock=number == 0)
+            except ConfigError as exc:
+                os.write(fault, f"{exc}\n".encode())
+                code = 1
             except BaseException:
                 log.exception("worker %d failed", number)
                 code = 1
             os._exit(code)
         children.append(pid)
+    os.close(fault)
 
     def forward(sig: int, _: object) -> None:
         for child in children:
@@ -162,6 +173,10 @@ def run(settings: Settings, started: Callable[[list[socket.socket]], None] | Non
     for child in children:
         _, status = os.waitpid(child, 0)
         worst = max(worst, os.waitstatus_to_exitcode(status))
+    with os.fdopen(faults, encoding="utf-8", errors="replace") as told:
+        first = told.readline().strip()
+    if first:
+        raise ConfigError(first)
     if worst:
         raise SystemExit(worst)
 

@@ -254,6 +254,13 @@ class App:
         if found is not None and found[1].endswith(" cookie"):
             self._check_cookie_origin(request)
         self.auth.publisher(found, event.topics)
+        longest = max(len(topic) for topic in event.topics)
+        if longest > self.settings.max_topic_length:
+            raise HubError(
+                400,
+                f"topic too long: {longest} characters, at most {self.settings.max_topic_length}"
+                " (--max-topic-length)",
+            )
         stored = self.hub.publish(event)
         answer: asyncio.Future[Response] = stored.get_loop().create_future()
         keep_alive = request.keep_alive

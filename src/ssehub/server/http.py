@@ -9,6 +9,7 @@ from ..errors import HubError, field_value
 from ..mercure import LINK
 
 _SERVER = b"Server: ssehub\r\n"
+_NO_CONTENT = frozenset((204, 304))  # RFC 9110 8.6: no Content-Length on these (nor on 1xx)
 
 
 @dataclass(slots=True)
@@ -35,7 +36,7 @@ def head(
     for name, value in headers:
         # The one place a header reaches the wire: nothing a request carried may split it.
         lines.append(f"{name}: {field_value(value)}\r\n".encode())  # UTF-8 ids survive
-    if content_length is not None:
+    if content_length is not None and status not in _NO_CONTENT:
         lines.append(b"Content-Length: %d\r\n" % content_length)
     lines.append(b"Connection: keep-alive\r\n\r\n" if keep_alive else b"Connection: close\r\n\r\n")
     return b"".join(lines)

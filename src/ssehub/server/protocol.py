@@ -262,7 +262,12 @@ class HttpProtocol(asyncio.Protocol):
         length = self._headers.get("content-length", "")
         if length.isdigit() and int(length) > limit:
             self._stop(HubError(413, f"body larger than {limit} bytes"))
-        if self._headers.get("expect", "").lower() == "100-continue" and self.transport:
+        if (
+            self._headers.get("expect", "").lower() == "100-continue"
+            and self.transport
+            and self._parser is not None
+            and self._parser.get_http_version() != "1.0"  # RFC 9110 10.1.1: never to 1.0
+        ):
             # curl and others wait for this before sending a body over 1 KiB. It belongs to
             # this request, so it must not overtake the answers to earlier ones.
             if self._inflight or self._queue:
