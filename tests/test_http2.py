@@ -393,7 +393,16 @@ def test_plain_client_is_refused_cleanly_on_a_tls_port(tls_hub: HubProcess) -> N
 def test_h2_connection_limits_and_idle_timeout() -> None:
     """The HTTP/1.1 limits hold for HTTP/2: a connection over the per-address limit has its
     first request answered 429 with the reason, then GOAWAY; an idle one is closed."""
-    h = start_hub("--http2", "--anonymous", "--max-connections-per-ip", "1", "--head-timeout", "1")
+    h = start_hub(
+        "--http2",
+        "--anonymous",
+        "--max-connections-per-ip",
+        "1",
+        "--head-timeout",
+        "1",
+        "--keep-alive-timeout",
+        "1",
+    )
     first = RawH2(h.port)
     try:
         first.get(HUB + "?topic=x", read=True)
@@ -415,4 +424,13 @@ def test_h2_connection_limits_and_idle_timeout() -> None:
         assert idle.goaway == ErrorCodes.NO_ERROR
     finally:
         idle.close()
+    asked = RawH2(h.port)
+    try:
+        stream = asked.get("/healthz", read=True)
+        asked.until(lambda: asked.terminated)  # answered, then idle past --keep-alive-timeout
+        assert asked.body[stream] == b"ok\n"
+        assert stream in asked.ended
+        assert asked.goaway == ErrorCodes.NO_ERROR
+    finally:
+        asked.close()
         h.stop()

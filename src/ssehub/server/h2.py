@@ -393,8 +393,7 @@ class H2Protocol(asyncio.Protocol):
                 if not done.cancelled():
                     self._answer(stream_id, done.result())
                     self._flush()
-                if self._draining:
-                    self._close_if_done()
+                self._settled()
 
             pending.add_done_callback(answered)
 
@@ -412,8 +411,8 @@ class H2Protocol(asyncio.Protocol):
             self.streams[stream_id] = stream
             stream.write(body)
             self._end(stream)
-        elif self._draining:
-            self._close_if_done()
+        else:
+            self._settled()
 
     def _head(
         self,
@@ -594,9 +593,13 @@ class H2Protocol(asyncio.Protocol):
         if stream.starting is not None and not stream.starting.done():
             stream.starting.cancel()
         stream.wake()
+        self._settled()
+
+    def _settled(self) -> None:
+        """A stream is done: when draining, maybe close; when nothing is left, idle from now."""
         if self._draining:
             self._close_if_done()
-        elif not self.streams and not self._incoming and not self.closed:
+        elif not self.streams and not self._incoming and not self._pending and not self.closed:
             self._deadline = self.loop.time() + self.app.settings.keep_alive_timeout
 
     def _arm(self) -> None:
@@ -618,7 +621,8 @@ class H2Protocol(asyncio.Protocol):
         if self.closed or self.transport is None:
             return
         settings = self.app.settings
-        if self._deadline and now >= self._deadline and not self.streams and not self._incoming:
+        idle = not self.streams and not self._incoming and not self._pending
+        if self._deadline and now >= self._deadline and idle:
             self._goaway()
             return
         for stream in list(self.streams.values()):
