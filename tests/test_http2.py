@@ -434,3 +434,29 @@ def test_h2_connection_limits_and_idle_timeout() -> None:
     finally:
         asked.close()
         h.stop()
+
+
+def test_h2_protocol_error_closes_only_that_connection(h2c_hub: HubProcess) -> None:
+    """A connection that breaks the HTTP/2 rules gets GOAWAY(PROTOCOL_ERROR) and is closed;
+    its streams leave the hub, and the fan-out to everyone else goes on."""
+    topic = TOPIC + "/broken"
+    with h2c_hub.subscribe(topic) as bystander:
+        bad = RawH2(h2c_hub.port)
+        try:
+            path = HUB + "?" + urlencode({"topic": topic})
+            streams = [bad.get(path, read=True) for _ in range(2)]
+            bad.until(lambda: all(bad.body[s] for s in streams))
+            ping_on_a_stream = b"\x00\x00\x08\x06\x00\x00\x00\x00\x01" + b"\x00" * 8
+            bad.sock.sendall(ping_on_a_stream)  # PING belongs on stream 0
+            bad.until(lambda: bad.terminated)
+            assert bad.goaway == ErrorCodes.PROTOCOL_ERROR
+            bad.sock.settimeout(10)
+            assert bad.sock.recv(65536) == b""
+        finally:
+            bad.close()
+        assert h2c_hub.publish(topic, "still here").status_code == 200
+        assert [e.data for e in bystander.events(1)] == ["still here"]
+        deadline = time.monotonic() + 10
+        while metric(httpx.get(h2c_hub.base + "/metrics").text, "ssehub_subscribers") != 1:
+            assert time.monotonic() < deadline, "the broken connection's streams stayed"
+            time.sleep(0.05)

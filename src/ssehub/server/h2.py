@@ -260,11 +260,11 @@ class H2Protocol(asyncio.Protocol):
             events = self.h2.receive_data(data)
         except ProtocolError as exc:
             log.info("closing an HTTP/2 connection: %s", exc)
-            self._flush()  # h2 has queued a GOAWAY saying why
-            if self.transport is not None:
-                self.transport.close()
+            self._shut()  # h2 has queued a GOAWAY saying why
             return
         for event in events:
+            if self.closed:
+                return  # a refusal or the peer's GOAWAY ended it: h2 sends nothing more
             if isinstance(event, RequestReceived):
                 self._request(event)
             elif isinstance(event, DataReceived):
@@ -277,9 +277,8 @@ class H2Protocol(asyncio.Protocol):
                 self._reset_by_peer(event.stream_id)
             elif isinstance(event, RemoteSettingsChanged):
                 self._window(0)  # a larger initial window opens every stream
-            elif isinstance(event, ConnectionTerminated) and self.transport is not None:
-                self._flush()  # the peer said GOAWAY: h2 will send nothing more
-                self.transport.close()
+            elif isinstance(event, ConnectionTerminated):
+                self._shut()
                 return
         self._flush()
 
@@ -498,7 +497,7 @@ class H2Protocol(asyncio.Protocol):
         h2 = self.h2
         try:
             window = h2.local_flow_control_window(stream.id)
-        except StreamClosedError:
+        except (StreamClosedError, ProtocolError):
             self._forget(stream)
             return
         size = len(data)
@@ -542,7 +541,7 @@ class H2Protocol(asyncio.Protocol):
                 self._arm()
                 self._forget(stream)
                 return
-        except StreamClosedError:
+        except (StreamClosedError, ProtocolError):  # never into the fan-out that called us
             self._forget(stream)
             return
         if not self.paused:
@@ -672,8 +671,19 @@ class H2Protocol(asyncio.Protocol):
         if self.closed or self.transport is None:
             return
         self.h2.close_connection(last_stream_id=self.h2.highest_inbound_stream_id)
+        self._shut()
+
+    def _shut(self) -> None:
+        """h2 will send nothing more (GOAWAY sent or received, or a protocol error): send what
+        it queued, forget every stream so no write reaches it, and close."""
+        if self.closed:
+            return
         self._flush()
-        self.transport.close()
+        self.closed = True
+        for stream in list(self.streams.values()):
+            self._forget(stream)
+        if self.transport is not None:
+            self.transport.close()
 
     def abort(self) -> None:
         if self.transport is not None:
