@@ -460,3 +460,41 @@ def test_h2_protocol_error_closes_only_that_connection(h2c_hub: HubProcess) -> N
         while metric(httpx.get(h2c_hub.base + "/metrics").text, "ssehub_subscribers") != 1:
             assert time.monotonic() < deadline, "the broken connection's streams stayed"
             time.sleep(0.05)
+
+
+def test_h2_stream_stuck_past_dispatch_timeout_is_reset() -> None:
+    """A stream whose window stays closed with bytes waiting, under the size bound, is reset
+    once nothing has moved for --dispatch-timeout; a reading sibling is left alone."""
+    h = start_hub("--http2", "--anonymous", "--dispatch-timeout", "1")
+    topic = TOPIC + "/stuck"
+    client = RawH2(h.port)
+    try:
+        path = HUB + "?" + urlencode({"topic": topic})
+        stalled = client.get(path, read=False)
+        reader = client.get(path, read=True)
+        client.until(lambda: bool(client.body[stalled] and client.body[reader]))
+        for n in range(6):  # 96 kB: past the 64 kB window, far under --max-write-buffer
+            assert h.publish(topic, f"{n:05d}" + "z" * 16_000).status_code == 200
+        client.until(lambda: stalled in client.reset)
+        assert client.reset[stalled] == ErrorCodes.CANCEL
+        assert reader not in client.reset
+        assert client.body[reader].count(b"\n\n") == 6
+    finally:
+        client.close()
+        h.stop()
+
+
+def test_h2_write_timeout_ends_the_stream_not_the_connection() -> None:
+    h = start_hub("--http2", "--anonymous", "--write-timeout", "1")
+    client = RawH2(h.port)
+    try:
+        stream = client.get(HUB + "?topic=t", read=True)
+        client.until(lambda: stream in client.ended)  # END_STREAM: a clean end
+        assert client.reset == {}
+        assert not client.terminated
+        again = client.get("/healthz", read=True)  # the connection still serves
+        client.until(lambda: again in client.ended)
+        assert client.body[again] == b"ok\n"
+    finally:
+        client.close()
+        h.stop()
