@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -9,13 +10,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlencode
 
 import httpx
 import jwt
+from prometheus_client.parser import text_string_to_metric_families
 
 from ssehub.sse import Decoder, ServerEvent
 
@@ -32,6 +34,59 @@ CHROMIUM_FLAGS = [
     "--no-first-run",
 ]
 HUB = "/.well-known/mercure"
+
+
+# -- waiting on conditions ---------------------------------------------------------------------
+# Tests never sleep for a fixed time: they wait for the thing they need (a subscriber
+# registered, a counter moved, bytes arrived) with a generous deadline, so a loaded machine
+# makes them slower, never wrong.
+
+DEADLINE = 15.0
+
+
+def wait_until(
+    condition: Callable[[], bool], what: str, timeout: float = DEADLINE, every: float = 0.02
+) -> None:
+    """Poll ``condition`` until it holds; raise TimeoutError naming ``what`` if it never does."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {timeout:g}s for {what}")
+        time.sleep(every)
+
+
+async def until(condition: Callable[[], bool], what: str, within: float = DEADLINE) -> None:
+    """``wait_until`` inside an event loop: yields to the loop between looks."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not condition():
+        if loop.time() > deadline:
+            raise TimeoutError(f"waited {within:g}s for {what}")
+        await asyncio.sleep(0.001)
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(base: str) -> Samples:
+    """Every sample of a hub's /metrics, keyed by name and sorted labels."""
+    answer = httpx.get(base + "/metrics", timeout=10)
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/plain")
+    values = {}
+    for family in text_string_to_metric_families(answer.text):
+        for sample in family.samples:
+            values[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return values
+
+
+def metric(base: str, name: str) -> float:
+    return scrape(base).get((name, ()), 0.0)
+
+
+def wait_metric(base: str, name: str, at_least: float, timeout: float = DEADLINE) -> None:
+    """Wait until the hub's ``name`` sample reaches ``at_least`` (e.g. subscribers registered)."""
+    wait_until(lambda: metric(base, name) >= at_least, f"{name} >= {at_least:g}", timeout)
 
 
 def free_port() -> int:
@@ -119,6 +174,12 @@ class HubProcess:
         if last_event_id is not None:
             all_headers["Last-Event-ID"] = last_event_id
         return SSEClient(self.port, HUB + "?" + urlencode(params), all_headers, rcvbuf, version)
+
+    def metric(self, name: str) -> float:
+        return metric(self.base, name)
+
+    def wait_metric(self, name: str, at_least: float, timeout: float = DEADLINE) -> None:
+        wait_metric(self.base, name, at_least, timeout)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -298,16 +359,35 @@ class SSEClient:
         out, self.pending = self.pending[:count], self.pending[count:]
         return out
 
-    def no_event(self, wait: float = 0.5) -> bool:
-        """True if no event arrives within ``wait`` seconds."""
-        try:
-            got = self.events(1, timeout=wait)
-        except TimeoutError:
-            return True
-        self.pending[:0] = got
-        return False
+    def read_until(
+        self, condition: Callable[[], bool], what: str, timeout: float = DEADLINE
+    ) -> None:
+        """Read (keeping events in ``pending``) until ``condition`` holds, e.g. on comments."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"waited {timeout:g}s for {what}")
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            if not chunk:
+                self.closed = True
+                raise ConnectionError(f"stream closed while waiting for {what}")
+            self.pending.extend(self.decoder.feed(chunk))
 
-    def wait_closed(self, timeout: float = 10.0) -> bool:
+    def next_is(self, event_id: str) -> None:
+        """The next event is ``event_id``: nothing (a duplicate, a leak) came before it.
+
+        Publish a marker after the thing that must not be delivered, then call this: the hub
+        keeps publish order, so anything wrongly sent would arrive first. No waiting on silence.
+        """
+        [event] = self.events(1)
+        assert event.id == event_id, f"expected {event_id!r} next, got {event}"
+
+    def wait_closed(self, timeout: float = DEADLINE) -> bool:
         """True once the hub closes the stream (events meanwhile are kept)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

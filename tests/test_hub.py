@@ -13,6 +13,8 @@ from ssehub.backends import EARLIEST, REPLAY_PAGE, Replay, transient
 from ssehub.sse import Decoder
 from ssehub.subscriber import Subscriber
 
+from .support import until
+
 
 class FakeStream:
     """Records every write; ``drain`` can be made to wait, like a slow socket."""
@@ -84,7 +86,7 @@ def test_routing_exact_template_all_and_once_per_event() -> None:
         other = await attach(hub, ["https://example.com/authors/{id}"])
         alternate = await attach(hub, ["urn:alt"])
         stored = await hub.publish(Event(("https://example.com/books/1", "urn:alt"), "x"))
-        await asyncio.sleep(0)
+        await until(lambda: bool(alternate.ids()), "the fan-out")
         for stream in (exact, template, everything, both, alternate):
             assert stream.ids() == [stored.id]
         assert other.ids() == []
@@ -119,9 +121,10 @@ def test_resume_holds_live_events_without_gap_or_duplicate() -> None:
         stream.gate = asyncio.Event()  # the replay's drain blocks: live events must be held
         sub = Subscriber(stream, ("t",), None)
         task = asyncio.create_task(hub.subscribe(sub, first[1].id, preamble))
-        await asyncio.sleep(0)
+        await until(lambda: len(stream.writes) == 2, "the preamble and the replay")
         live = [await hub.publish(Event(("t",), f"live{i}")) for i in range(3)]
-        assert sub.held  # held, not written, while the replay waits
+        await until(lambda: sub.held_size > 0, "live events held")  # not written: replay waits
+        assert len(stream.writes) == 2
         stream.gate.set()
         replay = await task
         assert replay is not None and replay.found
@@ -231,7 +234,7 @@ def test_replay_that_falls_too_far_behind_is_dropped() -> None:
         stream.gate = asyncio.Event()
         sub = Subscriber(stream, ("t",), None)
         task = asyncio.create_task(hub.subscribe(sub, EARLIEST, preamble))
-        await asyncio.sleep(0)
+        await until(lambda: len(stream.writes) == 2, "the preamble and the replay")
         for _ in range(20):
             await hub.publish(Event(("t",), "x" * 100))
         assert stream.aborted

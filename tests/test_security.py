@@ -3,6 +3,7 @@ control subscriber on the same hub kept receiving."""
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import os
@@ -15,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httptools
 import httpx
 import jwt
 import pytest
@@ -23,7 +25,16 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .support import HUB, HubProcess, SSEClient, make_token, raw_request, start_hub
+from .support import (
+    HUB,
+    HubProcess,
+    SSEClient,
+    iter_responses,
+    make_token,
+    raw_request,
+    start_hub,
+    wait_until,
+)
 
 BASE = ("--no-demo", "--heartbeat", "0")
 
@@ -339,28 +350,29 @@ def test_topics_per_subscription(guarded: HubProcess, control: Control) -> None:
     control.still_receives()
 
 
-def test_connections_per_address_and_in_total() -> None:
+HEALTH_THEN_CLOSE = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+
+def test_connections_per_address() -> None:
+    """Over real sockets: the count follows the kernel's accepts and closes (the limits'
+    arithmetic, and --max-connections, are in test_protocol)."""
     h = start_hub(*BASE, "--anonymous", "--max-connections-per-ip", "3")
     try:
-        held = [socket.create_connection(("127.0.0.1", h.port)) for _ in range(3)]
-        refused = raw_request(h.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        held = [socket.create_connection(("127.0.0.1", h.port), timeout=10) for _ in range(3)]
+        for s in held:  # answered, so accepted and counted
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert s.recv(4096).startswith(b"HTTP/1.1 200 ")
+        refused = raw_request(h.port, HEALTH_THEN_CLOSE)
         assert refused.startswith(b"HTTP/1.1 429 ")
         assert b"Retry-After: 1" in refused
+        assert b"too many connections from 127.0.0.1 (at most 3)\n" in refused
         for s in held:
             s.close()
-        time.sleep(0.2)
-        assert raw_request(h.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").startswith(
-            b"HTTP/1.1 200 "
+        # Once the hub has seen them go, the address is welcome again.
+        wait_until(
+            lambda: raw_request(h.port, HEALTH_THEN_CLOSE).startswith(b"HTTP/1.1 200 "),
+            "a connection slot to free up",
         )
-    finally:
-        h.stop()
-    h = start_hub(*BASE, "--anonymous", "--max-connections", "3")
-    try:
-        held = [socket.create_connection(("127.0.0.1", h.port)) for _ in range(3)]
-        time.sleep(0.1)
-        assert raw_request(h.port, b"GET /healthz HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 503 ")
-        for s in held:
-            s.close()
     finally:
         h.stop()
 
@@ -412,8 +424,9 @@ def test_dispatch_timeout_closes_a_reader_that_stopped() -> None:
                         headers={"Authorization": f"Bearer {h.publisher_token}"},
                     )
             fine.events(400)
-            time.sleep(3.5)
-            assert stuck.wait_closed(5)
+            # Not reading from ``stuck`` meanwhile: reading is progress, and would save it.
+            h.wait_metric("ssehub_slow_consumers_closed_total", 1)
+            assert stuck.wait_closed()
             control.still_receives()
     finally:
         h.stop()
@@ -439,36 +452,56 @@ def test_sse_injection_is_refused_or_neutralised(guarded: HubProcess, control: C
     control.still_receives()
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
-@given(
-    st.binary(min_size=1, max_size=600)
-    | st.builds(
-        lambda junk, path: (
-            f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n".encode() + junk
-        ),
-        st.binary(max_size=200),
-        st.sampled_from([HUB, "/", "//", "/%00", "*"]),
-    )
+class _Framing:
+    """httptools callbacks that note whether a whole request was read."""
+
+    def __init__(self) -> None:
+        self.complete = False
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+
+def expected_outcome(data: bytes) -> str:
+    """What the hub must do with ``data`` sent then half-closed: parse it as the hub does.
+
+    "answer": a complete request or a framing error, so there is an answer. "silence": an
+    unfinished request, which the client abandoned, so the hub just closes."""
+    framing = _Framing()
+    try:
+        httptools.HttpRequestParser(framing).feed_data(data)
+    except httptools.HttpParserError:  # HttpParserUpgrade included: refused too
+        return "answer"
+    return "answer" if framing.complete else "silence"
+
+
+JUNK = st.binary(min_size=1, max_size=600) | st.builds(
+    lambda junk, path: f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n".encode() + junk,
+    st.binary(max_size=200),
+    st.sampled_from([HUB, "/", "//", "/%00", "*"]),
 )
-def test_random_bytes_never_hurt_the_hub(
-    guarded: HubProcess, control: Control, junk: bytes
-) -> None:
-    with socket.create_connection(("127.0.0.1", guarded.port), timeout=3) as s:
-        s.sendall(junk)
-        s.shutdown(socket.SHUT_WR)
-        answer = b""
-        try:
-            while chunk := s.recv(65536):
-                answer += chunk
-        except (TimeoutError, ConnectionResetError):
-            pass
-    if answer:
-        status = int(answer.split(b" ", 2)[1])
+
+
+def test_random_bytes_never_hurt_the_hub(guarded: HubProcess, control: Control) -> None:
+    @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(JUNK)
+    def one(junk: bytes) -> None:
+        with socket.create_connection(("127.0.0.1", guarded.port), timeout=10) as s:
+            s.sendall(junk)
+            s.shutdown(socket.SHUT_WR)
+            answer = b""
+            with contextlib.suppress(ConnectionResetError):
+                while chunk := s.recv(65536):
+                    answer += chunk
+        if not answer:  # fine for an unfinished request the client gave up on, only
+            assert expected_outcome(junk) == "silence", "a request the hub read got no answer"
+            return
+        status, _, body = next(iter_responses(answer))
         assert status in (400, 401, 404, 405, 408, 413, 414, 415, 431), answer[:200]
+        assert body.endswith(b"\n") and body.count(b"\n") == 1, answer[:200]  # one line
 
-
-def test_after_random_bytes_the_control_still_receives(control: Control) -> None:
-    control.still_receives()
+    one()
+    control.still_receives()  # in the same test: it holds whatever order tests run in
 
 
 def test_connection_churn_and_stopped_readers_keep_memory_bounded(
@@ -476,6 +509,7 @@ def test_connection_churn_and_stopped_readers_keep_memory_bounded(
 ) -> None:
     pid = guarded.proc.pid
     before = rss_kib(pid)
+    subscribers = guarded.metric("ssehub_subscribers")
     token = make_token(subscribe=[])
     for _ in range(4):
         socks = []
@@ -501,7 +535,9 @@ def test_connection_churn_and_stopped_readers_keep_memory_bounded(
     control.still_receives()
     for client in stalled:
         client.close()
-    time.sleep(0.5)
+    wait_until(
+        lambda: guarded.metric("ssehub_subscribers") <= subscribers, "the hub to forget them"
+    )
     grown = rss_kib(pid) - before
     assert grown < 40_000, f"RSS grew by {grown} KiB"
 
@@ -514,8 +550,6 @@ def test_sigterm_drains_and_exits_zero() -> None:
     with h.subscribe("t") as sub:
         event_id = h.publish("t", "before").text
         assert [e.id for e in sub.events(1)] == [event_id]
-        started = time.monotonic()
         os.kill(h.proc.pid, signal.SIGTERM)
-        assert sub.wait_closed(5)  # ended cleanly, not left hanging
-        assert h.proc.wait(10) == 0
-        assert time.monotonic() - started < 6
+        assert sub.wait_closed()  # ended cleanly, not left hanging
+        assert h.proc.wait(30) == 0

@@ -184,6 +184,10 @@ class HttpProtocol(asyncio.Protocol):
         except _Refused:
             pass
         except httptools.HttpParserUpgrade:
+            # The request that asked to upgrade is complete and queued: it gets the refusal
+            # as its one answer, rather than an answer and then a refusal.
+            if self._queue:
+                self._queue.pop()
             self._refusal = HubError(400, "protocol upgrades are not supported")
         except httptools.HttpParserError as exc:
             if self._refusal is None:
