@@ -498,3 +498,46 @@ def test_h2_write_timeout_ends_the_stream_not_the_connection() -> None:
     finally:
         client.close()
         h.stop()
+
+
+def test_demo_page_over_https_in_chromium(certificate: tuple[Path, Path]) -> None:
+    """With TLS on, the demo page works as over HTTP: its Secure cookie authorizes the
+    EventSource, the clock ticks, the publish form reaches the feed; all over HTTP/2."""
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("SSEHUB_REQUIRE_BROWSER"):
+            raise RuntimeError("SSEHUB_REQUIRE_BROWSER is set but Chromium is not installed")
+        pytest.skip("Chromium is not installed (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    certfile, keyfile = certificate
+    h = start_hub("--certfile", str(certfile), "--keyfile", str(keyfile), key=None)  # demo on
+    try:
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(
+                executable_path=CHROMIUM, args=[*CHROMIUM_FLAGS, "--ignore-certificate-errors"]
+            )
+            try:
+                context = browser.new_context(ignore_https_errors=True)
+                page = context.new_page()
+                page.goto(f"https://127.0.0.1:{h.port}/")
+                cookies = {c["name"]: c for c in context.cookies()}
+                assert cookies["mercureAuthorization"]["secure"]
+                page.wait_for_function(
+                    "Number(document.getElementById('clock').dataset.ticks || 0) >= 2",
+                    timeout=20_000,
+                )
+                page.fill("textarea[name=data]", "hello over https")
+                page.click("button[type=submit]")
+                page.wait_for_function(
+                    "document.getElementById('feed').innerText.includes('hello over https')",
+                    timeout=20_000,
+                )
+                protocols = page.evaluate(
+                    "performance.getEntriesByType('navigation')"
+                    ".concat(performance.getEntriesByType('resource'))"
+                    ".map((e) => e.nextHopProtocol)"
+                )
+                assert set(protocols) == {"h2"}
+            finally:
+                browser.close()
+    finally:
+        h.stop()
