@@ -269,6 +269,13 @@ def test_a_refusing_hub_gives_its_reason(hub: HubProcess) -> None:
     assert_one_line(done, 1, "401")
 
 
+def test_subscribe_to_a_page_that_is_no_stream_is_one_line(hub: HubProcess) -> None:
+    """An EventSource fails on a 200 that is not text/event-stream; so does the command,
+    instead of reconnecting to the wrong URL forever."""
+    done = ssehub("subscribe", "--url", f"{hub.base}/healthz", "--topic", "t")
+    assert_one_line(done, 1, "not an event stream")
+
+
 def test_token_errors_are_one_line(files: Path) -> None:
     assert_one_line(ssehub("token", "--key", "@/nonexistent/key.pem"), 1, "cannot read")
     done = ssehub("token", "--key", f"@{files}/public.pem", "--algorithm", "RS256")

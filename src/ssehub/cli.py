@@ -23,6 +23,7 @@ from rich_click.utils import OptionGroupDict
 
 from . import __version__
 from .errors import ConfigError
+from .publisher import HubClientError
 from .settings import InvalidSetting, Settings
 
 _TYPES: dict[str, Any] = {
@@ -260,8 +261,11 @@ def _root_reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _unreachable(url: str, exc: httpx.HTTPError) -> click.ClickException:
+def _unreachable(url: str, exc: httpx.HTTPError | HubClientError) -> click.ClickException:
     """One line for a hub that did not answer, or answered with a server error."""
+    if isinstance(exc, HubClientError):  # a 5xx with the hub's reason, or no answer
+        said = f"answered {exc}" if exc.status is not None else f"could not be reached: {exc}"
+        return click.ClickException(f"the hub at {url} {said}")
     if isinstance(exc, httpx.HTTPStatusError):
         answer = exc.response
         reason = " ".join(answer.text.split())[:300] or answer.reason_phrase
@@ -310,7 +314,7 @@ def publish(
     retry: int | None,
 ) -> None:
     """Publish one update to any Mercure hub and print its id."""
-    from .client import HubClientError
+    from .client import HubRefused
     from .client import publish as send
 
     body = sys.stdin.read().removesuffix("\n") if data is None else data
@@ -327,9 +331,9 @@ def publish(
                 retry=retry,
             )
         )
-    except HubClientError as refused:
+    except HubRefused as refused:
         raise click.ClickException(f"the hub refused: {refused}") from None
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, HubClientError) as exc:
         raise _unreachable(url, exc) from None
     click.echo(got)
 
@@ -363,7 +367,7 @@ def subscribe(
 ) -> None:
     """Print events as JSON lines (id, type, data; a gap as {"gap": …}), reconnecting and
     resuming until interrupted."""
-    from .client import Gap, HubRefused
+    from .client import Gap, HubRefused, NotAStream
     from .client import subscribe as listen
 
     async def run() -> None:
@@ -392,6 +396,10 @@ def subscribe(
         asyncio.run(run())
     except HubRefused as refused:
         raise click.ClickException(f"the hub refused: {refused}") from None
+    except NotAStream as exc:
+        raise click.ClickException(
+            f"{url} answered {exc}, not an event stream: is --url the hub's /.well-known/mercure?"
+        ) from None
     except httpx.HTTPError as exc:
         raise _unreachable(url, exc) from None
     except KeyboardInterrupt:
@@ -679,7 +687,7 @@ def _check_hub(url: str, topic: str, token: str) -> None:
         asyncio.run(publish(url, topic, "ssehub bench: checking the hub", token=token))
     except HubRefused as refused:
         raise click.ClickException(f"the hub refused the bench's publish: {refused}") from None
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, HubClientError) as exc:
         raise _unreachable(url, exc) from None
 
 

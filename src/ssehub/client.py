@@ -47,6 +47,20 @@ class Gap:
     reason: str
 
 
+class NotAStream(Exception):
+    """The URL answered, but not with an event stream (a page, a 204): retrying would not
+    help, so, as an EventSource does, the subscription fails."""
+
+    def __init__(self, status: int, content_type: str) -> None:
+        super().__init__(f"{status} with Content-Type {content_type or '(none)'!r}")
+        self.status = status
+        self.content_type = content_type
+
+
+def _is_stream(content_type: str) -> bool:
+    return content_type.partition(";")[0].strip().lower() == "text/event-stream"
+
+
 def _auth(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
@@ -126,6 +140,9 @@ async def subscribe(
                     if answer.is_error:
                         await answer.aread()  # the reason, for whoever reports the error
                     answer.raise_for_status()
+                    kind = answer.headers.get("content-type", "")
+                    if answer.status_code != 200 or not _is_stream(kind):
+                        raise NotAStream(answer.status_code, kind)  # HTML: fail, never retry
                     retry_first = True  # connected once: from now on, always resume
                     delay = retry
                     gap_said = False
