@@ -242,7 +242,7 @@ class RawH2:
             for event in self.h2.receive_data(data):
                 if isinstance(event, DataReceived):
                     assert event.data is not None
-                    self.body[event.stream_id] += event.data
+                    self.body[event.stream_id] = self.body.get(event.stream_id, b"") + event.data
                     if event.stream_id in self.reading:
                         self.h2.acknowledge_received_data(
                             event.flow_controlled_length, event.stream_id
@@ -541,3 +541,28 @@ def test_demo_page_over_https_in_chromium(certificate: tuple[Path, Path]) -> Non
                 browser.close()
     finally:
         h.stop()
+
+
+def test_h2_rapid_reset_gets_goaway(h2c_hub: HubProcess) -> None:
+    """Opening and cancelling streams at once ("rapid reset") costs the client nothing and
+    the hub a subscribe each: past MAX_RESETS in the window the connection is told to go away
+    (ENHANCE_YOUR_CALM); the hub is left with no subscriber of it and serves on."""
+    from ssehub.server.h2 import MAX_RESETS
+
+    client = RawH2(h2c_hub.port)
+    try:
+        path = HUB + "?" + urlencode({"topic": TOPIC + "/reset"})
+        head = [(":method", "GET"), (":path", path), (":scheme", "http"), (":authority", "x")]
+        for _ in range(MAX_RESETS + 20):
+            stream_id = client.h2.get_next_available_stream_id()
+            client.h2.send_headers(stream_id, head, end_stream=True)
+            client.h2.reset_stream(stream_id, ErrorCodes.CANCEL)
+        client.sock.sendall(client.h2.data_to_send())
+        client.until(lambda: client.terminated)
+        assert client.goaway == ErrorCodes.ENHANCE_YOUR_CALM
+    finally:
+        client.close()
+    deadline = time.monotonic() + 10
+    while metric(httpx.get(h2c_hub.base + "/metrics").text, "ssehub_subscribers") != 0:
+        assert time.monotonic() < deadline, "the reset streams stayed subscribed"
+        time.sleep(0.05)

@@ -54,6 +54,13 @@ every EventSource of its tabs, and its requests in flight."""
 
 _HIGH_WATER = 256 * 1024  # transport bytes unsent past which stream writes wait in backlogs
 
+MAX_RESETS = 100
+"""Streams a client may cancel in ``RESET_WINDOW`` seconds before its connection is told to go
+away (ENHANCE_YOUR_CALM): opening and resetting streams at once is free for the client and
+costs the hub a subscribe each (the "rapid reset" attack). A tab closing its EventSource
+resets one."""
+RESET_WINDOW = 10.0
+
 
 def _text(raw: bytes) -> str:
     """Header values and paths as text: UTF-8 (what browsers send), else byte for byte."""
@@ -161,6 +168,8 @@ class H2Protocol(asyncio.Protocol):
         "_incoming",
         "_pending",
         "_refusal",
+        "_resets",
+        "_resets_since",
         "_waiting",
         "app",
         "closed",
@@ -174,7 +183,7 @@ class H2Protocol(asyncio.Protocol):
     def __init__(self, app: App) -> None:
         self.app = app
         self.loop = asyncio.get_running_loop()
-        self.transport: asyncio.Transport | None = None
+        self.transport: asyncio.Transport  # from connection_made on
         config = H2Configuration(client_side=False, header_encoding=None)
         self.h2 = H2Connection(config)
         self.h2.local_settings = Settings(
@@ -196,6 +205,8 @@ class H2Protocol(asyncio.Protocol):
         self._refusal: HubError | None = None
         self._deadline = 0.0
         self._pending = 0  # publishes waiting for their backend
+        self._resets = 0  # streams the client cancelled since _resets_since
+        self._resets_since = 0.0
 
     # -- asyncio callbacks ---------------------------------------------------------------------
 
@@ -220,7 +231,6 @@ class H2Protocol(asyncio.Protocol):
             return HubError(
                 503, "too many connections to this hub; try again soon", (("Retry-After", "1"),)
             )
-        assert self.transport is not None
         peer = self.transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             address = str(peer[0])
@@ -287,9 +297,14 @@ class H2Protocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.paused = True  # stream writes wait in backlogs, where their bound is enforced
+        # A client that does not read has nothing more to say either: what it sends (PINGs,
+        # SETTINGS, requests) would make h2 queue answers past every bound.
+        self.transport.pause_reading()
 
     def resume_writing(self) -> None:
         self.paused = False
+        if not self.closed:
+            self.transport.resume_reading()
         for stream in list(self.streams.values()):
             self._pump(stream)
 
@@ -569,6 +584,14 @@ class H2Protocol(asyncio.Protocol):
         self._forget(stream)
 
     def _reset_by_peer(self, stream_id: int) -> None:
+        now = self.loop.time()
+        if now - self._resets_since > RESET_WINDOW:
+            self._resets, self._resets_since = 0, now
+        self._resets += 1
+        if self._resets > MAX_RESETS:
+            log.info("closing an HTTP/2 connection that reset %d streams at once", self._resets)
+            self._goaway(ErrorCodes.ENHANCE_YOUR_CALM)
+            return
         self._incoming.pop(stream_id, None)
         stream = self.streams.get(stream_id)
         if stream is not None:
@@ -609,15 +632,14 @@ class H2Protocol(asyncio.Protocol):
         """One transport write with every frame h2 has queued since the last one."""
         self._flush_handle = None
         data = self.h2.data_to_send()
-        transport = self.transport
-        if data and transport is not None and not self.closed and not transport.is_closing():
-            transport.write(data)
+        if data and not self.closed and not self.transport.is_closing():
+            self.transport.write(data)
 
     # -- deadlines and shutdown ----------------------------------------------------------------
 
     def check(self, now: float) -> None:
         """Called by the app's sweep each second: enforce every time limit of this connection."""
-        if self.closed or self.transport is None:
+        if self.closed:
             return
         settings = self.app.settings
         idle = not self.streams and not self._incoming and not self._pending
@@ -649,7 +671,7 @@ class H2Protocol(asyncio.Protocol):
     def drain_close(self) -> None:
         """Shutdown: end every event stream cleanly, answer what is in flight (new requests
         are refused), then GOAWAY and close."""
-        if self.closed or self.transport is None:
+        if self.closed:
             return
         self._draining = True
         for stream in list(self.streams.values()):
@@ -665,12 +687,12 @@ class H2Protocol(asyncio.Protocol):
             return  # a request still coming
         self._goaway()
 
-    def _goaway(self) -> None:
+    def _goaway(self, code: ErrorCodes = ErrorCodes.NO_ERROR) -> None:
         """GOAWAY, then close once it is sent (h2 sends nothing on a connection after it, so
         it comes last)."""
-        if self.closed or self.transport is None:
+        if self.closed:
             return
-        self.h2.close_connection(last_stream_id=self.h2.highest_inbound_stream_id)
+        self.h2.close_connection(code, last_stream_id=self.h2.highest_inbound_stream_id)
         self._shut()
 
     def _shut(self) -> None:
@@ -682,9 +704,7 @@ class H2Protocol(asyncio.Protocol):
         self.closed = True
         for stream in list(self.streams.values()):
             self._forget(stream)
-        if self.transport is not None:
-            self.transport.close()
+        self.transport.close()
 
     def abort(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
+        self.transport.abort()
