@@ -383,6 +383,9 @@ class H2Protocol(asyncio.Protocol):
         self._answer(stream_id, error_response(error, keep_alive=True))
         if error is self._refusal:  # a connection over the limits: one answer, then away
             self._goaway()
+        # Not RST_STREAM(NO_ERROR) to stop the rest of the body (RFC 9113 8.1): httpx fails
+        # the whole request on it, losing this answer. The rest is read and dropped; the
+        # stream stays counted against MAX_STREAMS until the client ends it.
 
     def _complete(self, stream_id: int) -> None:
         incoming = self._incoming.pop(stream_id, None)
@@ -418,7 +421,7 @@ class H2Protocol(asyncio.Protocol):
         body = response.content
         try:
             self._head(stream_id, response.status, response.headers, len(response.body), not body)
-        except StreamClosedError:
+        except ProtocolError:  # StreamClosedError among them
             return  # the client gave up on it
         if body:
             stream = H2Stream(self, stream_id)
