@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -109,7 +110,9 @@ def _usage_cases() -> list[Case]:
     ]
 
 
-@pytest.mark.parametrize(("args", "code", "fragment"), _usage_cases())
+@pytest.mark.parametrize(
+    ("args", "code", "fragment"), _usage_cases(), ids=[" ".join(c[0]) for c in _usage_cases()]
+)
 def test_usage_errors_are_one_line_exit_2(args: list[str], code: int, fragment: str) -> None:
     if args[0] == "serve" and "--jwt-key" not in args:
         args = [*args, "--jwt-key", KEY]
@@ -132,40 +135,103 @@ def test_a_made_key_needs_an_hmac_algorithm() -> None:
     assert_one_line(ssehub("serve", "--jwt-algorithm", "RS256"), 2, "HMAC secret")
 
 
-def _runtime_cases(files: Path) -> list[Case]:
+# {files}: the broken inputs above; {closed}: a port on 127.0.0.1 where nothing listens.
+_RUNTIME_CASES: list[tuple[str, list[str], str]] = [
+    (
+        "sqlite-no-directory",
+        ["--store", "sqlite:/nonexistent/dir/x.db"],
+        "/nonexistent/dir does not exist",
+    ),
+    ("sqlite-not-a-database", ["--store", "sqlite:{files}/garbage.db"], "is not a SQLite database"),
+    ("sqlite-a-directory", ["--store", "sqlite:{files}/a-directory.db"], "is a directory"),
+    (
+        "redis-closed",
+        ["--store", "redis://127.0.0.1:{closed}/0"],
+        "127.0.0.1:{closed} does not answer",
+    ),
+    ("redis-bad-db", ["--store", "redis://127.0.0.1:6379/99"], "DB index is out of range"),
+    (
+        "workers-redis-closed",
+        ["--workers", "2", "--store", "redis://127.0.0.1:{closed}/0"],
+        "127.0.0.1:{closed} does not answer",
+    ),
+    ("pem-missing", ["--jwt-key", "@/nonexistent/key.pem"], "No such file or directory"),
+    ("pem-a-directory", ["--jwt-key", "@{files}"], "Is a directory"),
+    ("pem-binary", ["--jwt-key", "@{files}/binary.pem"], "is not text"),
+    ("jwks-file-invalid", ["--jwt-key", "@{files}/not-a-jwks.json"], "not a usable JWKS"),
+    (
+        "pem-wrong-algorithm",
+        ["--jwt-key", "@{files}/public.pem"],
+        "cannot verify tokens signed with HS256",
+    ),
+    (
+        "jwks-url-closed",
+        ["--jwt-key", "http://127.0.0.1:{closed}/jwks.json"],
+        "could not fetch the JWKS",
+    ),
+    (
+        "subscriber-jwks-url-closed",
+        ["--publisher-jwt-key", KEY, "--subscriber-jwt-key", "http://127.0.0.1:{closed}/"],
+        "subscriber JWT key",
+    ),
+    ("host-not-local", ["--host", "192.0.2.1"], "not an address of this machine"),
+    ("host-unknown", ["--host", "no-such-host.invalid"], "--host no-such-host.invalid"),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"), [c[1:] for c in _RUNTIME_CASES], ids=[c[0] for c in _RUNTIME_CASES]
+)
+def test_serve_runtime_errors_are_one_line_exit_1(
+    files: Path, args: list[str], fragment: str
+) -> None:
     closed = free_port()
-    return [
-        (["--store", "sqlite:/nonexistent/dir/x.db"], 1, "/nonexistent/dir does not exist"),
-        (["--store", f"sqlite:{files}/garbage.db"], 1, "is not a SQLite database"),
-        (["--store", f"sqlite:{files}/a-directory.db"], 1, "is a directory"),
-        (["--store", f"redis://127.0.0.1:{closed}/0"], 1, f"127.0.0.1:{closed} does not answer"),
-        (["--store", "redis://127.0.0.1:6379/99"], 1, "DB index is out of range"),
-        (
-            ["--workers", "2", "--store", f"redis://127.0.0.1:{closed}/0"],
-            1,
-            f"127.0.0.1:{closed} does not answer",
-        ),
-        (["--jwt-key", "@/nonexistent/key.pem"], 1, "No such file or directory"),
-        (["--jwt-key", f"@{files}"], 1, "Is a directory"),
-        (["--jwt-key", f"@{files}/binary.pem"], 1, "is not text"),
-        (["--jwt-key", f"@{files}/not-a-jwks.json"], 1, "not a usable JWKS"),
-        (["--jwt-key", f"@{files}/public.pem"], 1, "cannot verify tokens signed with HS256"),
-        (["--jwt-key", f"http://127.0.0.1:{closed}/jwks.json"], 1, "could not fetch the JWKS"),
-        (
-            ["--publisher-jwt-key", KEY, "--subscriber-jwt-key", f"http://127.0.0.1:{closed}/"],
-            1,
-            "subscriber JWT key",
-        ),
-        (["--host", "192.0.2.1"], 1, "not an address of this machine"),
-        (["--host", "no-such-host.invalid"], 1, "--host no-such-host.invalid"),
-    ]
+    args = [a.format(files=files, closed=closed) for a in args]
+    if "--jwt-key" not in args and "--publisher-jwt-key" not in args:
+        args = [*args, "--jwt-key", KEY]
+    done = ssehub("serve", "--port", "0", *args)
+    assert_one_line(done, 1, fragment.format(closed=closed))
 
 
-def test_serve_runtime_errors_are_one_line_exit_1(files: Path) -> None:
-    for args, code, fragment in _runtime_cases(files):
-        if "--jwt-key" not in args and "--publisher-jwt-key" not in args:
-            args = [*args, "--jwt-key", KEY]
-        assert_one_line(ssehub("serve", "--port", "0", *args), code, fragment)
+@pytest.fixture(scope="module")
+def redis_with_password(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A Redis of our own that wants a password (the shared one has none)."""
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.skip("no redis-server here")
+    port = free_port()
+    folder = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        [server, "--port", str(port), "--requirepass", "s3cret", "--save", "", "--dir", folder],
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail("redis-server did not start")
+            time.sleep(0.02)
+    yield port
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.mark.parametrize(
+    ("password", "fragment"),
+    [("", "requires a password: put it in the URL"), (":wrong@", "refused the credentials")],
+    ids=["none", "wrong"],
+)
+def test_redis_credentials_are_one_line(
+    redis_with_password: int, password: str, fragment: str
+) -> None:
+    store = f"redis://{password}127.0.0.1:{redis_with_password}/0"
+    done = ssehub("serve", "--jwt-key", KEY, "--port", "0", "--store", store)
+    assert_one_line(done, 1, fragment)
+    assert "wrong" not in done.stderr  # the password is never shown
 
 
 def test_a_port_in_use_is_one_line() -> None:

@@ -14,10 +14,10 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from .backends import REPLAY_PAGE, Backend, Replay
+from .backends import REPLAY_PAGE, Backend, Gap, Replay, ReportsGaps
 from .errors import HubError
 from .events import Event, StoredEvent
-from .mercure import field_problem, gap_notice
+from .mercure import field_problem, gap_notice, live_gap_notice
 from .routes import RouteIndex
 from .sse import HEARTBEAT
 from .subscriber import Subscriber, ViewKey
@@ -28,6 +28,7 @@ log = logging.getLogger("ssehub.hub")
 _REPLAY_CHUNK = 64 * 1024
 _IMMEDIATE = 0.0005  # a fan-out cheaper than this never waits for company
 _OUTBOX_MAX = 4096  # events gathered for one fan-out at most
+_CATCH_UP = 10.0  # seconds a resume waits for this node to reach the subscriber's event
 
 Preamble = Callable[[Replay | None], bytes]
 """Builds the first bytes of a stream (HTTP head, first comment, gap notice) once the
@@ -139,6 +140,7 @@ class Hub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._beat_handle: asyncio.TimerHandle | None = None
         self._subscribers = 0
+        self._catching_up: list[tuple[int, asyncio.Future[None]]] = []
         self._announcing: set[asyncio.Task[list[StoredEvent]]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -146,6 +148,8 @@ class Hub:
     async def start(self) -> None:
         """Bind to the running loop and start following the backend."""
         self._loop = asyncio.get_running_loop()
+        if isinstance(self.backend, ReportsGaps):
+            self.backend.on_gap = self._gap
         self._dispatched = await self.backend.start(self._deliver)
         if self.heartbeat > 0:
             self._beat_handle = self._loop.call_later(self.heartbeat, self._beat)
@@ -285,6 +289,8 @@ class Hub:
                     chunks.append(event.wire)
         # A broadcast takes no position of its own (it may carry an older one): never go back.
         self._dispatched = max(self._dispatched, events[-1].position)
+        if self._catching_up:
+            self._wake()
         deliveries = written = 0
         for view, chunks in touched.items():
             data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -293,6 +299,27 @@ class Hub:
             written += writes * len(data)
         self.deliveries += deliveries
         self.bytes_written += written
+
+    def _gap(self, gap: Gap) -> None:
+        """The backend's follower missed events: tell every subscriber, after what came
+        before the gap and before what follows it."""
+        log.warning("events were lost on their way to this node: %s", gap)
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush()
+        notice = live_gap_notice(gap)
+        for view in tuple(self._views.values()):
+            view.send(notice, self)
+
+    def _wake(self) -> None:
+        waiting, self._catching_up = self._catching_up, []
+        for position, future in waiting:
+            if future.done():
+                continue
+            if position <= self._dispatched:
+                future.set_result(None)
+            else:
+                self._catching_up.append((position, future))
 
     def _beat(self) -> None:
         for view in tuple(self._views.values()):
@@ -316,7 +343,7 @@ class Hub:
             upto = self._dispatched
             if last_event_id is not None:
                 try:
-                    replay = await self.backend.since(last_event_id, upto, REPLAY_PAGE)
+                    replay, upto = await self._history(sub, last_event_id, upto)
                 except (ConnectionError, OSError) as exc:
                     raise HubError(
                         503, f"history is unavailable: {exc}", (("Retry-After", "1"),)
@@ -344,6 +371,29 @@ class Hub:
         except BaseException:
             self.detach(sub)
             raise
+
+    async def _history(self, sub: Subscriber, last_event_id: str, upto: int) -> tuple[Replay, int]:
+        """The first page after ``last_event_id``, and the position replay goes up to."""
+        replay = await self.backend.since(last_event_id, upto, REPLAY_PAGE)
+        if replay.position <= upto:
+            return replay, upto
+        # The subscriber had an event this node has not fanned out yet (its follower lags
+        # the node the subscriber came from): what is held meanwhile repeats what it had.
+        # Wait for the fan-out to pass that event, drop what was held, read up to there.
+        assert self._loop is not None
+        reached: asyncio.Future[None] = self._loop.create_future()
+        self._catching_up.append((replay.position, reached))
+        try:
+            await asyncio.wait_for(reached, _CATCH_UP)
+        except TimeoutError:
+            raise HubError(
+                503, "this hub node is behind the shared stream; retry", (("Retry-After", "1"),)
+            ) from None
+        if sub.held is not None:
+            sub.held.clear()
+            sub.held_size = 0
+        upto = self._dispatched
+        return await self.backend.since(last_event_id, upto, REPLAY_PAGE), upto
 
     async def _next_page(self, sub: Subscriber, last: StoredEvent, upto: int) -> Replay:
         """The page after ``last``, read only once the previous one drained: a subscriber

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
-from .backends import EARLIEST, Replay
+from .backends import EARLIEST, Gap, Replay
 from .errors import HubError
 from .events import Event
 from .sse import encode_event
@@ -144,5 +144,18 @@ def gap_notice(requested: str, replay: Replay) -> bytes:
         "requested": requested,
         "replayFrom": first,
         "reason": "the requested id is not in history: events after it may be lost",
+    }
+    return encode_event(json.dumps(body, separators=(",", ":")), event=GAP_EVENT)
+
+
+def live_gap_notice(gap: Gap) -> bytes:
+    """The named event that tells live subscribers this node missed events of the shared
+    stream (it fell further behind than the stream keeps). No ``requested``: each subscriber
+    knows its own last id; no id, so a browser's lastEventId stays the last event it had."""
+    body = {
+        "replayFrom": gap.resumed_at,
+        "missed": gap.missed,
+        "reason": "this hub node fell behind the shared stream: events before replayFrom "
+        "may be lost",
     }
     return encode_event(json.dumps(body, separators=(",", ":")), event=GAP_EVENT)

@@ -6,7 +6,7 @@ import dataclasses
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from ..events import Event, StoredEvent
 from ..sse import encode_event
@@ -32,6 +32,36 @@ class Replay:
     events: Sequence[StoredEvent]
     found: bool
     more: bool = False
+    position: int = 0
+    """Position of the requested event when history holds it (0 otherwise): a node whose
+    follower has not reached it yet must not hand the subscriber what it already had."""
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Events a shared backend's follower never saw: the stream moved past it (trimmed, or
+    lost in a Redis restart). ``missed`` is how many, when known; ``resumed_at`` the id of
+    the first event delivered after them."""
+
+    missed: int | None
+    resumed_at: str
+
+
+GapSink = Callable[[Gap], None]
+
+
+@runtime_checkable
+class ReportsGaps(Protocol):
+    """A backend whose follower can fall behind a shared stream (Redis): the hub sets
+    ``on_gap`` to hear about it, in order with the sink's batches."""
+
+    on_gap: GapSink | None
+
+
+class OutcomeUnknown(OSError):
+    """The store did not answer (a timeout, a connection lost mid-command): the batch may
+    or may not have been stored and delivered. Appending it again with the same ids is safe:
+    an id already in history is not stored twice."""
 
 
 class Backend(Protocol):
@@ -126,7 +156,11 @@ __all__ = [
     "EARLIEST",
     "REPLAY_PAGE",
     "Backend",
+    "Gap",
+    "GapSink",
+    "OutcomeUnknown",
     "Replay",
+    "ReportsGaps",
     "Sink",
     "new_event_id",
     "open_backend",

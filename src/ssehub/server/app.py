@@ -14,7 +14,7 @@ import jwt
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from ..auth import Authenticator, find_token, forbidden
-from ..backends import EARLIEST, Replay
+from ..backends import EARLIEST, OutcomeUnknown, Replay
 from ..errors import HubError
 from ..events import Event, StoredEvent
 from ..hub import Hub
@@ -278,6 +278,15 @@ class App:
     ) -> Response:
         """The response to a publish once its backend has answered."""
         exc = stored.exception()
+        if isinstance(exc, OutcomeUnknown):
+            error = HubError(
+                504,
+                f"the store did not confirm the event, which may have been stored and delivered: "
+                f"{exc}; publishing it again with the same id is safe (without an id it may "
+                "appear twice)",
+                (("Retry-After", "1"),),
+            )
+            return error_response(error, keep_alive, cors)
         if exc is not None:
             error = HubError(503, f"the event was not stored: {exc}", (("Retry-After", "1"),))
             return error_response(error, keep_alive, cors)
