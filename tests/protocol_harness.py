@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import cast
 from urllib.parse import urlencode
 
-from ssehub.backends import open_backend
+from ssehub.app import App, build
 from ssehub.hub import Hub
-from ssehub.server import App, HttpProtocol
+from ssehub.server import ConnectionRegistry, HttpProtocol
 from ssehub.settings import Settings
 from ssehub.sse import Decoder, ServerEvent
 
@@ -226,23 +226,16 @@ async def make_protocol(
     The one place that builds the server's protocol object: adapt this when it changes."""
     if server is None:
         settings = settings or Settings(publisher_jwt_key=KEY, subscriber_jwt_key=KEY)
-        backend = open_backend(
-            settings.store,
-            settings.history_size,
-            settings.history_max_age,
-            settings.history_max_bytes,
-        )
-        hub = Hub(backend, heartbeat=settings.heartbeat, max_buffer=settings.max_write_buffer)
-        await hub.start()
-        app = App(settings, hub)
-        await app.auth.start()
-        server = app
-    app = cast(App, server)
+        app = await build(settings)
+        registry = ConnectionRegistry(settings)
+        app.open_connections = registry.__len__
+        server = (app, registry)
+    app, registry = cast(tuple[App, ConnectionRegistry], server)
     transport = MockTransport(peer)
-    protocol = HttpProtocol(app)
+    protocol = HttpProtocol(app, registry)
     transport.protocol = protocol
     protocol.connection_made(cast(asyncio.Transport, transport))
-    return Connection(protocol, transport, app.hub, app)
+    return Connection(protocol, transport, app.hub, server)
 
 
 async def close_server(conn: Connection) -> None:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, MutableMapping
+from typing import Any
 
 import httpx
 import pytest
 
-from .support import KEY, HubProcess, free_port, make_token, serve_process
+from .support import HUB, KEY, HubProcess, free_port, make_token, raw_request, serve_process
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +88,155 @@ def test_mounted_hub_refuses_costly_templates(fastapi_hub: HubProcess) -> None:
     with fastapi_hub.subscribe("urn:x:" + "{/a}{.b}" * 150) as bomb:
         assert bomb.status == 400
         assert b"too many template expressions" in bomb.body
+
+
+# -- the same limits as the standalone server ------------------------------------------------
+
+
+def asgi_hub(**settings: str) -> HubProcess:
+    """``uvicorn --factory ssehub.asgi:from_env`` configured by SSEHUB_* variables."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "uvicorn", "--factory", "ssehub.asgi:from_env"]
+    # A long keep-alive, as behind a proxy: a stream the hub ends must close its connection
+    # itself rather than wait for uvicorn's idle timer (5 s by default).
+    cmd += ["--port", str(port), "--log-level", "warning", "--timeout-keep-alive", "600"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SSEHUB_")}
+    env.update(SSEHUB_JWT_KEY=KEY, SSEHUB_ANONYMOUS="1", SSEHUB_HEARTBEAT="0")
+    env.update({"SSEHUB_" + name.upper(): value for name, value in settings.items()})
+    return serve_process(cmd, port, env=env)
+
+
+def metric(hub: HubProcess, name: str) -> float:
+    for line in httpx.get(hub.base + "/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def test_asgi_closes_a_slow_reader_which_resumes() -> None:
+    h = asgi_hub(max_write_buffer="65536")
+    topic = "urn:asgi:slow"
+    try:
+        with h.subscribe(topic, rcvbuf=4096) as slow, h.subscribe(topic) as fast:
+            ids = []
+            with httpx.Client() as client:
+                for i in range(2000):
+                    r = client.post(
+                        h.url,
+                        data={"topic": topic, "data": "x" * 2048, "id": f"s{i}"},
+                        headers={"Authorization": f"Bearer {h.publisher_token}"},
+                    )
+                    ids.append(r.text)
+                    if i % 100 == 99:
+                        assert [e.id for e in fast.events(100)] == ids[i - 99 : i + 1]
+            assert metric(h, "ssehub_slow_consumers_closed_total") == 1
+            # Its response ends and the connection closes once it reads what was sent.
+            assert slow.wait_closed(10)
+            received = len(slow.pending)
+            assert received < 2000
+            last = slow.pending[-1].id if slow.pending else "earliest"
+            with h.subscribe(topic, last_event_id=last) as back:
+                rest = back.events(2000 - received)
+                assert [e.id for e in slow.pending + rest] == ids
+    finally:
+        h.stop()
+
+
+def test_asgi_write_timeout_ends_streams_which_resume() -> None:
+    h = asgi_hub(write_timeout="1")
+    try:
+        with h.subscribe("t") as sub:
+            first = h.publish("t", "one").text
+            assert [e.id for e in sub.events(1)] == [first]
+            assert sub.wait_closed(5)
+        second = h.publish("t", "two").text
+        with h.subscribe("t", last_event_id=first) as again:
+            assert [e.id for e in again.events(1)] == [second]
+    finally:
+        h.stop()
+
+
+def test_asgi_dispatch_timeout_closes_a_reader_that_stopped() -> None:
+    # A buffer bound far above what is published: only the dispatch timeout can close it.
+    h = asgi_hub(dispatch_timeout="1", max_write_buffer=str(256 << 20))
+    try:
+        with h.subscribe("t", rcvbuf=4096) as stuck, h.subscribe("t") as fine:
+            deadline = time.monotonic() + 60
+            with httpx.Client() as client:
+                while metric(h, "ssehub_slow_consumers_closed_total") < 1:
+                    assert time.monotonic() < deadline, "the stopped reader was never closed"
+                    for _ in range(50):
+                        client.post(
+                            h.url,
+                            data={"topic": "t", "data": "x" * 2000},
+                            headers={"Authorization": f"Bearer {h.publisher_token}"},
+                        )
+                    fine.events(50)
+            assert stuck.wait_closed(10)
+            probe = h.publish("t", "probe").text
+            assert [e.id for e in fine.events(1)] == [probe]
+    finally:
+        h.stop()
+
+
+def test_asgi_refuses_long_urls_and_large_heads() -> None:
+    h = asgi_hub(max_url_length="1024", max_head_size="4096")
+    try:
+        url = f"GET {HUB}?topic={'a' * 1100} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+        answer = raw_request(h.port, url, timeout=2)
+        assert answer.startswith(b"HTTP/1.1 414 "), answer[:100]
+        big = f"GET {HUB}?topic=a HTTP/1.1\r\nHost: x\r\nX-Big: {'b' * 5000}\r\n\r\n".encode()
+        answer = raw_request(h.port, big, timeout=2)
+        assert answer.startswith(b"HTTP/1.1 431 "), answer[:100]
+        fine = f"GET {HUB}?topic=a HTTP/1.1\r\nHost: x\r\nX-Small: {'b' * 500}\r\n\r\n".encode()
+        assert raw_request(h.port, fine, timeout=1).startswith(b"HTTP/1.1 200 ")
+    finally:
+        h.stop()
+
+
+def test_a_cancelled_stream_leaves_no_task_behind() -> None:
+    """Cancelling the ASGI call of a stream (the server gives up on it) ends its sender and
+    its disconnect watcher too; before, both were left running, one per stream."""
+    from ssehub import Event, Settings
+    from ssehub.asgi import HubApp
+
+    async def go() -> None:
+        app = HubApp(Settings(publisher_jwt_key=KEY, subscriber_jwt_key=KEY, anonymous=True))
+        await app.start()
+        for _ in range(100):  # a replay larger than one chunk: the sender must send it
+            await app.hub.publish(Event(("t",), "x" * 2000))
+        never = asyncio.Event()  # a client that neither reads nor leaves
+        sent: list[object] = []
+
+        async def receive() -> dict[str, object]:
+            await never.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            sent.append(message["type"])
+            if message["type"] == "http.response.body":
+                await never.wait()
+
+        scope = {
+            "type": "http",
+            "method": "GET",
+            "path": HUB,
+            "query_string": b"topic=t&lastEventID=earliest",
+            "headers": [],
+        }
+        before = asyncio.all_tasks()
+        call = asyncio.create_task(app(scope, receive, send))
+        deadline = asyncio.get_running_loop().time() + 10
+        while "http.response.body" not in sent:  # the stream is blocked in a send
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0)
+        call.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await call
+        for _ in range(10):  # whatever was cancelled gets its turns to finish
+            await asyncio.sleep(0)
+        assert asyncio.all_tasks() - before - {call} == set()
+        assert app.hub.subscriber_count == 0
+        await app.close()
+
+    asyncio.run(go())

@@ -13,9 +13,10 @@ from h2.connection import H2Connection
 from h2.events import DataReceived, Event, ResponseReceived
 
 from ssehub import Event as HubEvent
-from ssehub import Hub, MemoryBackend, Settings
-from ssehub.server.app import App
+from ssehub import Settings
+from ssehub.app import build
 from ssehub.server.h2 import H2Protocol
+from ssehub.server.registry import ConnectionRegistry
 
 from .support import HUB, KEY
 
@@ -56,10 +57,12 @@ async def until(done: Callable[[], bool]) -> None:
 
 def test_fan_out_over_ten_streams_is_one_write_with_one_data_frame_each() -> None:
     async def go() -> None:
-        hub = Hub(MemoryBackend(history_size=10), heartbeat=0)
-        await hub.start()
-        app = App(Settings(publisher_jwt_key=KEY, subscriber_jwt_key=KEY, anonymous=True), hub)
-        protocol = H2Protocol(app)
+        settings = Settings(
+            publisher_jwt_key=KEY, subscriber_jwt_key=KEY, anonymous=True, heartbeat=0
+        )
+        app = await build(settings)
+        hub = app.hub
+        protocol = H2Protocol(app, ConnectionRegistry(settings))
         transport = RecordingTransport()
         protocol.connection_made(transport)  # type: ignore[arg-type]
         client = H2Connection(H2Configuration(client_side=True, header_encoding=None))

@@ -11,7 +11,7 @@ import pytest
 from ssehub import Event, Hub, MemoryBackend, StoredEvent
 from ssehub.backends import EARLIEST, REPLAY_PAGE, Replay, transient
 from ssehub.sse import Decoder
-from ssehub.subscriber import Subscriber
+from ssehub.subscriber import Phase, Subscriber, SubscriberClosed
 
 from .support import until
 
@@ -250,12 +250,12 @@ def test_detach_during_fan_out_and_view_cleanup() -> None:
         hub = await started()
         streams = [await attach(hub, ["t"]) for _ in range(3)]
         assert hub.subscriber_count == 3
-        subs = next(iter(hub._views.values())).live
+        subs = next(iter(hub.views.by_key.values())).live
         for sub in list(subs):
             hub.detach(sub)
             hub.detach(sub)  # twice is harmless
         assert hub.subscriber_count == 0
-        assert not hub._views
+        assert not hub.views.by_key
         await hub.publish(Event(("t",), "nobody"))
         assert all(len(s.writes) == 1 for s in streams)
 
@@ -283,5 +283,43 @@ def test_publish_failure_reaches_every_publisher_of_the_batch() -> None:
         backend.broken = False  # the commit chain goes on after a failed batch
         stored = await hub.publish(Event(("t",)))
         assert stream.ids() == [stored.id]
+
+    asyncio.run(go())
+
+
+def test_subscribe_writes_its_preamble_or_raises() -> None:
+    """A subscriber closed while its history is read gets nothing written and the caller
+    hears it (SubscriberClosed); before, subscribe returned as if it had started."""
+
+    class SlowHistory(MemoryBackend):
+        gate: asyncio.Event | None = None
+
+        async def since(self, after: str | int, upto: int, limit: int = REPLAY_PAGE) -> Replay:
+            assert self.gate is not None
+            await self.gate.wait()
+            return await super().since(after, upto, limit)
+
+    async def go() -> None:
+        backend = SlowHistory()
+        backend.gate = asyncio.Event()
+        hub = Hub(backend, heartbeat=0)
+        await hub.start()
+        stream = FakeStream()
+        sub = Subscriber(stream, ("t",), None)
+        task = asyncio.create_task(hub.subscribe(sub, EARLIEST, preamble))
+        deadline = asyncio.get_running_loop().time() + 5
+        while sub.phase is Phase.NEW:  # registered first, then history is read
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0)
+        assert sub.phase is Phase.REPLAYING
+        hub.detach(sub)  # it leaves while history is read
+        assert hub.subscriber_count == 0
+        backend.gate.set()
+        with pytest.raises(SubscriberClosed):
+            await task
+        assert stream.writes == []
+        assert not sub.live
+        with pytest.raises(SubscriberClosed):  # a closed subscriber cannot come back
+            await hub.subscribe(sub, None, preamble)
 
     asyncio.run(go())

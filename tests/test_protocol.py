@@ -391,6 +391,25 @@ async def test_publisher_that_stops_reading_answers_is_not_read_either() -> None
     await close_server(conn)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="the pipelining bound's resume_reading undoes the pause of pause_writing: a client "
+    "that sends many cheap requests and reads no answer grows the write buffer without bound",
+)
+@in_loop
+async def test_client_that_reads_no_answers_cannot_grow_the_write_buffer() -> None:
+    conn = await make_protocol(hub_settings())
+    conn.transport.stall()
+    for _ in range(5):  # each packet: past the pipelining bound and the 64 KiB high-water mark
+        conn.send(HEALTH * 600)
+    assert conn.transport.writing_paused
+    assert conn.transport.reading_paused
+    assert len(conn.transport.unread) == 4  # only the first packet was read
+    conn.transport.peer_reads()
+    await until(lambda: conn.transport.buffer.count(b"HTTP/1.1 200 ") >= 3000, "every answer")
+    await close_server(conn)
+
+
 @in_loop
 async def test_pipelining_past_the_bound_pauses_reading_until_answered() -> None:
     conn = await make_protocol(hub_settings(max_pipelined=4))

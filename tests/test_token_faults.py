@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ssehub.auth import Authenticator
+from ssehub.auth import Authenticator, Carrier, Token, find_token
 from ssehub.errors import HubError
 
 from .support import HUB, KEY, HubProcess, free_port, raw_request, serve_process, start_hub
@@ -232,7 +232,7 @@ def test_any_hostile_token_is_refused_with_a_reason(
     alg, key = _SIGNERS[signer]
     signing = b64(json.dumps(header).encode()) + "." + b64(json.dumps(payload).encode())
     token = signing + "." + b64(jwt.get_algorithm_by_name(alg).sign(signing.encode(), key))
-    found = (token, "authorization query parameter")
+    found = Token(token, Carrier.QUERY)
     for kind in ("subscriber", "publisher"):
         refusal = None
         try:
@@ -297,15 +297,19 @@ def test_reasons_that_quote_the_request_stay_short(hub: HubProcess) -> None:
 def test_huge_token_is_refused_before_decoding_on_both_faces(
     hub: HubProcess, asgi_hub: HubProcess
 ) -> None:
-    """The standalone server bounds the head (431); the ASGI face relies on its server, so
-    the token itself is bounded: a 20 KB header token is a 401 that says so."""
+    """Both faces bound the head (431, --max-head-size: the ASGI face checks the scope);
+    past a raised head bound the token itself is bounded: a 20 KB token is a 401 that says
+    so, on whichever carrier."""
     claims = {"mercure": {"publish": ["*"]}, "pad": "x" * 20_000}
     token = jwt.encode(claims, KEY, algorithm="HS256")
-    r = asgi_hub.publish("urn:t", "x", token=token)
-    assert r.status_code == 401
-    assert "longer than 16384 characters" in r.text
-    r = hub.publish("urn:t", "x", token=token)
-    assert r.status_code == 431
+    for face in (asgi_hub, hub):
+        r = face.publish("urn:t", "x", token=token)
+        assert r.status_code == 431
+        assert "request head too large" in r.text
+    for carrier in (f"Bearer {token}", None):
+        with pytest.raises(HubError, match="longer than 16384 characters") as refused:
+            find_token(carrier, None if carrier else token, None)
+        assert refused.value.status == 401
 
 
 def test_oversized_jwks_answer_is_not_loaded() -> None:
@@ -361,6 +365,6 @@ def test_remembered_tokens_are_bounded_by_size() -> None:
         claims = {"mercure": {"subscribe": ["*"], "payload": {"n": n, "pad": "x" * 15_000}}}
         token = jwt.encode(claims, KEY, algorithm="HS256")
         total += len(token)
-        assert auth.subscriber((token, "cookie"), anonymous=False) is not None
+        assert auth.subscriber(Token(token, Carrier.COOKIE), anonymous=False) is not None
     assert total > 2 * (4 << 20)
     assert 0 < auth.cached_chars <= 4 << 20

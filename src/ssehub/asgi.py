@@ -6,11 +6,17 @@
     ...
     await hub.hub.publish(Event(("https://example.com/books/1",), "{...}"))  # in-process
 
-It shares the standalone server's routing, auth, CORS and engine. What it cannot share is
-the transport: ASGI hands each response a ``send`` coroutine, so every stream here has a
-small buffer and one task that sends it. That costs more per subscriber than the standalone
-server's one ``write`` per fan-out (docs/benchmarks.md measures how much); the slow-consumer
-bound still holds (a stream whose buffer passes ``max_write_buffer`` is dropped).
+It shares the standalone server's application (``ssehub.app``: routing, auth, CORS) and
+engine. What it cannot share is the transport: ASGI hands each response a ``send``
+coroutine, so every stream here has a small buffer and one sender, run with its disconnect
+watcher and its start in one ``TaskGroup``. That costs more per subscriber than the
+standalone server's one ``write`` per fan-out (docs/benchmarks.md measures how much).
+
+The limits hold as on the standalone server, with two differences an ASGI app cannot avoid
+(docs/security.md): a stream the hub closes (slow consumer, dispatch or write timeout, token
+expiry) ends its response with ``Connection: close``, which the ASGI server sends once the
+client reads again, rather than being reset at once; and the dispatch timeout counts the
+time one ``send`` stays blocked, i.e. it starts once the ASGI server's own buffer is full.
 """
 
 from __future__ import annotations
@@ -21,14 +27,14 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
-from .backends import Replay, open_backend
+from .app import App, DeferredPublish, OpenedStream, Request, Response, build, error_response
+from .contract import HistoryUnavailable, Replay
 from .errors import HubError, field_value
 from .hub import Hub
 from .mercure import HUB_PATH
-from .server.app import App
-from .server.http import Request, Response, error_response
 from .settings import Settings
 from .settings import from_env as settings_from_env
+from .subscriber import Subscriber, SubscriberClosed
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -39,9 +45,23 @@ Send = Callable[[Message], Awaitable[None]]
 class _Stream:
     """A subscriber's bytes between the hub's fan-out and the ASGI ``send``."""
 
-    __slots__ = ("chunks", "closed", "drained", "hub", "max_buffer", "ready", "size", "sub")
+    __slots__ = (
+        "chunks",
+        "closed",
+        "drained",
+        "ends_at",
+        "hub",
+        "max_buffer",
+        "ready",
+        "sending",
+        "sends",
+        "size",
+        "stuck_sends",
+        "stuck_since",
+        "sub",
+    )
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, ends_at: float) -> None:
         self.hub = hub
         self.max_buffer = hub.max_buffer
         self.chunks: list[bytes] = []
@@ -50,7 +70,14 @@ class _Stream:
         self.drained = asyncio.Event()
         self.drained.set()
         self.closed = False
-        self.sub: Any = None
+        self.sub: Subscriber | None = None
+        self.ends_at = ends_at  # loop time of the write timeout; 0: none
+        # The sweep's view of progress: a send under way, sends completed, and since when
+        # (loop time) the same send has been seen under way; no clock read per send.
+        self.sending = False
+        self.sends = 0
+        self.stuck_since = 0.0
+        self.stuck_sends = 0
 
     def write(self, data: bytes) -> None:
         if self.closed:
@@ -59,10 +86,21 @@ class _Stream:
         self.size += len(data)
         self.ready.set()
         self.drained.clear()
-        if self.size > self.max_buffer and self.sub is not None and self.sub.held is None:
+        if self.size > self.max_buffer and self.sub is not None and self.sub.live:
             self.hub.drop_slow(self.sub)
 
     def abort(self) -> None:
+        """No more bytes: the sender ends the response (and the connection) after its send."""
+        self.closed = True
+        self.chunks.clear()
+        self.size = 0
+        self.ready.set()
+        self.drained.set()
+
+    def end(self) -> None:
+        """End cleanly: what is buffered is sent first."""
+        if self.sub is not None:
+            self.hub.detach(self.sub)
         self.closed = True
         self.ready.set()
 
@@ -91,6 +129,8 @@ class HubApp:
         self.settings = settings or Settings(demo=False)
         self._app: App | None = None
         self._lock = asyncio.Lock()
+        self._streams: set[_Stream] = set()
+        self._sweep: asyncio.TimerHandle | None = None
 
     @property
     def hub(self) -> Hub:
@@ -102,20 +142,20 @@ class HubApp:
     async def start(self) -> None:
         """Start the engine on the running loop (idempotent)."""
         async with self._lock:
-            if self._app is not None:
-                return
-            s = self.settings
-            backend = open_backend(s.store, s.history_size, s.history_max_age, s.history_max_bytes)
-            hub = Hub(backend, heartbeat=s.heartbeat, max_buffer=s.max_write_buffer)
-            await hub.start()
-            app = App(s, hub)
-            await app.auth.start()
-            self._app = app
+            if self._app is None:
+                self._app = await build(self.settings)
+                loop = asyncio.get_running_loop()
+                self._sweep = loop.call_later(1.0, self._check, loop)
 
     async def close(self) -> None:
+        """End every stream cleanly, then stop the engine."""
         if self._app is not None:
             app, self._app = self._app, None
-            await app.hub.close()
+            if self._sweep is not None:
+                self._sweep.cancel()
+            for stream in list(self._streams):
+                stream.end()
+            await app.close()
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _: object) -> AsyncIterator[None]:
@@ -126,6 +166,26 @@ class HubApp:
         finally:
             await self.close()
 
+    def _check(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Once a second, like the server's sweep: write timeout, then dispatch timeout."""
+        now = loop.time()
+        dispatch = self.settings.dispatch_timeout
+        for stream in list(self._streams):
+            if stream.closed:
+                continue
+            if stream.ends_at and now >= stream.ends_at:
+                stream.end()
+            elif dispatch and stream.sending and stream.sub is not None:
+                seen = stream.sends
+                if stream.stuck_since and seen == stream.stuck_sends:
+                    if now - stream.stuck_since >= dispatch:
+                        self.hub.drop_slow(stream.sub)
+                else:  # a send under way, first seen now (or since the last one finished)
+                    stream.stuck_since, stream.stuck_sends = now, seen
+            else:
+                stream.stuck_since = 0.0
+        self._sweep = loop.call_later(1.0, self._check, loop)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
@@ -135,15 +195,17 @@ class HubApp:
         await self.start()
         app = self._app
         assert app is not None
-        request = await self._request(scope, receive, app.settings.max_body_size)
+        request = await _request(scope, receive, app.settings)
         if isinstance(request, Response):
             await _send(send, request)
             return
-        if app.is_stream(request):
-            await self._stream(app, request, receive, send)
-            return
-        pending = app.handle(request)
-        await _send(send, pending if isinstance(pending, Response) else await pending)
+        answer = app.handle(request)
+        if isinstance(answer, OpenedStream):
+            await self._stream(app, answer, receive, send)
+        elif isinstance(answer, DeferredPublish):
+            await _send(send, await answer.wait())
+        else:
+            await _send(send, answer)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -156,98 +218,110 @@ class HubApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    @staticmethod
-    async def _request(scope: Scope, receive: Receive, limit: int) -> Request | Response:
-        path = scope.get("path", "/")
-        root = scope.get("root_path", "")
-        if root and path.startswith(root):
-            path = path[len(root) :]
-        if path in ("", "/"):
-            path = HUB_PATH
-        headers: dict[str, str] = {}
-        for raw_name, raw_value in scope.get("headers", []):
-            name = raw_name.decode("latin-1").lower()
-            value = raw_value.decode("utf-8", "replace")
-            old = headers.get(name)
-            headers[name] = (
-                value if old is None else old + ("; " if name == "cookie" else ", ") + value
-            )
-        body = bytearray()
-        more = scope["method"] in ("POST", "PUT", "PATCH")
-        while more:
-            message = await receive()
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > limit:
-                return error_response(HubError(413, f"body larger than {limit} bytes"), True)
-        query = scope.get("query_string", b"").decode("utf-8", "replace")
-        return Request(scope["method"], path, query, headers, bytes(body), True)
+    async def _stream(self, app: App, opened: OpenedStream, receive: Receive, send: Send) -> None:
+        """One subscriber's response: its start (replay), its sender and its disconnect
+        watcher live in one TaskGroup, so none outlives the stream or its cancellation."""
+        loop = asyncio.get_running_loop()
+        timeout = app.settings.write_timeout
+        stream = _Stream(app.hub, loop.time() + timeout if timeout else 0.0)
+        sub = stream.sub = opened.subscriber(stream)
+        started: list[list[tuple[str, str]]] = []
+        refusal: list[Response] = []
 
-    async def _stream(self, app: App, request: Request, receive: Receive, send: Send) -> None:
-        stream = _Stream(app.hub)
-        try:
-            sub, last_event_id, preamble, expires = app.open_stream(request, stream)
-        except HubError as error:
-            await _send(send, error_response(error, True))
-            return
-        stream.sub = sub
-        started = asyncio.Event()
-        head: list[tuple[str, str]] = []
+        def preamble(replay: Replay | None) -> bytes:
+            head = opened.head(replay)
+            started.append([*head.headers, ("Connection", "close")])
+            return head.first
 
-        def first_bytes(replay: Replay | None) -> bytes:
-            headers, first = preamble(replay)
-            head.extend(headers)
-            started.set()
-            return first
-
-        async def pump() -> None:
-            await started.wait()
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": _encode_headers(head),
-                }
-            )
-            while not stream.closed:
-                await stream.ready.wait()
-                stream.ready.clear()
-                if stream.chunks:
-                    await send(
-                        {"type": "http.response.body", "body": stream.take(), "more_body": True}
-                    )
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        async def start() -> None:
+            try:
+                await app.hub.subscribe(sub, opened.last_event_id, preamble)
+            except HistoryUnavailable as exc:
+                refusal.append(app.unavailable(exc, opened))
+                stream.abort()
+            except (SubscriberClosed, ConnectionResetError):
+                stream.abort()
 
         async def disconnected() -> None:
             while (await receive())["type"] != "http.disconnect":
                 pass
             stream.abort()
 
-        loop = asyncio.get_running_loop()
-        expiry = loop.call_later(expires, stream.abort) if expires is not None else None
-        sender = asyncio.ensure_future(pump())
-        watcher = asyncio.ensure_future(disconnected())
+        expiry = None
+        if opened.expires is not None:
+            expiry = loop.call_later(opened.expires, stream.end)
+        self._streams.add(stream)
         try:
-            await app.hub.subscribe(sub, last_event_id, first_bytes)
-        except HubError as error:
-            sender.cancel()
-            watcher.cancel()
-            app.stream_closed(sub)
-            await _send(send, error_response(error, True))
-            return
-        except ConnectionResetError:
-            pass
-        try:
-            await asyncio.wait({sender, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            async with asyncio.TaskGroup() as tasks:
+                starting = tasks.create_task(start())
+                watcher = tasks.create_task(disconnected())
+                # The sender is a task of its own, not this coroutine: each wake-up of a
+                # stream then resumes one frame, not the ASGI call's whole chain.
+                sender = tasks.create_task(_pump(stream, started, send))
+                sender.add_done_callback(lambda _: (starting.cancel(), watcher.cancel()))
         finally:
-            stream.abort()
-            app.hub.detach(sub)
-            app.stream_closed(sub)
+            self._streams.discard(stream)
             if expiry is not None:
                 expiry.cancel()
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError, OSError):
-                await sender
+            app.hub.detach(sub)
+            app.stream_closed(sub)
+        if refusal:
+            await _send(send, refusal[0])
+
+
+async def _pump(stream: _Stream, started: list[list[tuple[str, str]]], send: Send) -> None:
+    """Send the stream's bytes as they come; end the response once it is closed."""
+    await stream.ready.wait()
+    if not started:
+        return  # refused or gone before its head: nothing was sent
+    await send({"type": "http.response.start", "status": 200, "headers": _headers(started[0])})
+    while True:
+        await stream.ready.wait()
+        stream.ready.clear()
+        if stream.chunks:
+            stream.sending = True
+            await send({"type": "http.response.body", "body": stream.take(), "more_body": True})
+            stream.sending = False
+            stream.sends += 1
+        if stream.closed and not stream.chunks:
+            break
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _request(scope: Scope, receive: Receive, settings: Settings) -> Request | Response:
+    """The app's Request from an ASGI scope, or the refusal of one over the hub's limits."""
+    path = scope.get("path", "/")
+    query_bytes: bytes = scope.get("query_string", b"")
+    raw_path: bytes = scope.get("raw_path") or path.encode()
+    url_length = len(raw_path) + (len(query_bytes) + 1 if query_bytes else 0)
+    if url_length > settings.max_url_length:
+        return error_response(HubError(414, f"URL longer than {settings.max_url_length} bytes"))
+    raw_headers: list[tuple[bytes, bytes]] = scope.get("headers", [])
+    head_size = url_length + sum(len(name) + len(value) + 4 for name, value in raw_headers)
+    if head_size > settings.max_head_size:
+        return error_response(HubError(431, "request head too large"))
+    root = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    if path in ("", "/"):
+        path = HUB_PATH
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in raw_headers:
+        name = raw_name.decode("latin-1").lower()
+        value = raw_value.decode("utf-8", "replace")
+        old = headers.get(name)
+        headers[name] = value if old is None else old + ("; " if name == "cookie" else ", ") + value
+    body = bytearray()
+    more = scope["method"] in ("POST", "PUT", "PATCH")
+    limit = settings.max_body_size
+    while more:
+        message = await receive()
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+        if len(body) > limit:
+            return error_response(HubError(413, f"body larger than {limit} bytes"))
+    query = query_bytes.decode("utf-8", "replace")
+    return Request(scope["method"], path, query, headers, bytes(body), True)
 
 
 def from_env() -> HubApp:
@@ -258,13 +332,13 @@ def from_env() -> HubApp:
     return HubApp(settings_from_env(os.environ, demo=False))
 
 
-def _encode_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+def _headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
     """Headers for the ASGI server, as the standalone server writes them: sanitised."""
     return [(k.lower().encode(), field_value(v).encode()) for k, v in headers]
 
 
 async def _send(send: Send, answer: Response) -> None:
-    headers = _encode_headers(answer.headers)
+    headers = _headers(answer.headers)
     if answer.status != 204:  # RFC 9110 8.6: a 204 carries no Content-Length
         headers.append((b"content-length", str(len(answer.body)).encode()))
     await send({"type": "http.response.start", "status": answer.status, "headers": headers})

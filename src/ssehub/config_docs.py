@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import MISSING, fields
 
-from .settings import Settings
+from .settings import OPTIONS, Kind
 
 _HEAD = """# Configuration reference
 
@@ -31,19 +30,16 @@ def render() -> str:
     """The whole page."""
     out = [_HEAD]
     group = None
-    for f in fields(Settings):
-        if f.metadata["group"] != group:
-            group = f.metadata["group"]
-            out.append(f"\n## {str(group).capitalize()}\n")
+    for option in OPTIONS:
+        if option.group != group:
+            group = option.group
+            out.append(f"\n## {group.capitalize()}\n")
             out.append("| option | environment | default | meaning |")
             out.append("|---|---|---|---|")
-        flag = "--" + f.name.replace("_", "-")
-        if f.type == "bool":
+        flag = option.flag
+        if option.kind is Kind.FLAG:
             flag += f" / --no-{flag[2:]}"
-        default = f.default if f.default is not MISSING else None
-        out.append(
-            f"| `{flag}` | `SSEHUB_{f.name.upper()}` | {_shown(default)} | {f.metadata['help']} |"
-        )
+        out.append(f"| `{flag}` | `{option.env}` | {_shown(option.default)} | {option.help} |")
     return "\n".join(out) + "\n"
 
 

@@ -6,12 +6,13 @@ import json
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
-from .backends import EARLIEST, Gap, Replay
 from .errors import HubError
 from .events import Event
 from .sse import encode_event
 
 HUB_PATH = "/.well-known/mercure"
+EARLIEST = "earliest"
+"""The resume point before every retained event (``lastEventID=earliest``); never an id."""
 LINK = f'<{HUB_PATH}>; rel="mercure"'
 GAP_EVENT = "ssehub.gap"
 FORM = "application/x-www-form-urlencoded"
@@ -134,12 +135,12 @@ def query_token(query: str) -> str | None:
     return None
 
 
-def gap_notice(requested: str, replay: Replay) -> bytes:
-    """The named event that starts a stream whose resume point history no longer holds.
+def gap_notice(requested: str, first: str | None) -> bytes:
+    """The named event that starts a stream whose resume point history no longer holds;
+    ``first`` is the id replay starts from, if any.
 
     It carries no id, so a browser's lastEventId is untouched until the replay's first event.
     """
-    first = replay.events[0].id if replay.events else None
     body = {
         "requested": requested,
         "replayFrom": first,
@@ -148,13 +149,13 @@ def gap_notice(requested: str, replay: Replay) -> bytes:
     return encode_event(json.dumps(body, separators=(",", ":")), event=GAP_EVENT)
 
 
-def live_gap_notice(gap: Gap) -> bytes:
+def live_gap_notice(resumed_at: str, missed: int | None) -> bytes:
     """The named event that tells live subscribers this node missed events of the shared
     stream (it fell further behind than the stream keeps). No ``requested``: each subscriber
     knows its own last id; no id, so a browser's lastEventId stays the last event it had."""
     body = {
-        "replayFrom": gap.resumed_at,
-        "missed": gap.missed,
+        "replayFrom": resumed_at,
+        "missed": missed,
         "reason": "this hub node fell behind the shared stream: events before replayFrom "
         "may be lost",
     }

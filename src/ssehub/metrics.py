@@ -25,11 +25,11 @@ class _HubCollector(Collector):
         )
         counters = [
             ("ssehub_subscriptions", "Subscribers accepted since start.", hub.subscriptions_total),
-            ("ssehub_updates_published", "Updates accepted by the backend.", hub.published),
+            ("ssehub_updates_published", "Updates accepted by the backend.", hub.commits.published),
             (
                 "ssehub_updates_failed",
                 "Updates the backend refused (answered 503).",
-                hub.publish_failures,
+                hub.commits.failures,
             ),
             ("ssehub_deliveries", "Events written to subscribers.", hub.deliveries),
             ("ssehub_bytes_written", "Bytes written to subscribers by fan-out.", hub.bytes_written),
@@ -70,7 +70,7 @@ class Metrics:
             registry=self.registry,
             buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0),
         )
-        hub.on_append = append.observe
+        hub.commits.on_append = append.observe
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,7 +1,9 @@
-"""One subscriber's side of the engine: what it asked for, what it may see, its stream."""
+"""One subscriber's side of the engine: what it asked for, what it may see, its stream, and
+where it is in its life (``Phase``)."""
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 from typing import Protocol
 
@@ -21,6 +23,24 @@ class Stream(Protocol):
         ...
 
 
+class Phase(enum.Enum):
+    """A subscriber's life, in order; it only moves forward.
+
+    ``NEW`` → ``REPLAYING`` (registered: live bytes are held for it while history is written)
+    → ``LIVE`` (the fan-out writes to it directly) → ``CLOSED`` (left, dropped or expired;
+    nothing more is written). ``CLOSED`` may follow any phase.
+    """
+
+    NEW = "new"
+    REPLAYING = "replaying"
+    LIVE = "live"
+    CLOSED = "closed"
+
+
+class SubscriberClosed(ConnectionResetError):
+    """The subscriber was closed (it left, or was dropped) before its stream could start."""
+
+
 Frame = Callable[[bytes], bytes]
 """A face's body framing (HTTP/1.1 chunks): applied once per view, never per subscriber."""
 
@@ -32,11 +52,22 @@ class Subscriber:
 
     ``allowed`` holds the selectors of the token's ``mercure.subscribe`` claim; ``None``
     (anonymous) sees no private update. Subscribers with equal keys share one view and so
-    one buffer per fan-out. ``frame`` wraps every body write of the hub (a chunked HTTP/1.1
-    stream); it is part of the key, so a view frames its buffer once for all its members.
+    one buffer per fan-out. ``held`` gathers live bytes while the phase is ``REPLAYING``.
+    ``frame`` wraps every body write of the hub (a chunked HTTP/1.1 stream); it is part of
+    the key, so a view frames its buffer once for all its members.
     """
 
-    __slots__ = ("allowed", "frame", "held", "held_size", "key", "selectors", "stream", "write")
+    __slots__ = (
+        "allowed",
+        "frame",
+        "held",
+        "held_size",
+        "key",
+        "phase",
+        "selectors",
+        "stream",
+        "write",
+    )
 
     def __init__(
         self,
@@ -54,5 +85,11 @@ class Subscriber:
         self.allowed = allowed
         self.frame = frame
         self.key: ViewKey = (frozenset(selectors), allowed, frame)
-        self.held: list[bytes] | None = None
+        self.phase = Phase.NEW
+        self.held: list[bytes] = []
         self.held_size = 0
+
+    @property
+    def live(self) -> bool:
+        """Whether the fan-out writes to it directly (so a full buffer means a slow reader)."""
+        return self.phase is Phase.LIVE

@@ -1,121 +1,30 @@
-"""The one contract every backend keeps: append, follow, since."""
+"""The backends (memory, SQLite, Redis) and the ``--store`` value that picks one.
+
+The contract they keep is the engine's (``ssehub.contract``), re-exported here."""
 
 from __future__ import annotations
 
-import dataclasses
-import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
-
-from ..events import Event, StoredEvent
-from ..sse import encode_event
-
-EARLIEST = "earliest"
-REPLAY_PAGE = 64 * 1024
-"""Wire bytes of one page of replay: what a replaying subscriber costs in memory at most."""
-
-Sink = Callable[[Sequence[StoredEvent]], None]
-"""Receives every accepted event of this backend, in order, in batches, on the hub's loop."""
-
-
-@dataclass(frozen=True, slots=True)
-class Replay:
-    """What history holds after a requested id.
-
-    ``found`` is False when the id is not (or no longer) in history: the events then start at
-    the oldest one retained, and the subscriber must be told it may have missed some.
-    ``more`` is True when this page stopped at its size bound: the next page follows the
-    position of its last event.
-    """
-
-    events: Sequence[StoredEvent]
-    found: bool
-    more: bool = False
-    position: int = 0
-    """Position of the requested event when history holds it (0 otherwise): a node whose
-    follower has not reached it yet must not hand the subscriber what it already had."""
-
-
-@dataclass(frozen=True, slots=True)
-class Gap:
-    """Events a shared backend's follower never saw: the stream moved past it (trimmed, or
-    lost in a Redis restart). ``missed`` is how many, when known; ``resumed_at`` the id of
-    the first event delivered after them."""
-
-    missed: int | None
-    resumed_at: str
-
-
-GapSink = Callable[[Gap], None]
-
-
-@runtime_checkable
-class ReportsGaps(Protocol):
-    """A backend whose follower can fall behind a shared stream (Redis): the hub sets
-    ``on_gap`` to hear about it, in order with the sink's batches."""
-
-    on_gap: GapSink | None
-
-
-class OutcomeUnknown(OSError):
-    """The store did not answer (a timeout, a connection lost mid-command): the batch may
-    or may not have been stored and delivered. Appending it again with the same ids is safe:
-    an id already in history is not stored twice."""
-
-
-class Backend(Protocol):
-    """Ids, order and history; and, for shared backends, delivery across nodes.
-
-    ``follow`` is a sink the backend calls with each batch in order, rather than an async
-    iterator: a batch handed over in the same loop iteration as its append costs no await and
-    keeps one publish burst one fan-out.
-    """
-
-    async def start(self, sink: Sink) -> int:
-        """Begin feeding ``sink`` with every event accepted from now on, in order.
-
-        Returns the position of the newest event already stored (0 if none): replay may read
-        up to there before the sink has delivered anything (a restarted durable hub)."""
-        ...
-
-    async def append(self, events: Sequence[Event]) -> list[StoredEvent]:
-        """Accept a batch (one loop iteration's publishes): ids, positions, durable storage.
-
-        Returns one StoredEvent per event given. An event whose id history already holds (a
-        publisher's retry) is not stored or delivered again: its entry is the one stored
-        first; so is a repeat of an id earlier in the same batch."""
-        ...
-
-    async def broadcast(self, events: Sequence[Event]) -> list[StoredEvent]:
-        """Deliver ``events`` to every node's sink without keeping them: no room in history,
-        no replay, not a resume point. For notices about the moment (subscription events,
-        the demo clock) that must never cost other topics their history. They take no
-        position of their own: each carries one no newer than the newest stored event."""
-        ...
-
-    async def since(self, after: str | int, upto: int, limit: int = REPLAY_PAGE) -> Replay:
-        """One page of the events after ``after`` with position <= ``upto``.
-
-        ``after`` is a public id (``EARLIEST``: from the oldest retained), or the position of
-        the last event of the previous page; either is ``found`` only while history still
-        holds it, since otherwise what followed it may be gone. A page stops once its wire
-        bytes reach ``limit`` (it holds one event at least), so replaying a long history
-        never holds more than a page of it per subscriber."""
-        ...
-
-    @property
-    def last_id(self) -> str:
-        """Id of the newest event in history, or ``EARLIEST`` when history is empty."""
-        ...
-
-    async def close(self) -> None:
-        """Stop following and release resources."""
-        ...
+from ..contract import (
+    EARLIEST,
+    REPLAY_PAGE,
+    Backend,
+    Gap,
+    GapSink,
+    OutcomeUnknown,
+    Replay,
+    ReportsGaps,
+    Sink,
+    new_event_id,
+    transient,
+)
+from ..settings import DEFAULTS
 
 
 def open_backend(
-    store: str, history_size: int, history_max_age: float, history_max_bytes: int = 64 << 20
+    store: str,
+    history_size: int,
+    history_max_age: float,
+    history_max_bytes: int = DEFAULTS.history_max_bytes,
 ) -> Backend:
     """The backend a ``--store`` value names: ``memory``, ``sqlite:PATH`` or ``redis://…``."""
     if store == "memory":
@@ -134,22 +43,6 @@ def open_backend(
 
         return RedisBackend(store, history_size, history_max_age)
     raise ValueError(f"unknown store {store!r}: use memory, sqlite:PATH or redis://HOST:PORT/DB")
-
-
-def transient(event: Event, position: int, time: float) -> StoredEvent:
-    """``event`` as broadcast: the position of the newest stored event (it takes none of its
-    own) and no ``id:`` on the wire, so a client's Last-Event-ID stays on a stored event."""
-    stored = StoredEvent.accept(
-        dataclasses.replace(event, id=None), event.id or new_event_id(), position, time
-    )
-    return dataclasses.replace(
-        stored, wire=encode_event(event.data, event=event.type, retry=event.retry)
-    )
-
-
-def new_event_id() -> str:
-    """A unique IRI for an event whose publisher gave no id."""
-    return f"urn:uuid:{uuid.uuid4()}"
 
 
 __all__ = [

@@ -8,8 +8,9 @@ from collections import deque
 from collections.abc import Sequence
 from sys import getsizeof
 
+from ..contract import EARLIEST, REPLAY_PAGE, Replay, Sink, new_event_id, transient
 from ..events import Event, StoredEvent
-from . import EARLIEST, REPLAY_PAGE, Replay, Sink, new_event_id, transient
+from ..settings import DEFAULTS
 
 
 class MemoryBackend:
@@ -17,9 +18,9 @@ class MemoryBackend:
 
     def __init__(
         self,
-        history_size: int = 10_000,
-        history_max_age: float = 0.0,
-        history_max_bytes: int = 64 << 20,
+        history_size: int = DEFAULTS.history_size,
+        history_max_age: float = DEFAULTS.history_max_age,
+        history_max_bytes: int = DEFAULTS.history_max_bytes,
     ) -> None:
         if history_size < 0 or history_max_age < 0 or history_max_bytes < 0:
             raise ValueError("history bounds must be >= 0")

@@ -27,9 +27,7 @@ from redis.exceptions import AuthenticationError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from ..errors import ConfigError
-from ..events import Event, StoredEvent
-from . import (
+from ..contract import (
     EARLIEST,
     REPLAY_PAGE,
     Gap,
@@ -40,6 +38,9 @@ from . import (
     new_event_id,
     transient,
 )
+from ..errors import ConfigError
+from ..events import Event, StoredEvent
+from ..settings import DEFAULTS
 
 log = logging.getLogger("ssehub.redis")
 
@@ -307,7 +308,12 @@ class RedisBackend:
     the jump in the entries' count and reports a :class:`Gap`.
     """
 
-    def __init__(self, url: str, history_size: int = 10_000, history_max_age: float = 0.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        history_size: int = DEFAULTS.history_size,
+        history_max_age: float = DEFAULTS.history_max_age,
+    ) -> None:
         if history_size < 0 or history_max_age < 0:
             raise ValueError("history bounds must be >= 0")
         redis_url, prefix = split_url(url)

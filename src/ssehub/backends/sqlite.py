@@ -13,9 +13,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+from ..contract import EARLIEST, REPLAY_PAGE, Replay, Sink, new_event_id, transient
 from ..errors import ConfigError
 from ..events import Event, StoredEvent
-from . import EARLIEST, REPLAY_PAGE, Replay, Sink, new_event_id, transient
+from ..settings import DEFAULTS
 
 T = TypeVar("T")
 log = logging.getLogger("ssehub.sqlite")
@@ -48,7 +49,12 @@ class SQLiteBackend:
     """Every batch is one transaction with ``synchronous=FULL``: a publisher's answer means
     its event is on disk. SQLite calls run on one thread of their own, off the event loop."""
 
-    def __init__(self, path: str, history_size: int = 10_000, history_max_age: float = 0.0) -> None:
+    def __init__(
+        self,
+        path: str,
+        history_size: int = DEFAULTS.history_size,
+        history_max_age: float = DEFAULTS.history_max_age,
+    ) -> None:
         if history_size < 0 or history_max_age < 0:
             raise ValueError("history bounds must be >= 0")
         self.path = path

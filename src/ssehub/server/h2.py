@@ -36,15 +36,14 @@ from h2.events import (
 from h2.exceptions import ProtocolError, StreamClosedError
 from h2.settings import SettingCodes, Settings
 
+from ..app import App, DeferredPublish, OpenedStream, Request, Response, error_response
+from ..contract import HistoryUnavailable, Replay
 from ..errors import HubError, field_value
-from .http import Request, Response, error_response
+from .http import NO_CONTENT, text
+from .registry import ConnectionRegistry
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    from ..backends import Replay
     from ..subscriber import Subscriber
-    from .app import App
 
 log = logging.getLogger("ssehub.server")
 
@@ -60,14 +59,6 @@ away (ENHANCE_YOUR_CALM): opening and resetting streams at once is free for the 
 costs the hub a subscribe each (the "rapid reset" attack). A tab closing its EventSource
 resets one."""
 RESET_WINDOW = 10.0
-
-
-def _text(raw: bytes) -> str:
-    """Header values and paths as text: UTF-8 (what browsers send), else byte for byte."""
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.decode("latin-1")
 
 
 class _Incoming:
@@ -130,7 +121,7 @@ class H2Stream:
             self.backlog_size += len(data)
             sub = self.sub
             hub = conn.app.hub
-            if self.backlog_size > hub.max_buffer and sub is not None and sub.held is None:
+            if self.backlog_size > hub.max_buffer and sub is not None and sub.live:
                 # Live and past the bound: a slow consumer. Reset it rather than slow anyone.
                 log.info("resetting a slow HTTP/2 stream (over %d unsent bytes)", hub.max_buffer)
                 hub.drop_slow(sub)
@@ -161,7 +152,6 @@ class H2Protocol(asyncio.Protocol):
     with prior knowledge)."""
 
     __slots__ = (
-        "_address",
         "_deadline",
         "_draining",
         "_flush_handle",
@@ -171,19 +161,23 @@ class H2Protocol(asyncio.Protocol):
         "_resets",
         "_resets_since",
         "_waiting",
+        "address",
         "app",
         "closed",
         "h2",
         "loop",
         "paused",
+        "registry",
         "streams",
         "transport",
     )
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, registry: ConnectionRegistry) -> None:
         self.app = app
+        self.registry = registry
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport  # from connection_made on
+        self.address: str | None = None  # counted against the per-address limit
         config = H2Configuration(client_side=False, header_encoding=None)
         self.h2 = H2Connection(config)
         self.h2.local_settings = Settings(
@@ -201,7 +195,6 @@ class H2Protocol(asyncio.Protocol):
         self.paused = False
         self.closed = False
         self._draining = False
-        self._address: str | None = None
         self._refusal: HubError | None = None
         self._deadline = 0.0
         self._pending = 0  # publishes waiting for their backend
@@ -213,50 +206,19 @@ class H2Protocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         self.transport.set_write_buffer_limits(high=_HIGH_WATER)
-        app, settings = self.app, self.app.settings
-        self._refusal = self._admit()
-        if self._refusal is None:
-            app.connections.add(self)
-        else:  # not swept: its own timer ends it
+        settings = self.app.settings
+        # Refused over the limits: its first request is answered with the reason, then
+        # GOAWAY; not registered, so not swept: its own timer ends it.
+        self._refusal = self.registry.admit(self)
+        if self._refusal is not None:
             self.loop.call_later(settings.head_timeout, self._goaway)
         self._deadline = self.loop.time() + settings.head_timeout
         self.h2.initiate_connection()
         self._flush()
 
-    def _admit(self) -> HubError | None:
-        """The connection limits, as for HTTP/1.1; a refused connection answers its first
-        request with the reason and goes away."""
-        app, settings = self.app, self.app.settings
-        if len(app.connections) >= settings.max_connections:
-            return HubError(
-                503, "too many connections to this hub; try again soon", (("Retry-After", "1"),)
-            )
-        peer = self.transport.get_extra_info("peername")
-        if isinstance(peer, tuple):
-            address = str(peer[0])
-            count = app.per_address.get(address, 0) + 1
-            limit = settings.max_connections_per_ip
-            if limit and count > limit:
-                return HubError(
-                    429,
-                    f"too many connections from {address} (at most {limit})",
-                    (("Retry-After", "1"),),
-                )
-            app.per_address[address] = count
-            self._address = address
-        return None
-
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        app = self.app
-        app.connections.discard(self)
-        if app.all_closed is not None and not app.connections:
-            app.all_closed.set()
-        if self._address is not None:
-            left = app.per_address.pop(self._address, 1) - 1
-            if left > 0:
-                app.per_address[self._address] = left
-            self._address = None
+        self.registry.release(self)
         for stream in list(self.streams.values()):
             self._forget(stream)
         if self._flush_handle is not None:
@@ -329,20 +291,20 @@ class H2Protocol(asyncio.Protocol):
             elif raw_name == b":path":
                 target = raw_value
             elif raw_name == b":authority":
-                headers.setdefault("host", _text(raw_value))
+                headers.setdefault("host", text(raw_value))
             elif not raw_name.startswith(b":"):
                 key = raw_name.decode("latin-1")
-                text = _text(raw_value)
+                value_text = text(raw_value)
                 old = headers.get(key)
                 if old is None:
-                    headers[key] = text
+                    headers[key] = value_text
                 else:
-                    headers[key] = old + ("; " if key == "cookie" else ", ") + text
+                    headers[key] = old + ("; " if key == "cookie" else ", ") + value_text
         path, _, query = target.partition(b"?")
         request = Request(
             method.decode("ascii", "replace"),
-            _text(path or b"/"),
-            _text(query),
+            text(path or b"/"),
+            text(query),
             headers,
             b"",
             True,
@@ -380,7 +342,7 @@ class H2Protocol(asyncio.Protocol):
         incoming.refused = True
         incoming.body = []
         self.app.count(error)
-        self._answer(stream_id, error_response(error, keep_alive=True))
+        self._answer(stream_id, error_response(error))
         if error is self._refusal:  # a connection over the limits: one answer, then away
             self._goaway()
         # Not RST_STREAM(NO_ERROR) to stop the rest of the body (RFC 9113 8.1): httpx fails
@@ -393,34 +355,33 @@ class H2Protocol(asyncio.Protocol):
             return
         request = incoming.request
         request.body = b"".join(incoming.body)
-        app = self.app
-        if app.is_stream(request):
-            self._open(stream_id, request)
-            return
-        pending = app.handle(request)
-        if isinstance(pending, Response):
-            self._answer(stream_id, pending)
-        elif pending.done():
-            self._answer(stream_id, pending.result())
+        answer = self.app.handle(request)
+        if isinstance(answer, OpenedStream):
+            self._open(stream_id, answer)
+        elif isinstance(answer, Response):
+            self._answer(stream_id, answer)
+        elif answer.done():
+            self._answer(stream_id, answer.response())
         else:
             self._pending += 1
+            publish: DeferredPublish = answer
 
-            def answered(done: asyncio.Future[Response]) -> None:
+            def answered() -> None:
                 self._pending -= 1
-                if not done.cancelled():
-                    self._answer(stream_id, done.result())
-                    self._flush()
+                self._answer(stream_id, publish.response())
+                self._flush()
                 self._settled()
 
-            pending.add_done_callback(answered)
+            answer.when_done(answered)
 
     def _answer(self, stream_id: int, response: Response) -> None:
         """Send a complete response on ``stream_id`` (its body as flow control allows)."""
         if self.closed:
             return
         body = response.content
+        length = None if response.status in NO_CONTENT else len(response.body)
         try:
-            self._head(stream_id, response.status, response.headers, len(response.body), not body)
+            self._head(stream_id, response.status, response.headers, length, not body)
         except ProtocolError:  # StreamClosedError among them
             return  # the client gave up on it
         if body:
@@ -449,53 +410,41 @@ class H2Protocol(asyncio.Protocol):
 
     # -- streams -------------------------------------------------------------------------------
 
-    def _open(self, stream_id: int, request: Request) -> None:
+    def _open(self, stream_id: int, opened: OpenedStream) -> None:
         stream = H2Stream(self, stream_id)
-        try:
-            opened = self.app.open_stream(request, stream, stream.write)
-        except HubError as error:
-            self._answer(stream_id, error_response(error, keep_alive=True))
-            return
-        sub, last_event_id, preamble, expires = opened
-        stream.sub = sub
+        # No framing: DATA frames delimit the body (HTTP/2 has no chunked encoding).
+        stream.sub = opened.subscriber(stream, stream.write)
         self.streams[stream_id] = stream
         settings = self.app.settings
         if settings.write_timeout:
             stream.ends_at = self.loop.time() + settings.write_timeout
+        stream.starting = self.registry.spawn(self._run_stream(stream, opened))
 
-        def framed(replay: Replay | None) -> bytes:
-            headers, first = preamble(replay)
-            self._head(stream_id, 200, headers, None, False)
-            return first
+    async def _run_stream(self, stream: H2Stream, opened: OpenedStream) -> None:
+        sub = stream.sub
+        assert sub is not None
 
-        stream.starting = self.loop.create_task(
-            self._run_stream(stream, sub, last_event_id, framed, expires)
-        )
+        def preamble(replay: Replay | None) -> bytes:
+            start = opened.head(replay)
+            self._head(stream.id, 200, start.headers, None, False)
+            return start.first
 
-    async def _run_stream(
-        self,
-        stream: H2Stream,
-        sub: Subscriber,
-        last_event_id: str | None,
-        preamble: Callable[[Replay | None], bytes],
-        expires: float | None,
-    ) -> None:
         try:
-            await self.app.hub.subscribe(sub, last_event_id, preamble)
-        except (ConnectionResetError, StreamClosedError, asyncio.CancelledError):
+            await self.app.hub.subscribe(sub, opened.last_event_id, preamble)
+        except (ConnectionResetError, StreamClosedError):  # it left (SubscriberClosed too)
             return
-        except HubError as error:  # raised before the stream's head was written
-            log.warning("refusing a subscriber: %s", error.reason)
+        except HistoryUnavailable as exc:  # raised before the stream's head was written
+            log.warning("refusing a subscriber: %s", exc)
             stream.starting = None
             if not stream.closed:
                 self._forget(stream)
-                self._answer(stream.id, error_response(error, keep_alive=True))
+                self._answer(stream.id, self.app.unavailable(exc, opened))
                 self._flush()
             return
         finally:
             stream.starting = None
-        if expires is not None and not stream.closed:
-            stream.expiry = self.loop.call_later(expires, self._expired, stream)
+        if opened.expires is not None and not stream.closed:
+            stream.expiry = self.loop.call_later(opened.expires, self._expired, stream)
 
     def _expired(self, stream: H2Stream) -> None:
         log.info("closing a subscriber whose token expired")

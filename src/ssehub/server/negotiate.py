@@ -14,8 +14,9 @@ from .h2 import H2Protocol
 from .protocol import HttpProtocol
 
 if TYPE_CHECKING:
+    from ..app import App
     from ..settings import Settings
-    from .app import App
+    from .registry import ConnectionRegistry
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 """What every HTTP/2 client sends first (RFC 9113 §3.4)."""
@@ -41,13 +42,15 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
-def protocol_factory(app: App, tls: bool) -> Callable[[], asyncio.Protocol]:
+def protocol_factory(
+    app: App, registry: ConnectionRegistry, tls: bool
+) -> Callable[[], asyncio.Protocol]:
     """What ``create_server`` calls for each accepted connection."""
     if tls:
-        return lambda: _ByAlpn(app)
+        return lambda: _ByAlpn(app, registry)
     if app.settings.http2:
-        return lambda: _ByPreface(app)
-    return lambda: HttpProtocol(app)
+        return lambda: _ByPreface(app, registry)
+    return lambda: HttpProtocol(app, registry)
 
 
 def _hand_over(
@@ -62,25 +65,31 @@ def _hand_over(
 class _ByAlpn(asyncio.Protocol):
     """A TLS connection: the handshake is over when this is called, so ALPN has chosen."""
 
-    __slots__ = ("app",)
+    __slots__ = ("app", "registry")
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, registry: ConnectionRegistry) -> None:
         self.app = app
+        self.registry = registry
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         tls = cast(ssl.SSLObject | None, transport.get_extra_info("ssl_object"))
         chosen = tls.selected_alpn_protocol() if tls is not None else None
-        protocol = H2Protocol(self.app) if chosen == "h2" else HttpProtocol(self.app)
+        protocol: asyncio.Protocol
+        if chosen == "h2":
+            protocol = H2Protocol(self.app, self.registry)
+        else:
+            protocol = HttpProtocol(self.app, self.registry)
         _hand_over(transport, protocol)
 
 
 class _ByPreface(asyncio.Protocol):
     """A plain connection with ``--http2``: its first bytes say which protocol it speaks."""
 
-    __slots__ = ("_buffer", "_timer", "_transport", "app")
+    __slots__ = ("_buffer", "_timer", "_transport", "app", "registry")
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, registry: ConnectionRegistry) -> None:
         self.app = app
+        self.registry = registry
         self._buffer = b""
         self._transport: asyncio.BaseTransport | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -101,8 +110,11 @@ class _ByPreface(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
         assert self._transport is not None
-        h2 = buffer.startswith(PREFACE)
-        protocol: asyncio.Protocol = H2Protocol(self.app) if h2 else HttpProtocol(self.app)
+        protocol: asyncio.Protocol
+        if buffer.startswith(PREFACE):
+            protocol = H2Protocol(self.app, self.registry)
+        else:
+            protocol = HttpProtocol(self.app, self.registry)
         _hand_over(self._transport, protocol, buffer)
 
     def eof_received(self) -> bool | None:

@@ -1,0 +1,235 @@
+"""The hub's application, shared by both faces: routing, auth, publish, subscribe, metrics.
+
+It answers a ``Request`` with a typed answer (``Response``, ``DeferredPublish`` or
+``OpenedStream``) and knows nothing of sockets, HTTP/1.1 framing or ASGI.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from ..auth import Authenticator
+from ..contract import HistoryUnavailable, InvalidEvent
+from ..errors import HubError
+from ..hub import Hub
+from ..mercure import HUB_PATH, parse_publish, parse_subscribe, query_token
+from ..metrics import CONTENT_TYPE, Metrics
+from ..settings import Settings
+from ..sse import encode_comment
+from ..subscriber import Subscriber
+from ..subscriptions import PREFIX as SUBSCRIPTIONS
+from ..subscriptions import Subscriptions
+from ..tokens import Carrier, Token, find_token, forbidden
+from ..topics import check_selectors
+from .answers import DeferredPublish, Headers, Request, Response, error_response, response
+from .cors import Cors
+from .demo import DemoPage
+from .streams import OpenedStream
+
+Answer = Response | DeferredPublish | OpenedStream
+_Handler = Callable[[Request, Headers], Answer]
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """The methods one path answers, and where a 405 says the method is not allowed."""
+
+    where: str  # "on {path}", "here: ..."
+    methods: Mapping[str, _Handler]
+
+    @property
+    def allow(self) -> str:
+        return ", ".join(self.methods)
+
+
+class App:
+    """The hub's face-neutral application; one per hub, shared by every connection."""
+
+    def __init__(self, settings: Settings, hub: Hub) -> None:
+        self.settings = settings
+        self.hub = hub
+        self.auth = Authenticator(
+            settings.publisher_jwt_key,
+            settings.subscriber_jwt_key,
+            settings.jwt_algorithm,
+            hub.matcher,
+            leeway=settings.jwt_leeway,
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+        )
+        self.cors = Cors(settings.cors_origins, settings.publish_origins)
+        self.rejections = {401: 0, 403: 0}
+        self.subscriptions = Subscriptions(hub) if settings.subscriptions else None
+        self._subscriber_ids: dict[Subscriber, str] = {}
+        self.open_connections: Callable[[], int] | None = None  # set by a face that counts
+        self.metrics = Metrics(hub, self._extra_metrics)
+        self._demo = DemoPage(settings)
+        health = _Route("on {path}", {"GET": self._ok, "HEAD": self._ok})
+        self._routes: dict[str, _Route] = {
+            HUB_PATH: _Route(
+                "here: GET subscribes, POST publishes",
+                {"GET": self._subscribe, "POST": self._publish, "OPTIONS": self._preflight},
+            ),
+            "/metrics": _Route("on {path}", {"GET": self._metrics, "HEAD": self._metrics}),
+            "/healthz": health,
+            "/readyz": health,
+        }
+        if settings.demo:
+            page = {"GET": self._demo_page, "HEAD": self._demo_page}
+            self._routes["/"] = _Route("on the demo page", page)
+        api = {"GET": self._subscriptions_api, "HEAD": self._subscriptions_api}
+        self._subscriptions_route = _Route("on the subscriptions API", api)
+
+    async def close(self) -> None:
+        """Stop the engine: publishes in flight finish, the backend closes."""
+        await self.hub.close()
+
+    # -- routing -------------------------------------------------------------------------------
+
+    def is_stream(self, request: Request) -> bool:
+        """Whether ``request`` opens a stream (a face orders it after earlier answers)."""
+        return request.path == HUB_PATH and request.method == "GET"
+
+    def handle(self, request: Request) -> Answer:
+        """Answer ``request``; a refusal is a ``Response`` with its status and reason."""
+        cors = self.cors.headers(request)
+        answer: Answer
+        try:
+            route = self._route(request)
+            answer = route.methods.get(request.method, self._not_allowed)(request, cors)
+        except HubError as error:
+            self.count(error)
+            answer = error_response(error, cors)
+        except InvalidEvent as exc:  # an in-process rule the form parser did not cover
+            answer = error_response(HubError(400, str(exc)), cors)
+        if request.method == "HEAD" and isinstance(answer, Response):
+            answer.bodiless = True  # every answer to a HEAD, refusals too: no body on the wire
+        return answer
+
+    def unavailable(self, exc: HistoryUnavailable, opened: OpenedStream) -> Response:
+        """The answer to a stream whose history could not be read (before its head)."""
+        return error_response(HubError(503, str(exc), (("Retry-After", "1"),)), opened.cors)
+
+    def _route(self, request: Request) -> _Route:
+        path = request.path
+        route = self._routes.get(path)
+        if route is not None:
+            return route
+        if self.subscriptions is not None and path.startswith(SUBSCRIPTIONS):
+            return self._subscriptions_route
+        raise HubError(404, f"no such path {path!r}: the hub is at {HUB_PATH}")
+
+    def _not_allowed(self, request: Request, cors: Headers) -> Answer:
+        route = self._route(request)
+        where = route.where.format(path=request.path)
+        raise HubError(405, f"{request.method} not allowed {where}", (("Allow", route.allow),))
+
+    def count(self, error: HubError) -> None:
+        """Auth refusals, for the metrics."""
+        if error.status in self.rejections:
+            self.rejections[error.status] += 1
+
+    def _token(self, request: Request, query: str | None = None) -> Token | None:
+        """The request's token and its carrier (header, then query, then cookie)."""
+        headers = request.headers
+        return find_token(
+            headers.get("authorization"),
+            query if query is not None else query_token(request.query),
+            headers.get("cookie"),
+            self.settings.cookie_name,
+        )
+
+    # -- the answers ---------------------------------------------------------------------------
+
+    def _ok(self, request: Request, cors: Headers) -> Response:
+        return response(200, b"ok\n")
+
+    def _metrics(self, request: Request, cors: Headers) -> Response:
+        return response(200, self.metrics.render(), CONTENT_TYPE)
+
+    def _demo_page(self, request: Request, cors: Headers) -> Response:
+        return self._demo.render()
+
+    def _preflight(self, request: Request, cors: Headers) -> Response:
+        return self.cors.preflight(request, cors, self._routes[HUB_PATH].allow)
+
+    def _publish(self, request: Request, cors: Headers) -> DeferredPublish:
+        event = parse_publish(request.body, request.headers.get("content-type"))
+        found = self._token(request)
+        if found is not None and found.carrier is Carrier.COOKIE:
+            self.cors.check_cookie_publish(request)
+        self.auth.publisher(found, event.topics)
+        longest = max(len(topic) for topic in event.topics)
+        if longest > self.settings.max_topic_length:
+            raise HubError(
+                400,
+                f"topic too long: {longest} characters, at most {self.settings.max_topic_length}"
+                " (--max-topic-length)",
+            )
+        return DeferredPublish(self.hub.publish(event), cors)
+
+    def _subscribe(self, request: Request, cors: Headers) -> OpenedStream:
+        headers = request.headers
+        settings = self.settings
+        wanted = parse_subscribe(request.query, headers.get("last-event-id"), settings.max_topics)
+        check_selectors(
+            wanted.topics, settings.max_template_length, settings.max_template_expressions
+        )
+        claims = self.auth.subscriber(
+            self._token(request, wanted.authorization or ""), self.settings.anonymous
+        )
+        allowed = None
+        if claims is not None and claims.subscribe is not None:
+            allowed = frozenset(claims.subscribe)
+        first = encode_comment()
+        if self.settings.retry is not None:
+            first += b"retry: %d\n\n" % self.settings.retry
+        expires = None
+        if claims is not None and claims.expires is not None:
+            # Accepted within --jwt-leeway, so it lives as long: the leeway is clock skew.
+            expires = max(0.0, claims.expires + settings.jwt_leeway - time.time())
+
+        def opened(sub: Subscriber) -> None:
+            if self.subscriptions is not None:
+                payload = claims.payload if claims is not None else None
+                self._subscriber_ids[sub] = self.subscriptions.opened(wanted.topics, payload)
+
+        return OpenedStream(
+            wanted.topics, allowed, wanted.last_event_id, expires, cors, first, opened
+        )
+
+    def stream_closed(self, sub: Subscriber) -> None:
+        """A stream ended: announce the end of its subscriptions."""
+        subscriber = self._subscriber_ids.pop(sub, None)
+        if subscriber is not None and self.subscriptions is not None:
+            self.subscriptions.closed(subscriber)
+
+    def _subscriptions_api(self, request: Request, cors: Headers) -> Response:
+        """The subscriptions API; the URL must match one of the token's mercure.subscribe."""
+        assert self.subscriptions is not None
+        claims = self.auth.subscriber(self._token(request), anonymous=False)
+        assert claims is not None
+        selectors = claims.subscribe or ()
+        if not any(self.hub.matcher.match(s, request.path) for s in selectors):
+            raise forbidden(f"mercure.subscribe does not cover {request.path!r}")
+        body = json.dumps(self.subscriptions.answer(request.path)).encode()
+        return response(200, body, "application/ld+json", headers=cors)
+
+    # -- metrics -------------------------------------------------------------------------------
+
+    def _extra_metrics(self) -> Iterator[Metric]:
+        if self.open_connections is not None:
+            yield GaugeMetricFamily(
+                "ssehub_connections", "Open client connections.", value=self.open_connections()
+            )
+        family = CounterMetricFamily(
+            "ssehub_auth_rejections", "Requests refused by auth.", labels=["status"]
+        )
+        for status, count in self.rejections.items():
+            family.add_metric([str(status)], count)
+        yield family

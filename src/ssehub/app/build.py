@@ -1,0 +1,25 @@
+"""The one place a hub is put together from Settings: backend, engine, application."""
+
+from __future__ import annotations
+
+from ..backends import open_backend
+from ..hub import Hub
+from ..settings import Settings
+from .application import App
+
+
+async def build(settings: Settings) -> App:
+    """Open the configured backend, start the engine on the running loop and the auth (JWKS
+    fetched once); ``await app.close()`` undoes it."""
+    backend = open_backend(
+        settings.store, settings.history_size, settings.history_max_age, settings.history_max_bytes
+    )
+    hub = Hub(backend, heartbeat=settings.heartbeat, max_buffer=settings.max_write_buffer)
+    await hub.start()
+    app = App(settings, hub)
+    try:
+        await app.auth.start()
+    except BaseException:
+        await hub.close()
+        raise
+    return app

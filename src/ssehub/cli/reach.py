@@ -1,0 +1,60 @@
+"""Reaching a hub from the command line: URL checks, and one line for a hub that does not
+answer or answers with a server error."""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import urlsplit
+
+import httpx
+import rich_click as click
+
+from ..publisher import HubClientError
+from .options import DEFAULT_URL
+
+
+def hub_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A hub URL must be absolute http(s): httpx's own complaint comes too late and vaguely."""
+    if value is None:
+        return value
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise click.BadParameter(
+            f"{value!r} is not an http(s) URL: write e.g. {DEFAULT_URL}", ctx, param
+        )
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r}: {exc}", ctx, param) from None
+    return value
+
+
+def root_reason(exc: BaseException) -> str:
+    """The operating system's reason under an httpx error ("Connection refused")."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno and seen.errno > 0:
+            return os.strerror(seen.errno)  # asyncio rewrites strerror as "Connect call failed"
+        if isinstance(seen, OSError) and seen.strerror:
+            return seen.strerror
+        seen = seen.__cause__ or seen.__context__
+    return str(exc) or type(exc).__name__
+
+
+def unreachable(url: str, exc: httpx.HTTPError | HubClientError) -> click.ClickException:
+    """One line for a hub that did not answer, or answered with a server error."""
+    if isinstance(exc, HubClientError):  # a 5xx with the hub's reason, or no answer
+        said = f"answered {exc}" if exc.status is not None else f"could not be reached: {exc}"
+        return click.ClickException(f"the hub at {url} {said}")
+    if isinstance(exc, httpx.HTTPStatusError):
+        answer = exc.response
+        reason = " ".join(answer.text.split())[:300] or answer.reason_phrase
+        return click.ClickException(f"the hub at {url} answered {answer.status_code}: {reason}")
+    if isinstance(exc, httpx.ConnectError):
+        return click.ClickException(
+            f"could not reach {url}: nothing answers there ({root_reason(exc)}): is the hub"
+            " running, and is --url right?"
+        )
+    if isinstance(exc, httpx.TimeoutException):
+        return click.ClickException(f"could not reach {url}: no answer in time ({exc!r})")
+    return click.ClickException(f"could not reach {url}: {exc or type(exc).__name__}")

@@ -1,0 +1,150 @@
+"""A connection that has become an event stream: the hub's ``Stream``, its start (replay,
+then live) and its time limits (token expiry, write timeout, dispatch timeout)."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from ..app import OpenedStream
+from ..contract import HistoryUnavailable, Replay
+from .connection import Connection
+from .http import LAST_CHUNK, chunk, encode, head
+from .states import State
+from .tcpinfo import progress
+
+if TYPE_CHECKING:
+    import asyncio
+
+log = logging.getLogger("ssehub.server")
+
+_REPLAY_HIGH_WATER = 256 * 1024
+
+
+class StreamConnection:
+    """One subscriber's connection, from its accepted subscribe to its close."""
+
+    __slots__ = (
+        "_acked",
+        "_chunked",
+        "_conn",
+        "_ends_at",
+        "_expiry",
+        "_starting",
+        "_stuck_since",
+        "sub",
+    )
+
+    def __init__(self, conn: Connection, opened: OpenedStream, chunked: bool) -> None:
+        self._conn = conn
+        loop, settings = conn.loop, conn.app.settings
+        # The fan-out calls the transport's own write: no frame of ours on the hot path. A
+        # chunked stream's bytes are framed once per view by the hub (``chunk`` is in the
+        # view's key), never per subscriber.
+        self._chunked = chunked
+        self.sub = opened.subscriber(self, conn.transport.write, chunk if chunked else None)
+        self._expiry: asyncio.TimerHandle | None = None
+        expires_at = None if opened.expires is None else loop.time() + opened.expires
+        self._ends_at = loop.time() + settings.write_timeout if settings.write_timeout else 0.0
+        self._stuck_since = 0.0
+        self._acked = 0
+        conn.transport.set_write_buffer_limits(high=_REPLAY_HIGH_WATER)
+        self._starting: asyncio.Task[None] | None = conn.spawn(self._start(opened, expires_at))
+
+    async def _start(self, opened: OpenedStream, expires_at: float | None) -> None:
+        conn = self._conn
+        app = conn.app
+
+        def preamble(replay: Replay | None) -> bytes:
+            start = opened.head(replay)
+            if not self._chunked:
+                return head(200, start.headers, None, keep_alive=False) + start.first
+            headers = [*start.headers, ("Transfer-Encoding", "chunked")]
+            return head(200, headers, None, keep_alive=False) + chunk(start.first)
+
+        try:
+            await app.hub.subscribe(self.sub, opened.last_event_id, preamble)
+        except ConnectionResetError:  # it left or was dropped meanwhile (SubscriberClosed)
+            return
+        except HistoryUnavailable as exc:  # raised before the stream's head was written
+            log.warning("refusing a subscriber: %s", exc)
+            if conn.state is not State.CLOSED:
+                conn.transport.write(encode(app.unavailable(exc, opened), keep_alive=False))
+                conn.close()
+            return
+        self._starting = None
+        if conn.state is State.OPENING:
+            conn.move(State.STREAMING)
+            # Live from here: past this many unsent bytes the subscriber is dropped.
+            conn.transport.set_write_buffer_limits(high=app.hub.max_buffer)
+            if expires_at is not None:
+                # Armed once the head and replay are written, so even a token about to
+                # expire gets its answer rather than a connection closed with zero bytes.
+                self._expiry = conn.loop.call_at(expires_at, self._expired)
+
+    # -- Stream, for the hub -------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self._conn.state is not State.CLOSED:
+            self._conn.transport.write(data)
+
+    def abort(self) -> None:
+        self._conn.transport.abort()
+
+    async def drain(self) -> None:
+        if self._conn.state is State.CLOSED:
+            raise ConnectionResetError("subscriber went away")
+        await self._conn.flow.drain()
+
+    # -- limits --------------------------------------------------------------------------------
+
+    def slow(self) -> None:
+        """Live and past the bound: a slow consumer. Drop it rather than slow anyone."""
+        hub = self._conn.app.hub
+        log.info("closing a slow subscriber (over %d unsent bytes)", hub.max_buffer)
+        hub.drop_slow(self.sub)
+
+    def check(self, now: float) -> None:
+        """The sweep's look: write timeout, then dispatch timeout (nothing read for a while)."""
+        conn = self._conn
+        if self._ends_at and now >= self._ends_at:
+            self.end("reached --write-timeout; it resumes with Last-Event-ID")
+            return
+        timeout = conn.app.settings.dispatch_timeout
+        if not timeout:
+            return
+        unsent, acked = progress(conn.transport)
+        if unsent and acked == self._acked:  # bytes waiting, none taken since last look
+            if not self._stuck_since:
+                self._stuck_since = now
+            elif now - self._stuck_since >= timeout:
+                log.info("closing a subscriber that read nothing for %gs", timeout)
+                conn.app.hub.drop_slow(self.sub)
+        else:
+            self._stuck_since = 0.0
+        self._acked = acked
+
+    def end(self, why: str) -> None:
+        """End the stream cleanly: what is buffered is sent (a chunked one's terminating chunk
+        last, once it is live), then the connection closes."""
+        log.debug("ending a stream: %s", why)
+        conn = self._conn
+        conn.app.hub.detach(self.sub)
+        if self._chunked and conn.state is State.STREAMING:
+            conn.transport.write(LAST_CHUNK)
+        conn.close()
+
+    def _expired(self) -> None:
+        log.info("closing a subscriber whose token expired")
+        self._expiry = None
+        self.end("its token expired")
+
+    def lost(self) -> None:
+        """The connection is gone: forget the subscriber, announce its end."""
+        app = self._conn.app
+        app.hub.detach(self.sub)
+        app.stream_closed(self.sub)
+        if self._expiry is not None:
+            self._expiry.cancel()
+        if self._starting is not None:
+            self._starting.cancel()
