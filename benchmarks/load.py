@@ -96,8 +96,17 @@ def main() -> None:
     )
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--hub-arg", action="append", default=[], help="extra serve argument")
+    parser.add_argument(
+        "--http",
+        choices=["1.0", "1.1", "2"],
+        default="1.1",
+        help="subscribers' protocol: 1.1 (chunked), 1.0 (close-delimited), 2 (h2c, --http2)",
+    )
+    parser.add_argument("--streams", type=int, default=100, help="HTTP/2 streams per connection")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if args.http == "2" and args.face == "server":
+        args.hub_arg.append("--http2")
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     os.sched_setaffinity(0, {args.load_cpu})
@@ -118,6 +127,8 @@ def main() -> None:
             args.duration,
             args.warmup,
             args.load_cpu,
+            args.http,
+            args.streams,
         )
         result = uvloop.run(bench.run(target, options))
     finally:

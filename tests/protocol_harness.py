@@ -21,7 +21,7 @@ from ssehub.server import ConnectionRegistry, HttpProtocol
 from ssehub.settings import Settings
 from ssehub.sse import Decoder, ServerEvent
 
-from .support import HUB, KEY, iter_responses, make_token, until
+from .support import HUB, KEY, Dechunker, iter_responses, make_token, until
 
 # asyncio's own default for a transport's write buffer.
 DEFAULT_HIGH_WATER = 64 * 1024
@@ -165,6 +165,7 @@ class Connection:
     hub: Hub
     server: object  # what further connections to the same server share; opaque to tests
     decoder: Decoder = field(default_factory=Decoder)
+    dechunker: Dechunker | None = None  # an HTTP/1.1 stream's body is chunked
     _read: int = 0
 
     def send(self, data: bytes) -> None:
@@ -193,7 +194,12 @@ class Connection:
         raw = bytes(self.transport.buffer)
         if not self._read:
             self._read = raw.index(b"\r\n\r\n") + 4
+            head = self.stream_head()
+            if head is not None and head[1].get("transfer-encoding") == "chunked":
+                self.dechunker = Dechunker()
         new, self._read = raw[self._read :], len(raw)
+        if self.dechunker is not None:
+            new = self.dechunker.feed(new)
         return self.decoder.feed(new)
 
     async def next_events(self, count: int) -> list[ServerEvent]:

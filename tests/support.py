@@ -162,6 +162,7 @@ class HubProcess:
         query: Sequence[tuple[str, str]] = (),
         headers: dict[str, str] | None = None,
         rcvbuf: int | None = None,
+        version: str = "HTTP/1.1",
     ) -> SSEClient:
         params: list[tuple[str, str]] = [
             ("topic", t) for t in ([topics] if isinstance(topics, str) else topics)
@@ -172,7 +173,7 @@ class HubProcess:
             all_headers["Authorization"] = f"Bearer {token}"
         if last_event_id is not None:
             all_headers["Last-Event-ID"] = last_event_id
-        return SSEClient(self.port, HUB + "?" + urlencode(params), all_headers, rcvbuf)
+        return SSEClient(self.port, HUB + "?" + urlencode(params), all_headers, rcvbuf, version)
 
     def metric(self, name: str) -> float:
         return metric(self.base, name)
@@ -242,18 +243,65 @@ def start_hub(
     return hub
 
 
+class Dechunker:
+    """Incremental HTTP/1.1 chunked-body decoder that checks the framing as it goes.
+
+    ``feed`` returns the body bytes completed so far; ``ended`` turns true at the terminating
+    ``0`` chunk. Bad framing raises ValueError, so a test reading through this proves the
+    stream was validly chunked."""
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.left = -1  # bytes of the current chunk still to come; -1: a size line is next
+        self.ended = False
+        self.chunks = 0
+
+    def feed(self, data: bytes) -> bytes:
+        self.buffer += data
+        out: list[bytes] = []
+        while not self.ended:
+            if self.left < 0:
+                line, sep, rest = self.buffer.partition(b"\r\n")
+                if not sep:
+                    if len(self.buffer) > 32:
+                        raise ValueError(f"no chunk size line: {self.buffer[:40]!r}")
+                    break
+                if not line or any(c not in b"0123456789abcdefABCDEF" for c in line):
+                    raise ValueError(f"bad chunk size line {line!r}")
+                self.buffer, self.left = rest, int(line, 16)
+                if self.left == 0:
+                    if not self.buffer.startswith(b"\r\n") and len(self.buffer) >= 2:
+                        raise ValueError(f"bad last chunk: {self.buffer[:10]!r}")
+                    self.ended = True
+                    break
+                self.chunks += 1
+            if len(self.buffer) < self.left + 2:
+                break
+            if self.buffer[self.left : self.left + 2] != b"\r\n":
+                raise ValueError(f"chunk not ended by CRLF: {self.buffer[: self.left + 2]!r}")
+            out.append(self.buffer[: self.left])
+            self.buffer, self.left = self.buffer[self.left + 2 :], -1
+        return b"".join(out)
+
+
 class SSEClient:
-    """A subscriber on a raw socket: sends the GET, parses the head, decodes events."""
+    """A subscriber on a raw socket: sends the GET, parses the head, decodes events (through
+    a ``Dechunker`` when the stream is chunked, which checks its framing)."""
 
     def __init__(
-        self, port: int, target: str, headers: dict[str, str], rcvbuf: int | None = None
+        self,
+        port: int,
+        target: str,
+        headers: dict[str, str],
+        rcvbuf: int | None = None,
+        version: str = "HTTP/1.1",
     ) -> None:
         self.sock = socket.socket()
         if rcvbuf is not None:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(10)
         self.sock.connect(("127.0.0.1", port))
-        lines = [f"GET {target} HTTP/1.1", f"Host: 127.0.0.1:{port}"]
+        lines = [f"GET {target} {version}", f"Host: 127.0.0.1:{port}"]
         lines += [f"{k}: {v}" for k, v in headers.items()]
         self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())  # UTF-8, as browsers
         self.decoder = Decoder()
@@ -273,6 +321,9 @@ class SSEClient:
             name, _, value = line.partition(":")
             self.headers[name.strip().lower()] = value.strip()
         self.body = b""
+        self.dechunker: Dechunker | None = None
+        if self.headers.get("transfer-encoding", "").lower() == "chunked":
+            self.dechunker = Dechunker()
         if self.status != 200:
             length = int(self.headers.get("content-length", "0"))
             while len(rest) < length:
@@ -282,7 +333,12 @@ class SSEClient:
                 rest += chunk
             self.body = rest
         else:
-            self.pending.extend(self.decoder.feed(rest))
+            self._feed(rest)
+
+    def _feed(self, data: bytes) -> None:
+        if self.dechunker is not None:
+            data = self.dechunker.feed(data)
+        self.pending.extend(self.decoder.feed(data))
 
     def events(self, count: int, timeout: float = 10.0) -> list[ServerEvent]:
         """The next ``count`` events; raises TimeoutError if they do not come in time."""
@@ -299,7 +355,7 @@ class SSEClient:
             if not chunk:
                 self.closed = True
                 raise ConnectionError(f"stream closed after {len(self.pending)} events")
-            self.pending.extend(self.decoder.feed(chunk))
+            self._feed(chunk)
         out, self.pending = self.pending[:count], self.pending[count:]
         return out
 
@@ -346,7 +402,7 @@ class SSEClient:
             if not chunk:
                 self.closed = True
                 return True
-            self.pending.extend(self.decoder.feed(chunk))
+            self._feed(chunk)
         return False
 
     def close(self) -> None:

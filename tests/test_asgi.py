@@ -37,7 +37,7 @@ def fastapi_hub() -> Iterator[HubProcess]:
 def test_mounted_hub_publishes_and_streams(fastapi_hub: HubProcess) -> None:
     with fastapi_hub.subscribe("https://example.com/books/{id}") as sub:
         assert sub.status == 200
-        assert sub.headers["content-type"] == "text/event-stream"
+        assert sub.headers["content-type"] == "text/event-stream; charset=utf-8"
         over_http = fastapi_hub.publish("https://example.com/books/1", "from a publisher")
         assert over_http.status_code == 200
         in_process = httpx.post(fastapi_hub.base + "/books/2", params={"title": "Dune"})

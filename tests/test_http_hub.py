@@ -33,7 +33,7 @@ def unique(name: str) -> str:
 def test_stream_head_and_first_comment(hub: HubProcess) -> None:
     with hub.subscribe(unique("head")) as sub:
         assert sub.status == 200
-        assert sub.headers["content-type"] == "text/event-stream"
+        assert sub.headers["content-type"] == "text/event-stream; charset=utf-8"
         assert "no-cache" in sub.headers["cache-control"]
         assert sub.headers["x-accel-buffering"] == "no"
         assert 'rel="mercure"' in sub.headers["link"]

@@ -463,8 +463,9 @@ async def test_stream_head_preamble_and_live_delivery() -> None:
     assert head is not None
     status, headers = head
     assert status == 200
-    assert headers["content-type"] == "text/event-stream"
-    assert headers["connection"] == "close"  # the body runs until the connection ends
+    assert headers["content-type"] == "text/event-stream; charset=utf-8"
+    assert headers["transfer-encoding"] == "chunked"  # a cut stream is not a clean end
+    assert headers["connection"] == "close"
     assert "content-length" not in headers
     assert headers["x-accel-buffering"] == "no"
     assert "last-event-id" not in headers

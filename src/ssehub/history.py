@@ -20,6 +20,11 @@ _REPLAY_CHUNK = 64 * 1024
 _CATCH_UP = 10.0  # seconds a resume waits for this node to reach the subscriber's event
 
 
+def _framed(sub: Subscriber, data: bytes) -> bytes:
+    """``data`` as ``sub``'s face frames a body write (replay and notices: one subscriber's)."""
+    return data if sub.frame is None else sub.frame(data)
+
+
 class History:
     """One hub's reader of its backend's history for subscribers that resume."""
 
@@ -78,7 +83,7 @@ class History:
             raise ConnectionResetError("history is unavailable") from exc
         if not page.found:  # history moved past it mid-replay: say so, never skip silently
             first = next((e.id for e in page.events if view.wants(e)), None)
-            sub.write(gap_notice(last.id, first))
+            sub.write(_framed(sub, gap_notice(last.id, first)))
         return page
 
     async def _write(self, sub: Subscriber, view: View, replay: Replay) -> None:
@@ -90,11 +95,11 @@ class History:
             chunk.append(event.wire)
             size += len(event.wire)
             if size >= _REPLAY_CHUNK:
-                sub.write(b"".join(chunk))
+                sub.write(_framed(sub, b"".join(chunk)))
                 chunk, size = [], 0
                 await sub.stream.drain()
                 if sub.phase is Phase.CLOSED:
                     return
         if chunk:
-            sub.write(b"".join(chunk))
+            sub.write(_framed(sub, b"".join(chunk)))
             await sub.stream.drain()

@@ -44,6 +44,19 @@ class Settings:
         "Serve the demo page and its clock at / (serve: on only when it made its key).",
         "server",
     )
+    certfile: str | None = _opt(
+        None,
+        "PEM certificate chain: serve HTTPS, with HTTP/2 negotiated by ALPN (HTTP/1.1 for "
+        "older clients). Needs --keyfile.",
+        "server",
+    )
+    keyfile: str | None = _opt(None, "PEM private key of --certfile.", "server")
+    http2: bool = _opt(
+        False,
+        "Also accept HTTP/2 without TLS (h2c with prior knowledge) on the plain port. With "
+        "--certfile, HTTP/2 is always offered.",
+        "server",
+    )
     subscriptions: bool = _opt(
         False,
         "Publish subscription events (live only, never kept in history) and serve the Mercure"
@@ -213,6 +226,9 @@ def _validate(s: Settings) -> None:
             " (use --store redis://…)",
         )
     _validate_store(s.store)
+    if (s.certfile is None) != (s.keyfile is None):
+        missing = "keyfile" if s.keyfile is None else "certfile"
+        raise InvalidSetting(missing, "TLS needs both --certfile and --keyfile")
     for name in _AT_LEAST_ONE:
         if getattr(s, name) < 1:
             raise InvalidSetting(name, f"must be >= 1, got {getattr(s, name)}")

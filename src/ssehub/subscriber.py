@@ -41,7 +41,10 @@ class SubscriberClosed(ConnectionResetError):
     """The subscriber was closed (it left, or was dropped) before its stream could start."""
 
 
-ViewKey = tuple[frozenset[str], frozenset[str] | None]
+Frame = Callable[[bytes], bytes]
+"""A face's body framing (HTTP/1.1 chunks): applied once per view, never per subscriber."""
+
+ViewKey = tuple[frozenset[str], frozenset[str] | None, Frame | None]
 
 
 class Subscriber:
@@ -50,10 +53,13 @@ class Subscriber:
     ``allowed`` holds the selectors of the token's ``mercure.subscribe`` claim; ``None``
     (anonymous) sees no private update. Subscribers with equal keys share one view and so
     one buffer per fan-out. ``held`` gathers live bytes while the phase is ``REPLAYING``.
+    ``frame`` wraps every body write of the hub (a chunked HTTP/1.1 stream); it is part of
+    the key, so a view frames its buffer once for all its members.
     """
 
     __slots__ = (
         "allowed",
+        "frame",
         "held",
         "held_size",
         "key",
@@ -69,6 +75,7 @@ class Subscriber:
         selectors: tuple[str, ...],
         allowed: frozenset[str] | None,
         write: Callable[[bytes], None] | None = None,
+        frame: Frame | None = None,
     ) -> None:
         self.stream = stream
         # What the fan-out loop calls; a face may pass its transport's own ``write`` so that a
@@ -76,7 +83,8 @@ class Subscriber:
         self.write: Callable[[bytes], None] = write or stream.write
         self.selectors = selectors
         self.allowed = allowed
-        self.key: ViewKey = (frozenset(selectors), allowed)
+        self.frame = frame
+        self.key: ViewKey = (frozenset(selectors), allowed, frame)
         self.phase = Phase.NEW
         self.held: list[bytes] = []
         self.held_size = 0

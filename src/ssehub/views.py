@@ -25,10 +25,20 @@ class _Dropper(Protocol):
 class View:
     """Subscribers with equal selectors and claims: they share one buffer per fan-out."""
 
-    __slots__ = ("_writes", "allowed", "live", "matcher", "selectors", "waiting")
+    __slots__ = (
+        "_writes",
+        "allowed",
+        "frame",
+        "heartbeat",
+        "live",
+        "matcher",
+        "selectors",
+        "waiting",
+    )
 
     def __init__(self, key: ViewKey, matcher: TopicMatcher) -> None:
-        self.selectors, self.allowed = key
+        self.selectors, self.allowed, self.frame = key
+        self.heartbeat = HEARTBEAT if self.frame is None else self.frame(HEARTBEAT)
         self.matcher = matcher
         self.live: dict[Subscriber, None] = {}
         self.waiting: dict[Subscriber, None] = {}  # replaying: live bytes are held for them
@@ -45,6 +55,8 @@ class View:
 
     def send(self, data: bytes, hub: _Dropper) -> int:
         """Write ``data`` to every live member; hold it for replaying ones. Returns writes."""
+        if self.frame is not None:
+            data = self.frame(data)  # once for the view; held bytes are framed already
         writes = self._writes
         if writes is None:
             writes = self._writes = tuple(s.write for s in self.live)
@@ -60,8 +72,9 @@ class View:
         return len(writes)
 
     def beat(self) -> None:
+        heartbeat = self.heartbeat
         for sub in self.live:
-            sub.write(HEARTBEAT)
+            sub.write(heartbeat)
 
     def changed(self) -> None:
         self._writes = None

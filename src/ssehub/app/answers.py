@@ -28,6 +28,7 @@ class Request:
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
     keep_alive: bool = True
+    http_version: str = "1.1"  # "1.0", "1.1" or "2": how a face frames a stream's body
 
 
 @dataclass(slots=True)

@@ -53,8 +53,12 @@ class DemoPage:
         if sub_token is not None:
             # The spec's way for browsers: a cookie set at discovery, scoped to the hub.
             name = self.settings.cookie_name
+            secure = "; Secure" if self.settings.certfile else ""  # served over HTTPS only
             cookie = (
-                ("Set-Cookie", f"{name}={sub_token}; Path={HUB_PATH}; HttpOnly; SameSite=Strict"),
+                (
+                    "Set-Cookie",
+                    f"{name}={sub_token}; Path={HUB_PATH}; HttpOnly; SameSite=Strict{secure}",
+                ),
             )
         page = self._page.replace(b"{{PUBLISH_TOKEN}}", (publish_token or "").encode())
         return response(

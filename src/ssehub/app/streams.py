@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 from ..contract import EARLIEST, Replay
 from ..mercure import LINK, gap_notice
-from ..subscriber import Stream, Subscriber
+from ..subscriber import Frame, Stream, Subscriber
 from .answers import Headers
 
 _STREAM_HEADERS = (
-    ("Content-Type", "text/event-stream"),
+    ("Content-Type", "text/event-stream; charset=utf-8"),
     ("Cache-Control", "private, no-cache, no-store, must-revalidate, max-age=0"),
     ("X-Accel-Buffering", "no"),
     ("Link", LINK),
@@ -44,10 +44,14 @@ class OpenedStream:
     resumed_header: str = "Last-Event-ID"  # Mercure 1.0 answers Mercure-Last-Event-ID
 
     def subscriber(
-        self, stream: Stream, write: Callable[[bytes], None] | None = None
+        self,
+        stream: Stream,
+        write: Callable[[bytes], None] | None = None,
+        frame: Frame | None = None,
     ) -> Subscriber:
-        """The engine's subscriber for this stream on ``stream`` (``write``: the fast path)."""
-        sub = Subscriber(stream, self.selectors, self.allowed, write=write)
+        """The engine's subscriber for this stream on ``stream`` (``write``: the fast path;
+        ``frame``: the face's body framing, e.g. HTTP/1.1 chunks)."""
+        sub = Subscriber(stream, self.selectors, self.allowed, write=write, frame=frame)
         self.on_open(sub)
         return sub
 

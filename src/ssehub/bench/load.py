@@ -1,4 +1,8 @@
-"""The load itself: subscriber processes counting events and the publisher."""
+"""The load itself: subscriber processes counting events and the publisher.
+
+Subscribers speak HTTP/1.1 (chunked streams, one connection each), HTTP/1.0 (close-delimited)
+or HTTP/2 without TLS (h2c prior knowledge; ``streams`` subscribers share one connection).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,10 @@ from multiprocessing.connection import Connection
 from typing import cast
 
 import uvloop
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.events import DataReceived, ResponseReceived, StreamReset
+from h2.settings import SettingCodes, Settings
 
 from .results import Options, Result, Target, percentile, proc_cpu_s, rss_kib
 
@@ -58,35 +66,102 @@ class _Sub(asyncio.Protocol):
                 body = data[head_end + 4 :][:200].decode("utf-8", "replace")
                 state.refusal = f"{status}: {' '.join(body.split())}"
             data = data[head_end + 4 :]
-        if not state.counting:
-            self.tail = data[-1:]
-            return
-        state.events += (self.tail + data).count(b"\n\n")
+        if state.counting:
+            _count(state, data, self.tail)
         self.tail = data[-1:]
-        state.chunks += 1
-        at = data.find(b"data: ")
-        if at >= 0 and len(data) >= at + 26 and len(state.latencies) < 200_000:
-            digits = data[at + 6 : at + 26]
-            if digits.isdigit():
-                state.latencies.append((time.monotonic_ns() - int(digits)) / 1e6)
 
 
-def _subscriber_process(target: Target, count: int, cpu: int | None, pipe: Connection) -> None:
+def _count(state: _SubState, data: bytes, tail: bytes) -> None:
+    """Count the events (and sample the latency) of one piece of a counted stream."""
+    state.events += (tail + data).count(b"\n\n")
+    state.chunks += 1
+    at = data.find(b"data: ")
+    if at >= 0 and len(data) >= at + 26 and len(state.latencies) < 200_000:
+        digits = data[at + 6 : at + 26]
+        if digits.isdigit():
+            state.latencies.append((time.monotonic_ns() - int(digits)) / 1e6)
+
+
+class _H2Sub(asyncio.Protocol):
+    """``streams`` subscribers on one HTTP/2 connection (h2c prior knowledge)."""
+
+    def __init__(self, state: _SubState, head: list[tuple[bytes, bytes]], streams: int) -> None:
+        self.state = state
+        self.head = head
+        self.streams = streams
+        self.h2 = H2Connection(H2Configuration(client_side=True, header_encoding=None))
+        # Windows wide open: the load measures the hub's fan-out, not our reading.
+        self.h2.local_settings = Settings(
+            client=True, initial_values={SettingCodes.INITIAL_WINDOW_SIZE: 1 << 24}
+        )
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        h2 = self.h2
+        h2.initiate_connection()
+        h2.increment_flow_control_window(1 << 30)
+        for _ in range(self.streams):
+            h2.send_headers(h2.get_next_available_stream_id(), self.head, end_stream=True)
+        self.transport.write(h2.data_to_send())
+
+    def data_received(self, data: bytes) -> None:
+        state, h2 = self.state, self.h2
+        for event in h2.receive_data(data):
+            if isinstance(event, DataReceived):
+                h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                if state.counting and event.data:
+                    _count(state, bytes(event.data), b"")
+            elif isinstance(event, ResponseReceived):
+                state.connected += 1
+                status = dict(event.headers or ()).get(b":status", b"")
+                if not status.startswith(b"2") and state.refusal is None:
+                    state.refusal = f"HTTP/2 {status.decode('latin-1')}"
+            elif isinstance(event, StreamReset) and state.refusal is None:
+                state.refusal = f"the hub reset an HTTP/2 stream ({event.error_code!r})"
+        out = h2.data_to_send()
+        if out and self.transport is not None:
+            self.transport.write(out)
+
+
+def _subscriber_process(
+    target: Target, count: int, cpu: int | None, pipe: Connection, http: str, streams: int
+) -> None:
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
     state = _SubState()
     auth = f"Authorization: Bearer {target.token}\r\n" if target.token else ""
+    version = "HTTP/1.0" if http == "1.0" else "HTTP/1.1"
     request = (
-        f"GET {target.subscribe_path} HTTP/1.1\r\nHost: {target.host}\r\n{auth}"
+        f"GET {target.subscribe_path} {version}\r\nHost: {target.host}\r\n{auth}"
         "Accept: text/event-stream\r\n\r\n"
     ).encode()
+    head = [
+        (b":method", b"GET"),
+        (b":path", target.subscribe_path.encode()),
+        (b":scheme", b"http"),
+        (b":authority", target.host.encode()),
+        (b"accept", b"text/event-stream"),
+    ]
+    if target.token:
+        head.append((b"authorization", f"Bearer {target.token}".encode()))
+
+    def h2_sub(n: int) -> Callable[[], asyncio.Protocol]:
+        return lambda: _H2Sub(state, head, n)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         try:
-            for _ in range(count):
-                await loop.create_connection(lambda: _Sub(state, request), target.host, target.port)
+            if http == "2":
+                for first in range(0, count, streams):
+                    factory = h2_sub(min(streams, count - first))
+                    await loop.create_connection(factory, target.host, target.port)
+            else:
+                for _ in range(count):
+                    await loop.create_connection(
+                        lambda: _Sub(state, request), target.host, target.port
+                    )
         except OSError as exc:
             reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else exc.strerror
             pipe.send(("error", f"cannot connect to {target.host}:{target.port}: {reason}"))
@@ -220,7 +295,7 @@ async def run(
 ) -> Result:
     """One measured run; ``tick(phase, fraction)`` reports progress."""
     say = tick or (lambda phase, fraction: None)
-    result = Result(options.subscribers, options.payload, options.rate)
+    result = Result(options.subscribers, options.payload, options.rate, options.http)
     procs: list[mp.Process] = []
     pipes: list[Connection] = []
     share = [options.subscribers // options.client_procs] * options.client_procs
@@ -228,7 +303,10 @@ async def run(
     started = time.monotonic()
     for count in share:
         parent, child = mp.Pipe()
-        proc = mp.Process(target=_subscriber_process, args=(target, count, options.load_cpu, child))
+        proc = mp.Process(
+            target=_subscriber_process,
+            args=(target, count, options.load_cpu, child, options.http, options.streams),
+        )
         proc.start()
         procs.append(proc)
         pipes.append(parent)

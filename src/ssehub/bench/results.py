@@ -66,6 +66,8 @@ class Options:
     duration: float = 10.0
     warmup: float = 2.0
     load_cpu: int | None = None
+    http: str = "1.1"  # the subscribers' protocol: "1.0", "1.1" or "2" (h2c)
+    streams: int = 100  # HTTP/2: subscribers per connection
 
 
 @dataclass
@@ -75,6 +77,7 @@ class Result:
     subscribers: int
     payload: int
     rate: float
+    http: str = "1.1"
     window_s: float = 0.0
     published: int = 0
     publish_errors: int = 0
@@ -126,7 +129,8 @@ def report(result: Result) -> str:
     lat = result.latency_ms
     rate = "max" if not result.rate else f"{result.rate:g}/s"
     lines = [
-        f"{result.subscribers} subscribers, rate {rate}, payload {result.payload} B",
+        f"{result.subscribers} subscribers over HTTP/{result.http}, rate {rate}, "
+        f"payload {result.payload} B",
         f"  published   {result.publishes_per_s:12,.0f} events/s  ({result.publish_errors} errors)",
         f"  delivered   {result.deliveries_per_s:12,.0f} events/s  "
         f"ratio {result.delivery_ratio:.4f}",

@@ -75,7 +75,9 @@ def serve(jwt_key: str | None, log_level: str, **options: Any) -> None:
         for sock in sockets:
             host, port = sock.getsockname()[:2]
             shown = f"[{host}]" if sock.family == socket.AF_INET6 else host
-            click.echo(f"ssehub listening on http://{shown}:{port}/.well-known/mercure", err=True)
+            scheme = "https" if settings.certfile else "http"
+            url = f"{scheme}://{shown}:{port}/.well-known/mercure"
+            click.echo(f"ssehub listening on {url}", err=True)
         auth = f"JWT {settings.jwt_algorithm}, anonymous subscribers " + (
             "allowed" if settings.anonymous else "refused"
         )

@@ -88,6 +88,21 @@ from .reach import hub_url, unreachable
     type=click.FloatRange(min=0),
     help="Seconds before measuring.",
 )
+@click.option(
+    "--http",
+    type=click.Choice(["1.1", "1.0", "2"]),
+    default="1.1",
+    show_default=True,
+    help="Subscribers' protocol: 1.1 (chunked), 1.0 (close-delimited), 2 (h2c prior knowledge:"
+    " serve with --http2).",
+)
+@click.option(
+    "--streams-per-connection",
+    default=100,
+    show_default=True,
+    type=click.IntRange(min=1, max=128),
+    help="HTTP/2: subscribers sharing one connection.",
+)
 @click.option("--hub-pid", type=int, help="The hub's PID: CPU and RSS per connection.")
 @click.option("--load-cpu", type=click.IntRange(min=0), help="Pin the load to this CPU.")
 @click.option(
@@ -114,6 +129,8 @@ def bench(
     payload: int,
     duration: float,
     warmup: float,
+    http: str,
+    streams_per_connection: int,
     hub_pid: int | None,
     load_cpu: int | None,
     json_path: str | None,
@@ -160,7 +177,17 @@ def bench(
                 progress.update(task, completed=fraction, description=f"{label}: {phase}")
 
             options = load.Options(
-                subscribers, client_procs, rate, window, conns, payload, duration, warmup, load_cpu
+                subscribers,
+                client_procs,
+                rate,
+                window,
+                conns,
+                payload,
+                duration,
+                warmup,
+                load_cpu,
+                http,
+                streams_per_connection,
             )
             try:
                 results.append(asyncio.run(load.run(target, options, tick)))

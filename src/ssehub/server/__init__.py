@@ -15,6 +15,7 @@ from ..app.demo import Clock
 from ..errors import ConfigError
 from ..settings import Settings
 from .listen import cannot_listen
+from .negotiate import protocol_factory, tls_context
 from .protocol import HttpProtocol
 from .registry import ConnectionRegistry
 
@@ -32,17 +33,20 @@ async def serve(
 ) -> None:
     """Run a hub until ``stop`` is set (or SIGINT/SIGTERM), then close every connection."""
     loop = asyncio.get_running_loop()
+    tls = tls_context(settings)  # a certificate that will not load stops us before anything
     app = await build(settings)
     registry = ConnectionRegistry(settings)
     app.open_connections = registry.__len__
     try:
         server = await loop.create_server(
-            lambda: HttpProtocol(app, registry),
+            protocol_factory(app, registry, tls is not None),
             settings.host,
             settings.port,
             backlog=4096,
             reuse_address=True,
             reuse_port=settings.workers > 1,
+            ssl=tls,
+            ssl_handshake_timeout=settings.head_timeout if tls is not None else None,
         )
     except OSError as exc:
         await app.close()

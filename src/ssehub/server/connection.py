@@ -15,6 +15,21 @@ from .flow import FlowControl
 from .states import State
 
 
+class Registered(Protocol):
+    """What the registry needs of any connection, HTTP/1.1 (``Connection``) or HTTP/2."""
+
+    address: str | None  # counted against the per-address limit
+
+    @property
+    def transport(self) -> asyncio.Transport: ...
+
+    def check(self, now: float) -> None: ...
+
+    def drain_close(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
 class Connection(Protocol):
     app: App
     loop: asyncio.AbstractEventLoop
@@ -29,7 +44,7 @@ class Connection(Protocol):
         """Run ``work`` as a task the server owns (cancelled when it drains)."""
         ...
 
-    def start_stream(self, opened: OpenedStream) -> None: ...
+    def start_stream(self, opened: OpenedStream, chunked: bool) -> None: ...
 
     def close(self) -> None: ...
 

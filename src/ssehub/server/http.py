@@ -8,7 +8,7 @@ from ..app.answers import Response
 from ..errors import field_value
 
 _SERVER = b"Server: ssehub\r\n"
-_NO_CONTENT = frozenset((204, 304))  # RFC 9110 8.6: no Content-Length on these (nor on 1xx)
+NO_CONTENT = frozenset((204, 304))  # RFC 9110 8.6: no Content-Length on these (nor on 1xx)
 
 
 def text(raw: bytes) -> str:
@@ -31,10 +31,21 @@ def head(
     for name, value in headers:
         # The one place a header reaches the wire: nothing a request carried may split it.
         lines.append(f"{name}: {field_value(value)}\r\n".encode())  # UTF-8 ids survive
-    if content_length is not None and status not in _NO_CONTENT:
+    if content_length is not None and status not in NO_CONTENT:
         lines.append(b"Content-Length: %d\r\n" % content_length)
     lines.append(b"Connection: keep-alive\r\n\r\n" if keep_alive else b"Connection: close\r\n\r\n")
     return b"".join(lines)
+
+
+LAST_CHUNK = b"0\r\n\r\n"
+"""Ends a chunked body: what tells a client or proxy that a stream ended and was not cut."""
+
+
+def chunk(data: bytes) -> bytes:
+    """``data`` as one HTTP/1.1 chunk (never empty: an empty chunk would end the body)."""
+    if not data:
+        return data
+    return b"%x\r\n%b\r\n" % (len(data), data)
 
 
 def encode(answer: Response, keep_alive: bool) -> bytes:

@@ -172,6 +172,7 @@ class RequestPipeline:
             self._headers,
             b"".join(self._body),
             parser.should_keep_alive(),
+            parser.get_http_version(),
         )
         self._queue.append(request)
         self._continue = False  # the body is here: no 100 Continue is needed any more
@@ -198,7 +199,9 @@ class RequestPipeline:
             answer = app.handle(request)
             if isinstance(answer, OpenedStream):
                 self._parser = None
-                conn.start_stream(answer)
+                # HTTP/1.1 streams are chunked, so a cut stream never looks like a clean end;
+                # HTTP/1.0 has no chunks and stays close-delimited.
+                conn.start_stream(answer, chunked=request.http_version != "1.0")
                 return
             if not request.keep_alive:
                 queue.clear()

@@ -101,13 +101,13 @@ class HttpProtocol(asyncio.Protocol):
 
     # -- moves ---------------------------------------------------------------------------------
 
-    def start_stream(self, opened: OpenedStream) -> None:
+    def start_stream(self, opened: OpenedStream, chunked: bool) -> None:
         """The pipeline accepted a subscribe: this connection is a stream from now on."""
         self.move(State.OPENING)
         # A stream reads nothing more: free the parser and the request's leftovers, which
         # are most of what an idle connection would otherwise keep.
         self.pipeline = None
-        self.stream = StreamConnection(self, opened)
+        self.stream = StreamConnection(self, opened, chunked)
 
     def close(self) -> None:
         """Close once what is buffered is sent (unlike abort)."""

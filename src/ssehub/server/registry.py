@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import HubError
 from ..settings import Settings
-from .connection import Connection
+from .connection import Registered
 
 log = logging.getLogger("ssehub")
 
@@ -22,7 +22,7 @@ class ConnectionRegistry:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.connections: set[Connection] = set()
+        self.connections: set[Registered] = set()
         self.per_address: dict[str, int] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self._all_closed: asyncio.Event | None = None  # set by drain() to hear the last close
@@ -33,7 +33,7 @@ class ConnectionRegistry:
 
     # -- admission -----------------------------------------------------------------------------
 
-    def admit(self, conn: Connection) -> HubError | None:
+    def admit(self, conn: Registered) -> HubError | None:
         """Register ``conn``, or say why it is refused (503: the hub is full; 429: its address
         has too many)."""
         settings = self.settings
@@ -57,7 +57,7 @@ class ConnectionRegistry:
         self.connections.add(conn)
         return None
 
-    def release(self, conn: Connection) -> None:
+    def release(self, conn: Registered) -> None:
         self.connections.discard(conn)
         if self._all_closed is not None and not self.connections:
             self._all_closed.set()

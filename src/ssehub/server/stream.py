@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from ..app import OpenedStream
 from ..contract import HistoryUnavailable, Replay
 from .connection import Connection
-from .http import encode, head
+from .http import LAST_CHUNK, chunk, encode, head
 from .states import State
 from .tcpinfo import progress
 
@@ -24,13 +24,25 @@ _REPLAY_HIGH_WATER = 256 * 1024
 class StreamConnection:
     """One subscriber's connection, from its accepted subscribe to its close."""
 
-    __slots__ = ("_acked", "_conn", "_ends_at", "_expiry", "_starting", "_stuck_since", "sub")
+    __slots__ = (
+        "_acked",
+        "_chunked",
+        "_conn",
+        "_ends_at",
+        "_expiry",
+        "_starting",
+        "_stuck_since",
+        "sub",
+    )
 
-    def __init__(self, conn: Connection, opened: OpenedStream) -> None:
+    def __init__(self, conn: Connection, opened: OpenedStream, chunked: bool) -> None:
         self._conn = conn
         loop, settings = conn.loop, conn.app.settings
-        # The fan-out calls the transport's own write: no frame of ours on the hot path.
-        self.sub = opened.subscriber(self, conn.transport.write)
+        # The fan-out calls the transport's own write: no frame of ours on the hot path. A
+        # chunked stream's bytes are framed once per view by the hub (``chunk`` is in the
+        # view's key), never per subscriber.
+        self._chunked = chunked
+        self.sub = opened.subscriber(self, conn.transport.write, chunk if chunked else None)
         self._expiry: asyncio.TimerHandle | None = None
         expires_at = None if opened.expires is None else loop.time() + opened.expires
         self._ends_at = loop.time() + settings.write_timeout if settings.write_timeout else 0.0
@@ -45,7 +57,10 @@ class StreamConnection:
 
         def preamble(replay: Replay | None) -> bytes:
             start = opened.head(replay)
-            return head(200, start.headers, None, keep_alive=False) + start.first
+            if not self._chunked:
+                return head(200, start.headers, None, keep_alive=False) + start.first
+            headers = [*start.headers, ("Transfer-Encoding", "chunked")]
+            return head(200, headers, None, keep_alive=False) + chunk(start.first)
 
         try:
             await app.hub.subscribe(self.sub, opened.last_event_id, preamble)
@@ -110,10 +125,14 @@ class StreamConnection:
         self._acked = acked
 
     def end(self, why: str) -> None:
-        """End the stream cleanly: what is buffered is sent, then the connection closes."""
+        """End the stream cleanly: what is buffered is sent (a chunked one's terminating chunk
+        last, once it is live), then the connection closes."""
         log.debug("ending a stream: %s", why)
-        self._conn.app.hub.detach(self.sub)
-        self._conn.close()
+        conn = self._conn
+        conn.app.hub.detach(self.sub)
+        if self._chunked and conn.state is State.STREAMING:
+            conn.transport.write(LAST_CHUNK)
+        conn.close()
 
     def _expired(self) -> None:
         log.info("closing a subscriber whose token expired")
