@@ -10,6 +10,7 @@ import pytest
 
 from ssehub import Event, Hub, MemoryBackend, StoredEvent
 from ssehub.backends import EARLIEST, REPLAY_PAGE, Replay, transient
+from ssehub.settings import DEFAULTS
 from ssehub.sse import Decoder
 from ssehub.subscriber import Phase, Subscriber, SubscriberClosed
 
@@ -49,13 +50,13 @@ async def started(history: int = 100) -> Hub:
     return hub
 
 
-def new_hub(backend: MemoryBackend, **options: int) -> Hub:
+def new_hub(backend: MemoryBackend, max_buffer: int = DEFAULTS.max_write_buffer) -> Hub:
     """A hub whose every fan-out runs in the loop iteration that accepted its events, before
     the publisher's future resolves (``max_coalesce=0``), so a test may look right after an
     ``await``. With the default, a fan-out that follows a costly one (a loaded machine makes
     any one look costly) waits for company, and a subscriber joining meanwhile replays only
     what was dispatched: correct, but not what these tests set up."""
-    return Hub(backend, heartbeat=0, max_coalesce=0, **options)
+    return Hub(backend, heartbeat=0, max_buffer=max_buffer, max_coalesce=0)
 
 
 async def attach(
