@@ -12,7 +12,7 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "ssehub"
 LAYERS: list[tuple[str, set[str]]] = [
     ("configuration", {"settings"}),
     ("wire", {"sse", "topics", "mercure", "errors", "events"}),
-    ("security", {"tokens", "keys", "auth"}),
+    ("security", {"tokens", "keys", "auth", "access_tokens", "dialects"}),
     ("engine", {"contract", "subscriber", "commits", "routes", "views", "history", "hub"}),
     ("backends", {"backends"}),
     ("application", {"app", "subscriptions", "metrics"}),

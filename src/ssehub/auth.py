@@ -14,9 +14,11 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jwt
 
+from .access_tokens import DetailsError, grants, is_access_token
 from .keys import KeySet
 from .tokens import (
     COOKIE,
@@ -31,6 +33,9 @@ from .topics import TopicMatcher
 
 log = logging.getLogger("ssehub.auth")
 
+ACCESS_COOKIE = "__Secure-mercure_access_token"  # Mercure 1.0's
+DIALECT_0 = "0.x"  # a JWS with a ``mercure`` claim (draft-07)
+DIALECT_1 = "1.0"  # an RFC 9068 access token with authorization_details (draft-08)
 _VERIFIED_MAX = 4096
 _VERIFIED_CHARS = 4 << 20  # tokens may be 16 KiB each: count them, not only how many
 
@@ -43,6 +48,7 @@ class Claims:
     subscribe: tuple[str, ...] | None
     expires: float | None
     payload: object = None  # mercure.payload, shown in subscription events
+    dialect: str = DIALECT_0  # which kind of token granted these
 
 
 class Authenticator:
@@ -73,7 +79,7 @@ class Authenticator:
         self.leeway = leeway
         self.audience = audience
         self.issuer = issuer
-        self._verified: dict[tuple[str, int, int], tuple[Claims, float]] = {}
+        self._verified: dict[tuple[str, int, int, tuple[str, ...]], tuple[Claims, float]] = {}
         self._verified_chars = 0
 
     async def start(self) -> None:
@@ -82,13 +88,19 @@ class Authenticator:
             if keys is not None:
                 await keys.refresh(strict=True)
 
-    def verify(self, token: str, carrier: str, keys: KeySet) -> Claims:
+    def verify(
+        self, token: str, carrier: str, keys: KeySet, resource: tuple[str, ...] = ()
+    ) -> Claims:
         """Check signature, algorithm and time/audience/issuer claims; 401 with the reason.
+
+        An RFC 9068 access token (``typ: at+jwt``) is read as Mercure 1.0: its ``aud`` must
+        name one of ``resource`` (the hub's resource identifiers), ``exp`` is required and
+        its grants come from ``authorization_details``. Any other JWS is read as 0.x.
 
         A token that verified once is remembered (bounded, first in first out) with its time
         window: a publisher reusing one token pays for the signature once, not per publish.
         Failures are never cached, so every refusal keeps its exact reason."""
-        cache_key = (token, id(keys), keys.generation)
+        cache_key = (token, id(keys), keys.generation, resource)
         cached = self._verified.get(cache_key)
         if cached is not None:
             claims, valid_from = cached
@@ -99,7 +111,7 @@ class Authenticator:
                 return claims
             del self._verified[cache_key]
             self._verified_chars -= len(token)
-        claims, valid_from = self._verify(token, carrier, keys)
+        claims, valid_from = self._verify(token, carrier, keys, resource)
         verified = self._verified
         while verified and (
             len(verified) >= _VERIFIED_MAX or self._verified_chars + len(token) > _VERIFIED_CHARS
@@ -116,20 +128,28 @@ class Authenticator:
         """Characters of the remembered tokens (bounded, like their number)."""
         return self._verified_chars
 
-    def _verify(self, token: str, carrier: str, keys: KeySet) -> tuple[Claims, float]:
+    def _verify(
+        self, token: str, carrier: str, keys: KeySet, resource: tuple[str, ...]
+    ) -> tuple[Claims, float]:
         of = f"token from the {carrier}"
         try:
+            access = is_access_token(jwt.get_unverified_header(token))
             key = keys.key_for(token, carrier)
             if not isinstance(key, str):
                 self._check_family(token, key, of)
+            audience: str | list[str] | None = self.audience
+            options: Any = {"verify_aud": self.audience is not None}
+            if access:  # RFC 9068: aud is the hub's resource identifier, exp is required
+                audience = list(resource)
+                options = {"verify_aud": True, "require": ["exp", "aud"]}
             payload = jwt.decode(
                 token,
                 key,
                 algorithms=self.algorithms,
                 leeway=self.leeway,
-                audience=self.audience,
+                audience=audience,
                 issuer=self.issuer,
-                options={"verify_aud": self.audience is not None},
+                options=options,
             )
         except jwt.ExpiredSignatureError:
             raise unauthorized(f"{of} has expired (exp)") from None
@@ -163,6 +183,20 @@ class Authenticator:
             raise unauthorized(f"{of} cannot be verified with the configured key") from None
         if not isinstance(payload, dict):  # PyJWT checks this; a hostile token must not pass
             raise unauthorized(f"{of} has a payload that is not a JSON object")
+        valid_from = _seconds(payload.get("nbf")) or 0.0
+        if access:
+            try:
+                granted = grants(payload.get("authorization_details"))
+            except DetailsError as exc:
+                raise unauthorized(f"{of}: {exc}") from None
+            claims = Claims(
+                granted.publish,
+                granted.subscribe,
+                _seconds(payload.get("exp")),
+                granted.payload,
+                DIALECT_1,
+            )
+            return claims, valid_from
         mercure = payload.get("mercure")
         if mercure is None:
             mercure = {}
@@ -174,7 +208,7 @@ class Authenticator:
             _seconds(payload.get("exp")),
             mercure.get("payload"),
         )
-        return claims, _seconds(payload.get("nbf")) or 0.0
+        return claims, valid_from
 
     def _check_family(self, token: str, key: object, of: str) -> None:
         """A JWKS key is a key object of one family (RSA, EC, OKP, HMAC bytes): a token
@@ -190,7 +224,13 @@ class Authenticator:
                 f"{of} is signed with {alg}, which does not fit its key in the JWKS"
             ) from None
 
-    def publisher(self, found: Token | None, topics: Iterable[str]) -> Claims:
+    def publisher(
+        self,
+        found: Token | None,
+        topics: Iterable[str],
+        *,
+        resource: tuple[str, ...] = (),
+    ) -> Claims:
         """Claims of a publisher allowed to publish to every topic, else 401/403."""
         if self.publisher_keys is None:
             raise forbidden("publishing is disabled: the hub has no publisher key")
@@ -200,15 +240,22 @@ class Authenticator:
                 "parameter or the cookie",
                 None,
             )
-        claims = self.verify(found.value, found.where, self.publisher_keys)
+        claims = self.verify(found.value, found.where, self.publisher_keys, resource)
+        grant = "mercure.publish" if claims.dialect == DIALECT_0 else "a publish grant"
         if not claims.publish:
-            raise forbidden(f"token from the {found.where} has no mercure.publish selectors")
+            raise forbidden(f"token from the {found.where} has no {grant}")
         for topic in topics:
             if not any(self.matcher.match(s, topic) for s in claims.publish):
-                raise forbidden(f"mercure.publish does not cover topic {topic!r}")
+                raise forbidden(f"{grant} does not cover topic {topic!r}")
         return claims
 
-    def subscriber(self, found: Token | None, anonymous: bool) -> Claims | None:
+    def subscriber(
+        self,
+        found: Token | None,
+        anonymous: bool,
+        *,
+        resource: tuple[str, ...] = (),
+    ) -> Claims | None:
         """Claims of a subscriber, ``None`` for an allowed anonymous one, else 401."""
         if found is None:
             if anonymous:
@@ -220,7 +267,7 @@ class Authenticator:
             )
         if self.subscriber_keys is None:
             raise unauthorized("this hub has no subscriber key and cannot verify tokens")
-        return self.verify(found.value, found.where, self.subscriber_keys)
+        return self.verify(found.value, found.where, self.subscriber_keys, resource)
 
 
 def _header_alg(token: str) -> str:
@@ -282,7 +329,10 @@ def mint_token(
 
 
 __all__ = [
+    "ACCESS_COOKIE",
     "COOKIE",
+    "DIALECT_0",
+    "DIALECT_1",
     "Authenticator",
     "Carrier",
     "Claims",

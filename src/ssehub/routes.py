@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Generic, Protocol, TypeVar
 
-from .topics import ALL, Template, template
+from .topics import ALL, DEFAULT_BASE, Pattern, Template, exact_topic, template
 
 Topics = tuple[str, ...]
 
@@ -41,8 +41,13 @@ class RouteIndex(Generic[V]):
     """
 
     def __init__(
-        self, max_routes: int = 10_000, max_chars: int = 4 << 20, max_added: int = 64
+        self,
+        max_routes: int = 10_000,
+        max_chars: int = 4 << 20,
+        max_added: int = 64,
+        base: str = DEFAULT_BASE,
     ) -> None:
+        self.base = base  # the hub's URL: relative URL patterns and topics resolve against it
         self.max_added = max_added  # views a stale answer may need tried; past it, drop them
         self.max_routes = max_routes
         self.max_chars = max_chars
@@ -51,7 +56,8 @@ class RouteIndex(Generic[V]):
         self.added: dict[V, None] = {}  # template and * views joined since answers went stale
         self._chars = 0
         self._exact: dict[str, set[V]] = {}
-        self._templates: dict[str, tuple[Template, set[V]]] = {}  # parsed once, while used
+        # parsed once, while used
+        self._templates: dict[str, tuple[Template | Pattern, set[V]]] = {}
         self._everything: set[V] = set()
         self._by_topic: dict[str, set[Topics]] = {}  # answers' keys holding each topic
         self._routes_of: dict[V, set[Topics]] = {}  # answers' keys listing each view
@@ -108,7 +114,9 @@ class RouteIndex(Generic[V]):
                 return True
             known = self._templates.get(selector)
             for topic in topics:
-                if topic == selector or (known is not None and known[0].matches(topic)):
+                if topic == exact_topic(selector) or (
+                    known is not None and known[0].matches(topic)
+                ):
                     return True
         return False
 
@@ -141,11 +149,11 @@ class RouteIndex(Generic[V]):
             elif selector in self._templates:
                 self._templates[selector][1].add(view)
                 broad = True
-            elif (parsed := template(selector)) is not None:
+            elif (parsed := template(selector, self.base)) is not None:
                 self._templates[selector] = (parsed, {view})
                 broad = True
             else:
-                self._exact.setdefault(selector, set()).add(view)
+                self._exact.setdefault(exact_topic(selector), set()).add(view)
         if broad:
             if len(self.added) >= self.max_added:  # trying them all would cost as much as a miss
                 while self.stale:
@@ -158,7 +166,7 @@ class RouteIndex(Generic[V]):
             return
         keys: set[Topics] = set()
         for selector in view.selectors:
-            keys |= self._by_topic.get(selector, set())
+            keys |= self._by_topic.get(exact_topic(selector), set())
         if keys:
             self._routes_of[view] = keys
         for key in keys:
@@ -168,11 +176,12 @@ class RouteIndex(Generic[V]):
     def remove(self, view: V) -> None:
         """Forget a view, in the index and in every answer that lists it."""
         for selector in view.selectors:
-            exact = self._exact.get(selector)
+            topic = exact_topic(selector)
+            exact = self._exact.get(topic)
             if exact is not None:
                 exact.discard(view)
                 if not exact:
-                    del self._exact[selector]
+                    del self._exact[topic]
             found = self._templates.get(selector)
             if found is not None:
                 found[1].discard(view)

@@ -80,6 +80,24 @@ class Settings:
     jwt_audience: str | None = _opt(None, "Required 'aud' claim, if set.", "auth")
     jwt_issuer: str | None = _opt(None, "Required 'iss' claim, if set.", "auth")
     cookie_name: str = _opt("mercureAuthorization", "Cookie that may carry a JWT.", "auth")
+    dialects: tuple[str, ...] = _opt(
+        ("0.x", "1.0"),
+        "Mercure dialects served, chosen per request (comma-separated): 0.x is draft-07 "
+        "(topic=, the mercure claim), 1.0 is draft-08 (match=, at+jwt access tokens).",
+        "auth",
+    )
+    resource: str | None = _opt(
+        None,
+        "Mercure 1.0: the hub's resource identifier, required in access tokens' aud (unset: "
+        "the URL the client reached, http or https, from its Host header).",
+        "auth",
+    )
+    access_cookie_name: str = _opt(
+        "__Secure-mercure_access_token",
+        "Mercure 1.0: cookie that may carry an access token (browsers keep __Secure- names "
+        "for https only).",
+        "auth",
+    )
     anonymous: bool = _opt(False, "Let subscribers without a token receive public updates.", "auth")
     cors_origins: tuple[str, ...] = _opt(
         (),
@@ -257,6 +275,15 @@ def _validate(s: Settings) -> None:
             "needs a shared store: SQLite delivers live events only within the process that"
             " stored them (use --store redis://…, or one worker)",
         )
+    if not s.dialects:
+        raise InvalidSetting("dialects", "names no dialect: give 0.x, 1.0 or both")
+    for dialect in s.dialects:
+        if dialect not in ("0.x", "1.0"):
+            raise InvalidSetting("dialects", f"unknown dialect {dialect!r}: use 0.x, 1.0")
+    if s.resource is not None:
+        parts = urlsplit(s.resource)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise InvalidSetting("resource", f"{s.resource!r} is not an absolute http(s) URL")
     if "*" in s.publish_origins:
         raise InvalidSetting(
             "publish_origins",

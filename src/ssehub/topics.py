@@ -1,4 +1,11 @@
-"""Mercure topic selectors: ``*``, exact strings and RFC 6570 URI templates, sans-I/O."""
+"""Mercure topic selectors, sans-I/O.
+
+Mercure 0.x (draft-07) selectors are ``*``, exact strings and RFC 6570 URI templates.
+Mercure 1.0 (draft-08) matchers are typed: ``exact`` (byte-for-byte) or ``urlpattern``
+(WHATWG URL Pattern). The engine keeps every selector a string: a 1.0 matcher that a 0.x
+reading would take differently is marked with a NUL prefix, which no topic or 1.0 matcher
+may hold (both refuse control characters), so one index and one cache serve both.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +14,17 @@ import string
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from urlpattern import URLPattern
+
 from .errors import HubError
 
 ALL = "*"
+EXACT = "exact"
+URLPATTERN = "urlpattern"
+MATCH_TYPES = (EXACT, URLPATTERN)
+_EXACT_MARK = "\x00exact\x00"
+_PATTERN_MARK = "\x00urlpattern\x00"
+DEFAULT_BASE = "https://localhost/.well-known/mercure"
 
 _MAX_TEMPLATE = 2048  # longer selectors are never parsed as templates (see check_selectors)
 _VARSPEC = re.compile(
@@ -39,6 +54,7 @@ class _Expression:
 
 
 _Token = str | _Expression
+_Compiled = tuple[_Token, ...] | URLPattern | str | None  # str: a marked exact matcher
 
 
 def _parse(
@@ -144,8 +160,34 @@ class Template:
         return topic == self.selector or _template_matches(self._tokens, topic)
 
 
-def template(selector: str) -> Template | None:
-    """``selector`` parsed, if it is a valid URI template with at least one expression."""
+class Pattern:
+    """A Mercure 1.0 URL pattern selector, compiled, for callers that keep their own."""
+
+    __slots__ = ("_base", "_pattern", "selector")
+
+    def __init__(self, selector: str, pattern: URLPattern, base: str) -> None:
+        self.selector = selector
+        self._pattern = pattern
+        self._base = base
+
+    def matches(self, topic: str) -> bool:
+        """Whether the topic (resolved against the hub's URL if relative) matches."""
+        try:
+            return bool(self._pattern.test(topic, self._base))
+        except ValueError:  # a topic that is no URL, even resolved against the hub's
+            return False
+
+
+def template(selector: str, base: str = DEFAULT_BASE) -> Template | Pattern | None:
+    """``selector`` parsed, if it may match other topics than itself: a valid URI template
+    with at least one expression, or a (valid) 1.0 URL pattern."""
+    if selector.startswith(_EXACT_MARK):
+        return None
+    if selector.startswith(_PATTERN_MARK):
+        try:
+            return Pattern(selector, compile_pattern(selector[len(_PATTERN_MARK) :], base), base)
+        except ValueError:
+            return None
     tokens = _parse(selector)
     return None if tokens is None else Template(selector, tokens)
 
@@ -153,6 +195,67 @@ def template(selector: str) -> Template | None:
 def is_template(selector: str) -> bool:
     """True if ``selector`` is a valid URI template with at least one expression."""
     return _parse(selector) is not None
+
+
+def is_pattern(selector: str) -> bool:
+    """True if ``selector`` may match other topics than itself (a template or URL pattern);
+    ``*`` aside, everything else matches by equality and can be looked up."""
+    if selector.startswith(_EXACT_MARK):
+        return False
+    return selector.startswith(_PATTERN_MARK) or is_template(selector)
+
+
+def exact_topic(selector: str) -> str:
+    """The one topic an exact selector (not ``*``, not a pattern) matches."""
+    return selector.removeprefix(_EXACT_MARK)
+
+
+def matcher_selector(match_type: str, match: str) -> str:
+    """The engine's selector string for a Mercure 1.0 matcher (``*`` is every topic)."""
+    if match == ALL:
+        return ALL
+    if match_type == URLPATTERN:
+        return _PATTERN_MARK + match
+    if match_type != EXACT:
+        raise ValueError(f"unknown match type {match_type!r}")
+    # Plain when a 0.x reading would also compare it byte for byte.
+    return _EXACT_MARK + match if is_template(match) else match
+
+
+def selector_matcher(selector: str) -> tuple[str, str]:
+    """The ``(match_type, match)`` of a selector (0.x selectors read as ``exact``)."""
+    if selector.startswith(_PATTERN_MARK):
+        return URLPATTERN, selector[len(_PATTERN_MARK) :]
+    return EXACT, selector.removeprefix(_EXACT_MARK)
+
+
+def compile_pattern(pattern: str, base: str = DEFAULT_BASE) -> URLPattern:
+    """A URL pattern, relative ones resolved against the hub's URL; ValueError if invalid.
+
+    The package compiles with Rust's ``regex`` crate, which matches in linear time, so a
+    crafted pattern cannot backtrack; the length bound in ``check_matchers`` bounds the rest.
+    """
+    try:
+        return URLPattern(pattern, base)
+    except ValueError:
+        return URLPattern(pattern)
+
+
+def check_matchers(
+    matchers: Iterable[tuple[str, str]], max_length: int, base: str = DEFAULT_BASE
+) -> None:
+    """Refuse (400) a URL pattern too long or invalid: each is tried on every new topic."""
+    for match_type, match in matchers:
+        if match_type != URLPATTERN or match == ALL:
+            continue
+        if len(match) > max_length:
+            raise HubError(
+                400, f"URL pattern too long: {len(match)} characters, at most {max_length}"
+            )
+        try:
+            compile_pattern(match, base)
+        except ValueError as exc:
+            raise HubError(400, f"invalid URL pattern {match[:80]!r}: {exc}") from None
 
 
 # operator's characters -> str.translate table writing each ASCII character as "1" or "0"
@@ -235,21 +338,48 @@ class TopicMatcher:
     """
 
     def __init__(
-        self, max_cached: int = 10_000, max_selectors: int = 4096, max_chars: int = 4 << 20
+        self,
+        max_cached: int = 10_000,
+        max_selectors: int = 4096,
+        max_chars: int = 4 << 20,
+        base: str = DEFAULT_BASE,
     ) -> None:
+        self.base = base  # the hub's URL: relative URL patterns and topics resolve against it
         self.max_cached = max_cached
         self.max_selectors = max_selectors
         self.max_chars = max_chars  # per cache
         self._results: dict[tuple[str, str], bool] = {}
         self._results_chars = 0
-        self._templates: dict[str, tuple[_Token, ...] | None] = {}
+        self._templates: dict[str, _Compiled] = {}
         self._templates_chars = 0
 
-    def _tokens(self, selector: str) -> tuple[_Token, ...] | None:
+    def _compile(self, selector: str) -> _Compiled:
+        if selector.startswith(_PATTERN_MARK):
+            try:
+                return compile_pattern(selector[len(_PATTERN_MARK) :], self.base)
+            except ValueError:
+                return None  # refused at subscribe; one from a token matches nothing
+        if selector.startswith(_EXACT_MARK):
+            return selector[len(_EXACT_MARK) :]  # compared byte for byte
+        return _parse(selector)
+
+    def _run(self, compiled: _Compiled, topic: str) -> bool:
+        if compiled is None:
+            return False
+        if isinstance(compiled, str):
+            return compiled == topic
+        if isinstance(compiled, tuple):
+            return _template_matches(compiled, topic)
+        try:
+            return bool(compiled.test(topic, self.base))
+        except ValueError:  # a topic that is no URL, even resolved against the hub's
+            return False
+
+    def _tokens(self, selector: str) -> _Compiled:
         templates = self._templates
         if selector in templates:
             return templates[selector]
-        tokens = _parse(selector)
+        tokens = self._compile(selector)
         size = len(selector)
         if size <= self.max_chars:
             while templates and (
@@ -267,11 +397,10 @@ class TopicMatcher:
         """Like ``match`` without caching the answer: for callers that cache their own."""
         if selector in (ALL, topic):
             return True
-        tokens = self._tokens(selector)
-        return tokens is not None and _template_matches(tokens, topic)
+        return self._run(self._tokens(selector), topic)
 
     def match(self, selector: str, topic: str) -> bool:
-        """Mercure's rule: ``*``, then equality, then URI template matching."""
+        """Mercure's rule: ``*``, then equality, then URI template or URL pattern matching."""
         if selector in (ALL, topic):
             return True
         tokens = self._tokens(selector)
@@ -281,7 +410,7 @@ class TopicMatcher:
         results = self._results
         found = results.get(key)
         if found is None:
-            found = _template_matches(tokens, topic)
+            found = self._run(tokens, topic)
             size = len(selector) + len(topic)
             if size <= self.max_chars:
                 while results and (

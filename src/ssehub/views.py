@@ -87,7 +87,7 @@ class Views:
     def __init__(self, matcher: TopicMatcher) -> None:
         self.matcher = matcher
         self.by_key: dict[ViewKey, View] = {}
-        self.routes: RouteIndex[View] = RouteIndex()
+        self.routes: RouteIndex[View] = RouteIndex(base=matcher.base)
         self.subscribers = 0
 
     def join(self, sub: Subscriber) -> View:

@@ -13,19 +13,28 @@ from dataclasses import dataclass
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from ..auth import Authenticator
+from .. import dialects
+from ..auth import DIALECT_1, Authenticator
 from ..contract import HistoryUnavailable, InvalidEvent
 from ..errors import HubError
 from ..hub import Hub
-from ..mercure import HUB_PATH, parse_publish, parse_subscribe, query_token
+from ..mercure import (
+    HUB_PATH,
+    METADATA_PATH,
+    RESUMED_HEADER,
+    check_publish_1,
+    parse_publish,
+    parse_subscribe,
+    protected_resource_metadata,
+)
 from ..metrics import CONTENT_TYPE, Metrics
 from ..settings import Settings
 from ..sse import encode_comment
 from ..subscriber import Subscriber
 from ..subscriptions import PREFIX as SUBSCRIPTIONS
 from ..subscriptions import Subscriptions
-from ..tokens import Carrier, Token, find_token, forbidden
-from ..topics import check_selectors
+from ..tokens import Carrier, forbidden, unauthorized
+from ..topics import check_matchers, check_selectors
 from .answers import DeferredPublish, Headers, Request, Response, error_response, response
 from .cors import Cors
 from .demo import DemoPage
@@ -79,6 +88,11 @@ class App:
             "/healthz": health,
             "/readyz": health,
         }
+        if DIALECT_1 in settings.dialects and (
+            settings.publisher_jwt_key or settings.subscriber_jwt_key
+        ):  # RFC 9728 metadata, when 1.0 is served and the hub verifies tokens at all
+            metadata = {"GET": self._metadata, "HEAD": self._metadata}
+            self._routes[METADATA_PATH] = _Route("on {path}", metadata)
         if settings.demo:
             page = {"GET": self._demo_page, "HEAD": self._demo_page}
             self._routes["/"] = _Route("on the demo page", page)
@@ -104,6 +118,9 @@ class App:
             answer = route.methods.get(request.method, self._not_allowed)(request, cors)
         except HubError as error:
             self.count(error)
+            stream = self.is_stream(request)
+            if dialects.speaks_1(self.settings, request.headers, request.query, stream):
+                error = dialects.with_metadata(error, self.settings, request.headers)
             answer = error_response(error, cors)
         except InvalidEvent as exc:  # an in-process rule the form parser did not cover
             answer = error_response(HubError(400, str(exc)), cors)
@@ -134,16 +151,6 @@ class App:
         if error.status in self.rejections:
             self.rejections[error.status] += 1
 
-    def _token(self, request: Request, query: str | None = None) -> Token | None:
-        """The request's token and its carrier (header, then query, then cookie)."""
-        headers = request.headers
-        return find_token(
-            headers.get("authorization"),
-            query if query is not None else query_token(request.query),
-            headers.get("cookie"),
-            self.settings.cookie_name,
-        )
-
     # -- the answers ---------------------------------------------------------------------------
 
     def _ok(self, request: Request, cors: Headers) -> Response:
@@ -158,12 +165,23 @@ class App:
     def _preflight(self, request: Request, cors: Headers) -> Response:
         return self.cors.preflight(request, cors, self._routes[HUB_PATH].allow)
 
+    def _metadata(self, request: Request, cors: Headers) -> Response:
+        found = dialects.resources(self.settings, request.headers)
+        if not found:
+            raise HubError(400, "no Host header: set --resource to name the hub's URL")
+        document = protected_resource_metadata(found[0], self.settings.access_cookie_name)
+        return response(200, json.dumps(document).encode(), "application/json", headers=cors)
+
     def _publish(self, request: Request, cors: Headers) -> DeferredPublish:
+        settings = self.settings
         event = parse_publish(request.body, request.headers.get("content-type"))
-        found = self._token(request)
+        found = dialects.find(settings, request.headers, request.query, None)
         if found is not None and found.carrier is Carrier.COOKIE:
             self.cors.check_cookie_publish(request)
-        self.auth.publisher(found, event.topics)
+        resource = dialects.resources(settings, request.headers)
+        claims = self.auth.publisher(found, event.topics, resource=resource)
+        if dialects.settle(settings, claims, found, None) == DIALECT_1:
+            check_publish_1(event, dialects.base_url(settings))
         longest = max(len(topic) for topic in event.topics)
         if longest > self.settings.max_topic_length:
             raise HubError(
@@ -176,13 +194,27 @@ class App:
     def _subscribe(self, request: Request, cors: Headers) -> OpenedStream:
         headers = request.headers
         settings = self.settings
-        wanted = parse_subscribe(request.query, headers.get("last-event-id"), settings.max_topics)
-        check_selectors(
-            wanted.topics, settings.max_template_length, settings.max_template_expressions
+        wanted = parse_subscribe(
+            request.query, headers.get("last-event-id"), settings.max_topics, settings.dialects
         )
-        claims = self.auth.subscriber(
-            self._token(request, wanted.authorization or ""), self.settings.anonymous
-        )
+        if wanted.dialect == DIALECT_1:
+            base = dialects.base_url(settings)
+            check_matchers(wanted.matchers, settings.max_template_length, base)
+        else:
+            check_selectors(
+                wanted.topics, settings.max_template_length, settings.max_template_expressions
+            )
+        found = dialects.find(settings, headers, request.query, wanted.dialect)
+        if found is None and wanted.dialect == DIALECT_1 and not settings.anonymous:
+            raise unauthorized(
+                "no token: this hub does not allow anonymous subscribers; send "
+                f"'Authorization: Bearer <access token>' or the {settings.access_cookie_name} "
+                "cookie",
+                None,
+            )
+        resource = dialects.resources(settings, headers)
+        claims = self.auth.subscriber(found, settings.anonymous, resource=resource)
+        dialects.settle(settings, claims, found, wanted.dialect)
         allowed = None
         if claims is not None and claims.subscribe is not None:
             allowed = frozenset(claims.subscribe)
@@ -197,10 +229,19 @@ class App:
         def opened(sub: Subscriber) -> None:
             if self.subscriptions is not None:
                 payload = claims.payload if claims is not None else None
-                self._subscriber_ids[sub] = self.subscriptions.opened(wanted.topics, payload)
+                self._subscriber_ids[sub] = self.subscriptions.opened(
+                    wanted.topics, payload, wanted.matchers
+                )
 
         return OpenedStream(
-            wanted.topics, allowed, wanted.last_event_id, expires, cors, first, opened
+            wanted.topics,
+            allowed,
+            wanted.last_event_id,
+            expires,
+            cors,
+            first,
+            opened,
+            RESUMED_HEADER[wanted.dialect],
         )
 
     def stream_closed(self, sub: Subscriber) -> None:
@@ -210,15 +251,21 @@ class App:
             self.subscriptions.closed(subscriber)
 
     def _subscriptions_api(self, request: Request, cors: Headers) -> Response:
-        """The subscriptions API; the URL must match one of the token's mercure.subscribe."""
+        """The subscriptions API; the URL must match one of the token's subscribe selectors.
+        A 1.0 access token gets the 1.0 subscriptions as plain JSON, a 0.x one JSON-LD."""
         assert self.subscriptions is not None
-        claims = self.auth.subscriber(self._token(request), anonymous=False)
+        found = dialects.find(self.settings, request.headers, request.query, None)
+        resource = dialects.resources(self.settings, request.headers)
+        claims = self.auth.subscriber(found, anonymous=False, resource=resource)
         assert claims is not None
+        dialect = dialects.settle(self.settings, claims, found, None)
         selectors = claims.subscribe or ()
         if not any(self.hub.matcher.match(s, request.path) for s in selectors):
-            raise forbidden(f"mercure.subscribe does not cover {request.path!r}")
-        body = json.dumps(self.subscriptions.answer(request.path)).encode()
-        return response(200, body, "application/ld+json", headers=cors)
+            grant = "a subscribe grant" if dialect == DIALECT_1 else "mercure.subscribe"
+            raise forbidden(f"{grant} does not cover {request.path!r}")
+        body = json.dumps(self.subscriptions.answer(request.path, dialect)).encode()
+        media = "application/json" if dialect == DIALECT_1 else "application/ld+json"
+        return response(200, body, media, headers=cors)
 
     # -- metrics -------------------------------------------------------------------------------
 

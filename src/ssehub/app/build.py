@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from ..backends import open_backend
+from ..dialects import base_url
 from ..hub import Hub
 from ..settings import Settings
+from ..topics import TopicMatcher
 from .application import App
 
 
@@ -14,7 +16,14 @@ async def build(settings: Settings) -> App:
     backend = open_backend(
         settings.store, settings.history_size, settings.history_max_age, settings.history_max_bytes
     )
-    hub = Hub(backend, heartbeat=settings.heartbeat, max_buffer=settings.max_write_buffer)
+    # The hub's URL: relative URL patterns (Mercure 1.0) and topics resolve against it.
+    matcher = TopicMatcher(base=base_url(settings))
+    hub = Hub(
+        backend,
+        heartbeat=settings.heartbeat,
+        max_buffer=settings.max_write_buffer,
+        matcher=matcher,
+    )
     await hub.start()
     app = App(settings, hub)
     try:

@@ -9,6 +9,7 @@ from ..tokens import forbidden
 from .answers import Headers, Request, Response, response
 
 _ALLOW_HEADERS = "authorization, cache-control, content-type, last-event-id"
+_EXPOSED = "Last-Event-ID, Mercure-Last-Event-ID, Link, WWW-Authenticate"
 
 
 def _allowed(origin: str, allowed: tuple[str, ...]) -> bool:
@@ -34,12 +35,12 @@ class Cors:
             # it; echoing it with credentials would let every site read a visitor's stream.
             return (
                 ("Access-Control-Allow-Origin", "*"),
-                ("Access-Control-Expose-Headers", "Last-Event-ID, Link"),
+                ("Access-Control-Expose-Headers", _EXPOSED),
             )
         return (
             ("Access-Control-Allow-Origin", origin),
             ("Access-Control-Allow-Credentials", "true"),
-            ("Access-Control-Expose-Headers", "Last-Event-ID, Link"),
+            ("Access-Control-Expose-Headers", _EXPOSED),
             ("Vary", "Origin"),
         )
 

@@ -41,6 +41,7 @@ class OpenedStream:
     cors: Headers
     first: bytes  # the opening comment, and the retry field when configured
     on_open: Callable[[Subscriber], None]
+    resumed_header: str = "Last-Event-ID"  # Mercure 1.0 answers Mercure-Last-Event-ID
 
     def subscriber(
         self,
@@ -59,7 +60,7 @@ class OpenedStream:
         gap = b""
         requested = self.last_event_id
         if requested is not None and replay is not None:
-            headers.append(("Last-Event-ID", requested if replay.found else EARLIEST))
+            headers.append((self.resumed_header, requested if replay.found else EARLIEST))
             if not replay.found:
                 gap = gap_notice(requested, replay.events[0].id if replay.events else None)
         return StreamHead(headers, self.first + gap)

@@ -239,6 +239,17 @@ def subscribe(
 @click.option("--subscribe", "subscribe_", multiple=True, help="Selector for mercure.subscribe.")
 @click.option("--expires-in", type=click.IntRange(min=1), help="Seconds until exp.")
 @click.option("--claim", multiple=True, help="Extra claim NAME=VALUE (aud, iss, sub…).")
+@click.option(
+    "--audience",
+    help="Mint a Mercure 1.0 access token (typ at+jwt, authorization_details) for the hub whose"
+    " resource identifier is this URL; --publish/--subscribe are then exact matchers.",
+)
+@click.option(
+    "--publish-urlpattern", multiple=True, help="Mercure 1.0: a URL pattern to publish to."
+)
+@click.option(
+    "--subscribe-urlpattern", multiple=True, help="Mercure 1.0: a URL pattern to subscribe to."
+)
 def token(
     key: str,
     algorithm: str,
@@ -246,8 +257,12 @@ def token(
     subscribe_: tuple[str, ...],
     expires_in: int | None,
     claim: tuple[str, ...],
+    audience: str | None,
+    publish_urlpattern: tuple[str, ...],
+    subscribe_urlpattern: tuple[str, ...],
 ) -> None:
-    """Mint a JWT for publishers and subscribers."""
+    """Mint a JWT for publishers and subscribers (0.x), or a 1.0 access token (--audience)."""
+    from ..access_tokens import mint_access_token
     from ..auth import mint_token
 
     claims: dict[str, object] = {}
@@ -256,15 +271,28 @@ def token(
         if not sep:
             raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--claim")
         claims[name] = value
+    if (publish_urlpattern or subscribe_urlpattern) and audience is None:
+        raise click.UsageError("URL patterns are Mercure 1.0 grants: give --audience too")
     try:
-        minted = mint_token(
-            key,
-            publish=publish_,
-            subscribe=subscribe_,
-            expires_in=expires_in,
-            algorithm=algorithm,
-            claims=claims,
-        )
+        if audience is not None:
+            minted = mint_access_token(
+                key,
+                audience,
+                publish=[*publish_, *(("urlpattern", p) for p in publish_urlpattern)],
+                subscribe=[*subscribe_, *(("urlpattern", p) for p in subscribe_urlpattern)],
+                expires_in=expires_in or 3600,  # RFC 9068 requires exp
+                algorithm=algorithm,
+                claims=claims,
+            )
+        else:
+            minted = mint_token(
+                key,
+                publish=publish_,
+                subscribe=subscribe_,
+                expires_in=expires_in,
+                algorithm=algorithm,
+                claims=claims,
+            )
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not text (a PEM key is)"
         raise click.ClickException(f"--key {key}: cannot read {key[1:]!r}: {reason}") from None
