@@ -65,7 +65,7 @@ def bearer(value: str) -> dict[str, str]:
 def test_publish_and_match(hub: HubProcess) -> None:
     with subscribe(hub, [("match", "urn:one"), ("match", "https://e.com/{x}")]) as sub:
         assert sub.status == 200, sub.body
-        assert sub.headers["content-type"] == "text/event-stream"
+        assert sub.headers["content-type"] == "text/event-stream; charset=utf-8"
         sent = hub.publish("urn:one", "hello", id="custom-1")
         assert sent.status_code == 200 and sent.text == "custom-1"
         assert sent.headers["content-type"].startswith("text/plain")
