@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from .contract import Backend
+from .contract import Appended, Backend
 from .events import Event, StoredEvent
 
 log = logging.getLogger("ssehub.hub")
@@ -22,7 +22,8 @@ class CommitChain:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self.loop: asyncio.AbstractEventLoop | None = None  # bound by start()
-        self.published = 0
+        self.published = 0  # events the backend stored (each once)
+        self.repeated = 0  # publishes of an id history held: answered, not stored again
         self.failures = 0
         self.on_append: Callable[[float], None] | None = None  # e.g. a latency histogram
         self._pending: _Batch = []
@@ -75,7 +76,9 @@ class CommitChain:
         else:
             if self.on_append is not None:
                 self.on_append(time.perf_counter() - started)
-            self.published += len(stored)
+            repeats = stored.repeats if isinstance(stored, Appended) else 0
+            self.published += len(stored) - repeats
+            self.repeated += repeats
             for (_, future), accepted in zip(batch, stored, strict=True):
                 if not future.done():
                     future.set_result(accepted)

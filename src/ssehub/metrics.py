@@ -25,7 +25,12 @@ class _HubCollector(Collector):
         )
         counters = [
             ("ssehub_subscriptions", "Subscribers accepted since start.", hub.subscriptions_total),
-            ("ssehub_updates_published", "Updates accepted by the backend.", hub.commits.published),
+            ("ssehub_updates_published", "Updates stored by the backend.", hub.commits.published),
+            (
+                "ssehub_updates_repeated",
+                "Publishes of an id history already held (a retry): answered, not stored again.",
+                hub.commits.repeated,
+            ),
             (
                 "ssehub_updates_failed",
                 "Updates the backend refused (answered 503).",

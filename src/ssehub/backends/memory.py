@@ -7,7 +7,7 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from sys import getsizeof
 
-from ..contract import EARLIEST, REPLAY_PAGE, Replay, Sink, new_event_id, transient
+from ..contract import EARLIEST, REPLAY_PAGE, Appended, Replay, Sink, new_event_id, transient
 from ..events import Event, StoredEvent
 from ..settings import DEFAULTS
 
@@ -74,7 +74,7 @@ class MemoryBackend:
         self._trim(now)
         if self._sink is not None and new:
             self._sink(new)
-        return accepted
+        return Appended(accepted, len(accepted) - len(new))
 
     async def broadcast(self, events: Sequence[Event]) -> list[StoredEvent]:
         now = time.time()

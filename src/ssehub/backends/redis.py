@@ -30,6 +30,7 @@ from redis.retry import Retry
 from ..contract import (
     EARLIEST,
     REPLAY_PAGE,
+    Appended,
     Gap,
     GapSink,
     OutcomeUnknown,
@@ -536,6 +537,7 @@ class RedisBackend:
         keys = [self.stream_key, self.index_key, self.counter_key, self.readers_key, self.live_key]
         reply = cast(list[object], await self._run(self._append, keys, args))
         out = []
+        repeats = 0
         for event, event_id, stored in zip(events, ids, reply, strict=True):
             if isinstance(stored, bytes):
                 position = position_of(stored)
@@ -547,8 +549,9 @@ class RedisBackend:
                     out.append(StoredEvent.accept(event, event_id, position, when))
             else:  # an id history holds: the event stored then is the answer
                 out.append(_decode(*_raw_entry(stored)))
+                repeats += 1
         # Delivery, here as on every other node, comes from the reader following the stream.
-        return out
+        return Appended(out, repeats)
 
     async def broadcast(self, events: Sequence[Event]) -> list[StoredEvent]:
         """Through the stream, in order with stored events, marked ``live``: no count, no
