@@ -65,10 +65,12 @@ class Replay:
 class Gap:
     """Events a shared backend's follower never saw: the stream moved past it (trimmed, or
     lost in a Redis restart). ``missed`` is how many, when known; ``resumed_at`` the id of
-    the first event delivered after them."""
+    the first event delivered after them, and ``first`` that event: only subscribers who
+    may see it are told its id."""
 
     missed: int | None
     resumed_at: str
+    first: StoredEvent | None = None
 
 
 GapSink = Callable[[Gap], None]

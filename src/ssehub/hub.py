@@ -10,6 +10,7 @@ subscriber; a member whose unsent bytes pass the bound is dropped by its face (s
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -38,7 +39,9 @@ _OUTBOX_MAX = 4096  # events gathered for one fan-out at most
 
 Preamble = Callable[[Replay | None], bytes]
 """Builds the first bytes of a stream (HTTP head, first comment, gap notice) once the
-replay is known, since the response's Last-Event-ID header depends on it."""
+replay is known, since the response's Last-Event-ID header depends on it. A replay that did
+not find its resume point holds only the first event the subscriber may see, if any: the
+gap notice names it, and must never name another topic's (maybe private) event."""
 
 
 class Hub:
@@ -204,9 +207,11 @@ class Hub:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush()
-        notice = live_gap_notice(gap.resumed_at, gap.missed)
+        named = live_gap_notice(gap.resumed_at, gap.missed)
+        unnamed = live_gap_notice(None, gap.missed)  # for who may not see that event
+        first = gap.first
         for view in tuple(self.views.by_key.values()):
-            view.send(notice, self)
+            view.send(named if first is not None and view.wants(first) else unnamed, self)
 
     def _beat(self) -> None:
         for view in tuple(self.views.by_key.values()):
@@ -240,7 +245,7 @@ class Hub:
                     raise HistoryUnavailable(f"history is unavailable: {exc}") from exc
             if sub.phase is Phase.CLOSED:
                 raise SubscriberClosed("the subscriber left before its stream started")
-            sub.write(preamble(replay))
+            sub.write(preamble(replay if replay is None or replay.found else _seen(replay, view)))
             if replay is not None:
                 await self.history.replay(sub, view, replay, upto)
             while sub.held:
@@ -263,3 +268,9 @@ class Hub:
     def detach(self, sub: Subscriber) -> None:
         """Close and forget ``sub``; safe to call more than once and from inside a fan-out."""
         self.views.leave(sub)
+
+
+def _seen(replay: Replay, view: View) -> Replay:
+    """``replay`` holding only its first event ``view`` may see (or none)."""
+    first = next((event for event in replay.events if view.wants(event)), None)
+    return dataclasses.replace(replay, events=() if first is None else (first,))

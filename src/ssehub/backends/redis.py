@@ -471,7 +471,7 @@ class RedisBackend:
                     self._sink(batch)
                 batch = []
                 if self.on_gap is not None:
-                    self.on_gap(Gap(missed, event.id))
+                    self.on_gap(Gap(missed, event.id, event))
             if n is not None:
                 expected = n + 1
             batch.append(event)
