@@ -348,3 +348,33 @@ def test_matcher_agrees_with_a_regex(template: str, topic: str) -> None:
         return
     expected = topic == template or _reference(template).fullmatch(topic) is not None
     assert TopicMatcher().match(template, topic) is expected
+
+
+def test_topic_sets_seen_once_or_twice_never_push_useful_routes_out() -> None:
+    """Subscription events (``--subscriptions``) use each topic twice, at open and at close:
+    once the cache is full, such topic sets are routed but not cached, so churn evicts
+    nothing; a topic set seen a third time is admitted."""
+    index: RouteIndex[_View] = RouteIndex(max_routes=50)
+    index.add(_View(0, frozenset({"urn:useful:{n}"})))
+    index.add(_View(1, frozenset({"urn:subscriptions:{+rest}"})))
+
+    def routed(topics: tuple[str, ...]) -> tuple[_View, ...]:
+        found = index.cached.get(topics)  # as the fan-out looks routes up
+        return index.route(topics) if found is None else found
+
+    useful = [(f"urn:useful:{i}",) for i in range(50)]
+    for topics in useful:
+        routed(topics)
+    assert len(index) == 50 and index.recomputed == 50
+    for i in range(500):  # a subscriber comes and goes: its topic, twice
+        churn = (f"urn:subscriptions:{i}",)
+        assert [v.name for v in routed(churn)] == [1]
+        assert [v.name for v in routed(churn)] == [1]
+    for topics in useful:
+        assert [v.name for v in routed(topics)] == [0]
+    assert index.recomputed == 50 + 1000  # every useful route is still cached
+    assert index.evictions == 0
+    assert index.declined == 1000
+    for _ in range(3):  # the third time it is seen, a topic set earns a place
+        routed(("urn:useful:new",))
+    assert ("urn:useful:new",) in index.cached and index.evictions == 1

@@ -48,6 +48,11 @@ class _HubCollector(Collector):
                 "Topic sets routed by trying every selector (route cache misses).",
                 hub.routes.recomputed,
             ),
+            (
+                "ssehub_routes_not_cached",
+                "Routes not cached: the cache was full and the topic set had missed under 3 times.",
+                hub.routes.declined,
+            ),
         ]
         for name, text, value in counters:
             yield CounterMetricFamily(name, text, value=value)
