@@ -58,6 +58,7 @@ class Hub:
         max_buffer: int = DEFAULTS.max_write_buffer,
         matcher: TopicMatcher | None = None,
         max_coalesce: float = 0.005,
+        max_pending: int = DEFAULTS.max_pending_bytes,
     ) -> None:
         self.backend = backend
         self.heartbeat = heartbeat
@@ -67,7 +68,8 @@ class Hub:
         self.bytes_written = 0
         self.subscriptions_total = 0
         self.slow_dropped = 0
-        self.commits = CommitChain(backend)  # publish batching; its counters feed metrics
+        # Publish batching, bounded by what waits for the store; its counters feed metrics.
+        self.commits = CommitChain(backend, max_pending)
         self.views = Views(self.matcher)
         self.routes = self.views.routes
         self._dispatched = 0
@@ -114,6 +116,7 @@ class Hub:
 
         Publishes of one loop iteration go to the backend as one batch (one transaction on
         durable backends); a batch waits for the previous one, which keeps publish order.
+        Raises ``HubBusy`` when more than ``max_pending`` bytes already wait for the store.
         """
         # Refused alone and now: in the backend's batch it would fail the others' events too.
         problem = field_problem(event.id, event.type)

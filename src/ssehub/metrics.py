@@ -36,6 +36,11 @@ class _HubCollector(Collector):
                 "Updates the backend refused (answered 503).",
                 hub.commits.failures,
             ),
+            (
+                "ssehub_updates_busy",
+                "Publishes refused while too much waited for the store (503 hub busy).",
+                hub.commits.busy,
+            ),
             ("ssehub_deliveries", "Events written to subscribers.", hub.deliveries),
             ("ssehub_bytes_written", "Bytes written to subscribers by fan-out.", hub.bytes_written),
             (

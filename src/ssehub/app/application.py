@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from ..auth import Authenticator
+from ..commits import HubBusy
 from ..contract import HistoryUnavailable, InvalidEvent
 from ..errors import HubError
 from ..hub import Hub
@@ -107,6 +108,8 @@ class App:
             answer = error_response(error, cors)
         except InvalidEvent as exc:  # an in-process rule the form parser did not cover
             answer = error_response(HubError(400, str(exc)), cors)
+        except HubBusy as exc:  # the store is slow: publishers back off rather than pile up
+            answer = error_response(HubError(503, str(exc), (("Retry-After", "1"),)), cors)
         if request.method == "HEAD" and isinstance(answer, Response):
             answer.bodiless = True  # every answer to a HEAD, refusals too: no body on the wire
         return answer

@@ -14,7 +14,12 @@ async def build(settings: Settings) -> App:
     backend = open_backend(
         settings.store, settings.history_size, settings.history_max_age, settings.history_max_bytes
     )
-    hub = Hub(backend, heartbeat=settings.heartbeat, max_buffer=settings.max_write_buffer)
+    hub = Hub(
+        backend,
+        heartbeat=settings.heartbeat,
+        max_buffer=settings.max_write_buffer,
+        max_pending=settings.max_pending_bytes,
+    )
     await hub.start()
     app = App(settings, hub)
     try:
