@@ -4,6 +4,7 @@ JSON-LD web API that lists them (``--subscriptions``)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import uuid
@@ -19,6 +20,7 @@ log = logging.getLogger("ssehub.subscriptions")
 
 PREFIX = f"{HUB_PATH}/subscriptions"
 CONTEXT = "https://mercure.rocks/"
+MAX_LISTED = 10_000  # subscriptions one collection GET lists at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,22 +54,39 @@ def _logged(sent: asyncio.Future[list[StoredEvent]]) -> None:
 
 
 class Subscriptions:
-    """Who is subscribed to what, announced as private updates on the hub itself."""
+    """Who is subscribed to what, announced as private updates on the hub itself.
 
-    def __init__(self, hub: Hub) -> None:
+    Indexed by topic and subscriber, so a lookup reads what it names and nothing else; a
+    collection lists ``max_listed`` subscriptions at most (there may be max connections
+    times max topics of them) and says how many it left out."""
+
+    def __init__(self, hub: Hub, max_listed: int = MAX_LISTED) -> None:
         self.hub = hub
+        self.max_listed = max_listed
+        self.scanned = 0  # subscriptions read to answer API requests
         self._by_subscriber: dict[str, list[Active]] = {}
+        self._by_topic: dict[str, dict[str, Active]] = {}
+        self._count = 0
 
     def opened(self, topics: tuple[str, ...], payload: object) -> str:
         """Record a new subscriber; returns its id (an IRI)."""
         subscriber = f"urn:uuid:{uuid.uuid4()}"
         entries = [Active(t, subscriber, payload) for t in topics]
         self._by_subscriber[subscriber] = entries
+        for entry in entries:
+            self._by_topic.setdefault(entry.topic, {})[subscriber] = entry
+        self._count += len(entries)
         self._announce(entries, active=True)
         return subscriber
 
     def closed(self, subscriber: str) -> None:
         entries = self._by_subscriber.pop(subscriber, [])
+        for entry in entries:
+            of_topic = self._by_topic[entry.topic]
+            del of_topic[subscriber]
+            if not of_topic:
+                del self._by_topic[entry.topic]
+        self._count -= len(entries)
         self._announce(entries, active=False)
 
     def _announce(self, entries: list[Active], active: bool) -> None:
@@ -83,21 +102,31 @@ class Subscriptions:
         """The JSON-LD document for a GET on the subscriptions API (404 when unknown)."""
         rest = path[len(PREFIX) :].strip("/")
         parts = [unquote(p) for p in rest.split("/")] if rest else []
-        everything = [e for entries in self._by_subscriber.values() for e in entries]
         last = self.hub.backend.last_id
         if len(parts) == 2:
             topic, subscriber = parts
-            for entry in self._by_subscriber.get(subscriber, []):
-                if entry.topic == topic:
-                    return {"@context": CONTEXT, **entry.document(), "lastEventID": last}
-            raise HubError(404, f"no active subscription of {subscriber!r} to {topic!r}")
+            entry = self._by_topic.get(topic, {}).get(subscriber)
+            self.scanned += entry is not None
+            if entry is None:
+                raise HubError(404, f"no active subscription of {subscriber!r} to {topic!r}")
+            return {"@context": CONTEXT, **entry.document(), "lastEventID": last}
         if len(parts) > 2:
             raise HubError(404, f"no such subscriptions resource {path!r}")
-        chosen = [e for e in everything if not parts or e.topic == parts[0]]
-        return {
+        if parts:
+            of_topic = self._by_topic.get(parts[0], {})
+            total, chosen = len(of_topic), iter(of_topic.values())
+        else:
+            total = self._count
+            chosen = (e for of_topic in self._by_topic.values() for e in of_topic.values())
+        listed = [e.document() for e in itertools.islice(chosen, self.max_listed)]
+        self.scanned += len(listed)
+        doc: dict[str, object] = {
             "@context": CONTEXT,
             "id": path,
             "type": "Subscriptions",
             "lastEventID": last,
-            "subscriptions": [e.document() for e in chosen],
+            "subscriptions": listed,
         }
+        if total > len(listed):  # said, never silently cut: ask for one topic's
+            doc["omitted"] = total - len(listed)
+        return doc
