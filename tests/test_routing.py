@@ -25,7 +25,7 @@ from ssehub.topics import (
     expressions,
 )
 
-from .support import start_hub
+from .support import start_hub, wait_until
 from .test_hub import FakeStream, attach, preamble, started
 from .test_metrics import scrape
 
@@ -378,3 +378,39 @@ def test_topic_sets_seen_once_or_twice_never_push_useful_routes_out() -> None:
     for _ in range(3):  # the third time it is seen, a topic set earns a place
         routed(("urn:useful:new",))
     assert ("urn:useful:new",) in index.cached and index.evictions == 1
+
+
+def test_template_expressions_are_bounded_per_client_address() -> None:
+    """Each subscription is capped at --max-template-expressions, but many of them at the cap
+    would still cost every publish to a new topic as much again: one address's
+    subscriptions together hold --max-template-expressions-per-address at most."""
+    hub = start_hub(
+        *("--anonymous", "--no-demo", "--heartbeat", "0"),
+        *("--max-template-expressions-per-address", "40"),
+    )
+
+    def templates(name: str, count: int) -> list[str]:
+        return [f"urn:{name}:{{a{i}}}" for i in range(count)]
+
+    try:
+        with hub.subscribe(templates("first", 32)) as first:
+            assert first.status == 200
+            with hub.subscribe(templates("second", 16)) as refused:
+                assert refused.status == 429
+                reason = refused.body.decode()
+                assert "too many template expressions from 127.0.0.1" in reason
+                assert "--max-template-expressions-per-address" in reason
+                assert reason.count("\n") <= 1
+            with hub.subscribe(templates("third", 8)) as third, hub.subscribe("urn:exact") as exact:
+                assert (third.status, exact.status) == (200, 200)  # 40 in all; exact ones cost 0
+                hub.publish("urn:third:x", "still served")
+                assert third.events(1)[0].data == "still served"
+
+        # Once they leave, their expressions are given back.
+        def accepted() -> bool:
+            with hub.subscribe(templates("again", 16)) as again:
+                return again.status == 200
+
+        wait_until(accepted, "the address's template expressions to be given back")
+    finally:
+        hub.stop()

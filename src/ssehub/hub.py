@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
+from .budgets import Budget
 from .commits import CommitChain
 from .contract import (
     Backend,
@@ -59,6 +60,7 @@ class Hub:
         matcher: TopicMatcher | None = None,
         max_coalesce: float = 0.005,
         max_pending: int = DEFAULTS.max_pending_bytes,
+        max_template_cost: int = DEFAULTS.max_template_expressions_per_address,
     ) -> None:
         self.backend = backend
         self.heartbeat = heartbeat
@@ -71,6 +73,9 @@ class Hub:
         # Publish batching, bounded by what waits for the store; its counters feed metrics.
         self.commits = CommitChain(backend, max_pending)
         self.views = Views(self.matcher)
+        # Template expressions per owner (a face's client address): each is tried against
+        # every new topic, so many subscriptions at the per-subscription cap add up.
+        self.template_budget = Budget(max_template_cost)
         self.routes = self.views.routes
         self._dispatched = 0
         self.max_coalesce = max_coalesce

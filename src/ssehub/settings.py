@@ -130,6 +130,12 @@ class Settings:
         "above): every new topic is tried against every template.",
         "limits",
     )
+    max_template_expressions_per_address: int = _opt(
+        4096,
+        "Most URI template expressions in all the subscriptions from one client address (429"
+        " above); 0: no limit. Each costs every publish to a new topic.",
+        "limits",
+    )
     max_pipelined: int = _opt(64, "Requests read ahead on one connection.", "limits")
     max_pending_bytes: int = _opt(
         64 * MiB,

@@ -28,6 +28,7 @@ class Request:
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
     keep_alive: bool = True
+    client: str | None = None  # the client's address, where the face knows it
 
 
 @dataclass(slots=True)

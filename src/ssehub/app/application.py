@@ -67,6 +67,7 @@ class App:
         self.rejections = {401: 0, 403: 0}
         self.subscriptions = Subscriptions(hub) if settings.subscriptions else None
         self._subscriber_ids: dict[Subscriber, str] = {}
+        self._template_costs: dict[Subscriber, tuple[str, int]] = {}  # owner, expressions
         self.open_connections: Callable[[], int] | None = None  # set by a face that counts
         self.metrics = Metrics(hub, self._extra_metrics)
         self._demo = DemoPage(settings)
@@ -180,12 +181,22 @@ class App:
         headers = request.headers
         settings = self.settings
         wanted = parse_subscribe(request.query, headers.get("last-event-id"), settings.max_topics)
-        check_selectors(
+        cost = check_selectors(
             wanted.topics, settings.max_template_length, settings.max_template_expressions
         )
         claims = self.auth.subscriber(
             self._token(request, wanted.authorization or ""), self.settings.anonymous
         )
+        owner = request.client if cost else None
+        budget = self.hub.template_budget
+        if owner is not None and not budget.fits(owner, cost):
+            raise HubError(
+                429,
+                f"too many template expressions from {owner}: its subscriptions hold"
+                f" {budget.used(owner)}, this one {cost}, at most {budget.limit} in all"
+                " (--max-template-expressions-per-address)",
+                (("Retry-After", "1"),),
+            )
         allowed = None
         if claims is not None and claims.subscribe is not None:
             allowed = frozenset(claims.subscribe)
@@ -198,6 +209,9 @@ class App:
             expires = max(0.0, claims.expires + settings.jwt_leeway - time.time())
 
         def opened(sub: Subscriber) -> None:
+            if owner is not None:  # right after the check: no other subscribe came between
+                budget.take(owner, cost)
+                self._template_costs[sub] = (owner, cost)
             if self.subscriptions is not None:
                 payload = claims.payload if claims is not None else None
                 self._subscriber_ids[sub] = self.subscriptions.opened(wanted.topics, payload)
@@ -208,6 +222,9 @@ class App:
 
     def stream_closed(self, sub: Subscriber) -> None:
         """A stream ended: announce the end of its subscriptions."""
+        charged = self._template_costs.pop(sub, None)
+        if charged is not None:
+            self.hub.template_budget.give(*charged)
         subscriber = self._subscriber_ids.pop(sub, None)
         if subscriber is not None and self.subscriptions is not None:
             self.subscriptions.closed(subscriber)

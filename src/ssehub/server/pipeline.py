@@ -172,6 +172,7 @@ class RequestPipeline:
             self._headers,
             b"".join(self._body),
             parser.should_keep_alive(),
+            self._conn.address,
         )
         self._queue.append(request)
         self._continue = False  # the body is here: no 100 Continue is needed any more
