@@ -131,7 +131,7 @@ class Settings:
         "limits",
     )
     max_template_expressions_per_address: int = _opt(
-        4096,
+        1024,
         "Most URI template expressions in all the subscriptions from one client address (429"
         " above); 0: no limit. Each costs every publish to a new topic.",
         "limits",
