@@ -13,7 +13,16 @@ from typing import Any
 import httpx
 import pytest
 
-from .support import HUB, KEY, HubProcess, free_port, make_token, raw_request, serve_process
+from .support import (
+    HUB,
+    KEY,
+    HubProcess,
+    free_port,
+    make_token,
+    raw_request,
+    serve_process,
+    wait_until,
+)
 
 
 @pytest.fixture(scope="module")
@@ -240,3 +249,22 @@ def test_a_cancelled_stream_leaves_no_task_behind() -> None:
         await app.close()
 
     asyncio.run(go())
+
+
+def test_asgi_bounds_template_expressions_per_client_address() -> None:
+    h = asgi_hub(max_template_expressions_per_address="40")
+    templates = [f"urn:asgi:{{a{i}}}" for i in range(32)]
+    try:
+        with h.subscribe(templates) as first:
+            assert first.status == 200
+            with h.subscribe(templates[:16]) as refused:
+                assert refused.status == 429
+                assert "--max-template-expressions-per-address" in refused.body.decode()
+
+        def accepted() -> bool:  # given back once the first stream has ended
+            with h.subscribe(templates[:16]) as again:
+                return again.status == 200
+
+        wait_until(accepted, "the address's template expressions to be given back")
+    finally:
+        h.stop()

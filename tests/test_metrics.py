@@ -48,3 +48,20 @@ def test_health(hub: HubProcess) -> None:
     for path in ("/healthz", "/readyz"):
         answer = httpx.get(hub.base + path)
         assert (answer.status_code, answer.text) == (200, "ok\n")
+
+
+def test_a_retried_publish_is_counted_once(hub: HubProcess) -> None:
+    """A publisher's retry (an id history holds) is answered with the stored event; it is
+    counted as a repeat, not as a second update."""
+    before = scrape(hub)
+    first = hub.publish("urn:metrics-retry", "once", id="retry-1")
+    again = hub.publish("urn:metrics-retry", "once", id="retry-1")
+    assert (first.status_code, again.status_code) == (200, 200)
+    assert first.text == again.text == "retry-1"
+    after = scrape(hub)
+
+    def grew(name: str) -> float:
+        return after.get((name, ()), 0.0) - before.get((name, ()), 0.0)
+
+    assert grew("ssehub_updates_published_total") == 1
+    assert grew("ssehub_updates_repeated_total") == 1

@@ -481,6 +481,29 @@ def test_connections_redis_closed_while_idle_are_reopened() -> None:
             hub.stop()
 
 
+def test_a_live_gap_notice_names_no_event_the_subscriber_may_not_see() -> None:
+    """The first event after a gap may be another topic's, private: a subscriber that may
+    not see it hears of the gap without its id."""
+    with own_redis() as port:
+        hub = start_hub(*FLAGS, "--store", f"redis://127.0.0.1:{port}/0?prefix=amnesia")
+        try:
+            with hub.subscribe("a") as sub:
+                before = hub.publish("a", "n").text
+                assert [e.id for e in sub.events(1)] == [before]
+                with socket.create_connection(("127.0.0.1", port)) as r:
+                    r.sendall(b"FLUSHALL\r\n")
+                    assert r.recv(16).startswith(b"+OK")
+                secret = hub.publish("secret", "s", id="secret-update", private="on")
+                assert secret.status_code == 200
+                after = hub.publish("a", "after").text
+                gap, event = sub.events(2)
+                assert gap.event == GAP_EVENT
+                assert json.loads(gap.data)["replayFrom"] is None
+                assert event.id == after
+        finally:
+            hub.stop()
+
+
 def test_redis_back_without_its_data_is_a_gap_not_silence() -> None:
     with own_redis() as port:
         hub = start_hub(*FLAGS, "--store", f"redis://127.0.0.1:{port}/0?prefix=amnesia")

@@ -321,7 +321,9 @@ async def _request(scope: Scope, receive: Receive, settings: Settings) -> Reques
         if len(body) > limit:
             return error_response(HubError(413, f"body larger than {limit} bytes"))
     query = query_bytes.decode("utf-8", "replace")
-    return Request(scope["method"], path, query, headers, bytes(body), True)
+    client = scope.get("client")
+    address = str(client[0]) if client else None
+    return Request(scope["method"], path, query, headers, bytes(body), True, client=address)
 
 
 def from_env() -> HubApp:

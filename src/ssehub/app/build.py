@@ -23,6 +23,8 @@ async def build(settings: Settings) -> App:
         heartbeat=settings.heartbeat,
         max_buffer=settings.max_write_buffer,
         matcher=matcher,
+        max_pending=settings.max_pending_bytes,
+        max_template_cost=settings.max_template_expressions_per_address,
     )
     await hub.start()
     app = App(settings, hub)

@@ -173,6 +173,7 @@ class RequestPipeline:
             b"".join(self._body),
             parser.should_keep_alive(),
             parser.get_http_version(),
+            self._conn.address,
         )
         self._queue.append(request)
         self._continue = False  # the body is here: no 100 Continue is needed any more
