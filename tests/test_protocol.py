@@ -391,11 +391,6 @@ async def test_publisher_that_stops_reading_answers_is_not_read_either() -> None
     await close_server(conn)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the pipelining bound's resume_reading undoes the pause of pause_writing: a client "
-    "that sends many cheap requests and reads no answer grows the write buffer without bound",
-)
 @in_loop
 async def test_client_that_reads_no_answers_cannot_grow_the_write_buffer() -> None:
     conn = await make_protocol(hub_settings())
