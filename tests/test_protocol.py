@@ -260,6 +260,50 @@ async def test_an_endless_header_line_is_refused() -> None:
     await close_server(conn)
 
 
+BEFORE_A_HEAD = {  # requests that may share a packet with the start of the next head
+    "nothing": b"",
+    "a-get": HEALTH,
+    "a-body-with-blank-lines": request("POST", "/healthz", body=b"a\r\n\r\nb\r\n\r\n"),
+    "a-chunked-body": (
+        b"POST /healthz HTTP/1.1\r\nHost: hub.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"4\r\nab\r\n\r\n0\r\n\r\n"
+    ),
+}
+UNFINISHED = b"GET /healthz HTTP/1.1\r\nHost: hub.test\r\nX-Long: "
+
+
+@pytest.mark.parametrize("before", BEFORE_A_HEAD.values(), ids=BEFORE_A_HEAD.keys())
+@in_loop
+async def test_an_unfinished_head_counts_from_its_first_packet(before: bytes) -> None:
+    """The packet an unfinished head starts in counts too, however much of it belongs to
+    earlier requests: one byte past --max-head-size is refused at once."""
+    limit = LIMITS["max_head_size"]
+    conn = await make_protocol(hub_settings(**LIMITS))
+    conn.send(before + UNFINISHED + b"a" * (limit + 1 - len(UNFINISHED)))
+    answers = conn.responses()
+    assert [status for status, _, _ in answers][-1:] == [431]
+    assert one_line(answers[-1][2]) == "request head too large"
+    await close_server(conn)
+
+
+@pytest.mark.parametrize("before", BEFORE_A_HEAD.values(), ids=BEFORE_A_HEAD.keys())
+@pytest.mark.parametrize("cut", [0, 1, 2, 3], ids=["whole-blank-line", "cr", "crlf", "crlfcr"])
+@in_loop
+async def test_an_unfinished_head_of_exactly_the_limit_is_read(before: bytes, cut: int) -> None:
+    """Only the head's own bytes count: not those of the requests before it in its first
+    packet, nor the end of their blank line when that came a packet earlier."""
+    limit = LIMITS["max_head_size"]
+    conn = await make_protocol(hub_settings(**LIMITS))
+    blank = len(before) - 4 + cut if before.endswith(b"\r\n\r\n") and cut else len(before)
+    conn.send(before[:blank])
+    conn.send(before[blank:] + UNFINISHED)
+    conn.send(b"a" * (limit - len(UNFINISHED)))  # unfinished, exactly --max-head-size bytes
+    conn.send(b"\r\n\r\n")
+    answers = await conn.answers(2 if before else 1)
+    assert answers[-1][0] == 200
+    await close_server(conn)
+
+
 @in_loop
 async def test_refusal_after_valid_requests_in_the_same_packet_answers_them_first() -> None:
     conn = await make_protocol(hub_settings())
