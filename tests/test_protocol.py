@@ -414,6 +414,27 @@ async def test_connections_in_total_and_per_address() -> None:
     await close_server(first)
 
 
+@in_loop
+async def test_a_flood_of_refused_connections_holds_a_bounded_number_open() -> None:
+    """A refusal lingers so no reset overtakes its answer, but refusals are not counted as
+    connections: past a tenth of --max-connections lingering, they close at once."""
+    first = await make_protocol(hub_settings(max_connections=20, max_connections_per_ip=0))
+    held = [first] + [await make_protocol(server=first.server) for _ in range(19)]
+    refused = [
+        await make_protocol(server=first.server, peer=(f"10.0.1.{i}", 50000)) for i in range(50)
+    ]
+    for conn in refused:
+        [(status, _, _)] = conn.responses()  # every refusal is answered
+        assert status == 503
+    assert sum(not conn.transport.closed for conn in refused) == 2  # 20 // 10 linger
+    for conn in refused[:2]:
+        conn.transport.peer_closes()  # lingering ones leave: two more may linger
+    later = [await make_protocol(server=first.server, peer=("10.0.2.1", 1)) for _ in range(3)]
+    assert [not conn.transport.closed for conn in later] == [True, True, False]
+    assert not any(conn.transport.closed for conn in held)
+    await close_server(first)
+
+
 # -- flow control ----------------------------------------------------------------------------
 
 

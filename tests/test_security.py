@@ -377,6 +377,40 @@ def test_connections_per_address() -> None:
         h.stop()
 
 
+def open_sockets(pid: int) -> int:
+    """How many sockets a process holds open."""
+    count = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            count += os.readlink(fd).startswith("socket:")
+    return count
+
+
+def test_a_flood_of_refused_connections_holds_few_sockets() -> None:
+    """Refusals (503 here) are not counted as connections, so the ones held open after their
+    answer (lest a reset overtake it) are bounded apart: a tenth of --max-connections."""
+    h = start_hub(*BASE, "--anonymous", "--max-connections", "10")
+    flood: list[socket.socket] = []
+    try:
+        held = [socket.create_connection(("127.0.0.1", h.port), timeout=10) for _ in range(10)]
+        for s in held:  # answered, so accepted and counted
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert s.recv(4096).startswith(b"HTTP/1.1 200 ")
+        before = open_sockets(h.proc.pid)
+        for _ in range(30):  # each is answered and ended, and stays open on the client's side
+            s = socket.create_connection(("127.0.0.1", h.port), timeout=10)
+            flood.append(s)
+            answer = b""
+            while chunk := s.recv(4096):
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 503 "), answer
+        assert open_sockets(h.proc.pid) <= before + 1
+    finally:
+        for s in flood:
+            s.close()
+        h.stop()
+
+
 def test_slowloris_and_idle_keep_alive(guarded: HubProcess, control: Control) -> None:
     slow = socket.create_connection(("127.0.0.1", guarded.port))
     slow.sendall(b"POST /.well-known/mercure HTTP/1.1\r\nHost: x\r\nX-Slow: ")
