@@ -237,6 +237,23 @@ async def close_server(conn: Connection) -> None:
     await conn.hub.close()
 
 
+class _Listener:
+    """What the drain closes of the listening server: nothing to close here."""
+
+    def close(self) -> None:
+        pass
+
+    async def wait_closed(self) -> None:
+        pass
+
+
+async def shut_down(conn: Connection) -> None:
+    """SIGTERM: the server behind ``conn`` drains every connection and stops its hub, as
+    ``serve`` does (instead of ``close_server``)."""
+    app, registry = cast(tuple[App, ConnectionRegistry], conn.server)
+    await registry.drain(cast(asyncio.Server, _Listener()), app.close())
+
+
 # -- requests -------------------------------------------------------------------------------------
 
 PUBLISHER = make_token(publish=["*"])

@@ -24,6 +24,7 @@ from .protocol_harness import (
     make_protocol,
     publish,
     request,
+    shut_down,
     subscribe,
 )
 from .support import HUB, KEY, until
@@ -433,6 +434,30 @@ async def test_a_flood_of_refused_connections_holds_a_bounded_number_open() -> N
     assert [not conn.transport.closed for conn in later] == [True, True, False]
     assert not any(conn.transport.closed for conn in held)
     await close_server(first)
+
+
+# -- shutdown --------------------------------------------------------------------------------
+
+
+@in_loop
+async def test_shutdown_answers_the_requests_queued_behind_a_stream() -> None:
+    """A subscribe waits for the publish before it to be answered; a shutdown meanwhile
+    answers the publish, then the subscribe and what came after it with a 503."""
+    conn = await make_protocol(hub_settings())
+    conn.send(publish("t", "a", id="p1") + subscribe("t") + HEALTH + request("HEAD", "/healthz"))
+    await shut_down(conn)  # the publish is still in flight
+    answers = conn.responses()
+    assert [(status, headers["connection"]) for status, headers, _ in answers] == [
+        (200, "keep-alive"),
+        (503, "keep-alive"),
+        (503, "keep-alive"),
+        (503, "close"),
+    ]
+    assert answers[0][2] == b"p1"
+    assert one_line(answers[1][2]) == "the hub is shutting down; try again soon"
+    assert answers[1][1]["retry-after"] == "1"
+    assert bytes(conn.transport.buffer).endswith(b"\r\n\r\n")  # the HEAD's has no body
+    assert conn.transport.lost
 
 
 # -- flow control ----------------------------------------------------------------------------

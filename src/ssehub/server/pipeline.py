@@ -12,6 +12,8 @@ from .flow import PIPELINE_FULL
 from .http import encode, text
 from .states import State
 
+_SHUTTING_DOWN = HubError(503, "the hub is shutting down; try again soon", (("Retry-After", "1"),))
+
 
 class _Refused(Exception):
     """Raised inside a parser callback to stop parsing; the HubError is kept on the pipeline."""
@@ -280,10 +282,20 @@ class RequestPipeline:
         self.process()
 
     def drain(self) -> None:
-        """Shutdown: read nothing more; close once what is in flight is answered."""
-        self._queue.clear()
+        """Shutdown: read nothing more; what is in flight is answered, then what waited to
+        start (a stream behind a publish, the requests behind it) gets a 503, the last with
+        ``Connection: close``; then the connection closes."""
+        queue, self._queue = self._queue, []
         self._parser = None
-        if not self._inflight:
+        self._refusal = None
+        app = self._conn.app
+        for number, request in enumerate(queue, 1):
+            answer = error_response(_SHUTTING_DOWN, app.cors.headers(request))
+            answer.bodiless = request.method == "HEAD"
+            self._inflight.append((answer, number < len(queue)))
+        if self._inflight:
+            self.flush()
+        else:
             self._conn.close()
 
     def check(self, now: float) -> None:
