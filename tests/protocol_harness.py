@@ -237,6 +237,14 @@ async def close_server(conn: Connection) -> None:
     await conn.hub.close()
 
 
+def sweep(conn: Connection, at: float) -> None:
+    """The server's once-a-second look at every connection's deadlines, as if at loop time
+    ``at``."""
+    _, registry = cast(tuple[App, ConnectionRegistry], conn.server)
+    for each in list(registry.connections):
+        each.check(at)
+
+
 class _Listener:
     """What the drain closes of the listening server: nothing to close here."""
 

@@ -240,3 +240,65 @@ def test_a_cancelled_stream_leaves_no_task_behind() -> None:
         await app.close()
 
     asyncio.run(go())
+
+
+def test_asgi_write_timeout_counts_from_the_live_stream_not_a_slow_history() -> None:
+    """A history slower than --write-timeout does not end the stream before its head (it
+    used to end with no response at all): the deadline starts once the stream is live."""
+    from ssehub import Event, Settings
+    from ssehub.asgi import HubApp
+
+    async def go() -> None:
+        settings = Settings(
+            publisher_jwt_key=KEY, subscriber_jwt_key=KEY, anonymous=True, write_timeout=5
+        )
+        app = HubApp(settings)
+        await app.start()
+        first = (await app.hub.publish(Event(("t",), "x"))).id
+        backend = app.hub.backend
+        since = backend.since
+        reading, release, leave = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+        async def slow_since(*args: Any) -> Any:
+            reading.set()
+            await release.wait()
+            return await since(*args)
+
+        backend.since = slow_since  # type: ignore[method-assign, assignment]
+        sent: list[MutableMapping[str, Any]] = []
+
+        async def receive() -> dict[str, object]:
+            await leave.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "method": "GET",
+            "path": HUB,
+            "query_string": b"topic=t&lastEventID=earliest",
+            "headers": [],
+        }
+        call = asyncio.create_task(app(scope, receive, send))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while not reading.is_set():
+            assert loop.time() < deadline
+            await asyncio.sleep(0)
+        app._check_streams(loop.time() + 60)  # long past the deadline, had it started already
+        release.set()
+        while not any(first.encode() in m.get("body", b"") for m in sent):
+            assert loop.time() < deadline and not call.done(), sent
+            await asyncio.sleep(0)
+        assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 200
+        while not call.done():  # once live, the deadline holds
+            assert loop.time() < deadline
+            app._check_streams(loop.time() + 60)
+            await asyncio.sleep(0)
+        assert sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
+        leave.set()
+        await app.close()
+
+    asyncio.run(go())

@@ -26,6 +26,7 @@ from .protocol_harness import (
     request,
     shut_down,
     subscribe,
+    sweep,
 )
 from .support import HUB, KEY, until
 
@@ -434,6 +435,43 @@ async def test_a_flood_of_refused_connections_holds_a_bounded_number_open() -> N
     assert [not conn.transport.closed for conn in later] == [True, True, False]
     assert not any(conn.transport.closed for conn in held)
     await close_server(first)
+
+
+# -- time limits -----------------------------------------------------------------------------
+
+
+@in_loop
+async def test_write_timeout_counts_from_the_live_stream_not_a_slow_history() -> None:
+    """A history slower than --write-timeout does not end the stream before its head: the
+    deadline starts once the stream is live."""
+    conn = await make_protocol(hub_settings(write_timeout=5, dispatch_timeout=0))
+    first = await marker(conn, "t")
+    backend = conn.hub.backend
+    since = backend.since
+    reading, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_since(*args: Any) -> Any:
+        reading.set()
+        await release.wait()
+        return await since(*args)
+
+    backend.since = slow_since  # type: ignore[method-assign, assignment]
+    sub = await make_protocol(server=conn.server)
+    sub.send(subscribe("t", last_event_id="earliest"))
+    await until(reading.is_set, "history being read")
+    later = asyncio.get_running_loop().time() + 60
+    sweep(conn, later)  # long past the deadline, had it started with the request
+    assert not sub.transport.closed
+    release.set()
+    await until(lambda: sub.stream_head() is not None, "the stream's head")
+    assert [e.id for e in await sub.next_events(1)] == [first]
+
+    def ended_once_live() -> bool:  # the deadline holds for the live stream
+        sweep(conn, asyncio.get_running_loop().time() + 60)
+        return sub.transport.lost
+
+    await until(ended_once_live, "the write timeout to end the live stream")
+    await close_server(conn)
 
 
 # -- shutdown --------------------------------------------------------------------------------

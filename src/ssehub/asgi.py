@@ -61,7 +61,7 @@ class _Stream:
         "sub",
     )
 
-    def __init__(self, hub: Hub, ends_at: float) -> None:
+    def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.max_buffer = hub.max_buffer
         self.chunks: list[bytes] = []
@@ -71,7 +71,7 @@ class _Stream:
         self.drained.set()
         self.closed = False
         self.sub: Subscriber | None = None
-        self.ends_at = ends_at  # loop time of the write timeout; 0: none
+        self.ends_at = 0.0  # loop time of the write timeout, set once live; 0: none
         # The sweep's view of progress: a send under way, sends completed, and since when
         # (loop time) the same send has been seen under way; no clock read per send.
         self.sending = False
@@ -167,8 +167,12 @@ class HubApp:
             await self.close()
 
     def _check(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Once a second, like the server's sweep: write timeout, then dispatch timeout."""
-        now = loop.time()
+        """Once a second, like the server's sweep."""
+        self._check_streams(loop.time())
+        self._sweep = loop.call_later(1.0, self._check, loop)
+
+    def _check_streams(self, now: float) -> None:
+        """Each stream's write timeout, then its dispatch timeout."""
         dispatch = self.settings.dispatch_timeout
         for stream in list(self._streams):
             if stream.closed:
@@ -184,7 +188,6 @@ class HubApp:
                     stream.stuck_since, stream.stuck_sends = now, seen
             else:
                 stream.stuck_since = 0.0
-        self._sweep = loop.call_later(1.0, self._check, loop)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -222,8 +225,7 @@ class HubApp:
         """One subscriber's response: its start (replay), its sender and its disconnect
         watcher live in one TaskGroup, so none outlives the stream or its cancellation."""
         loop = asyncio.get_running_loop()
-        timeout = app.settings.write_timeout
-        stream = _Stream(app.hub, loop.time() + timeout if timeout else 0.0)
+        stream = _Stream(app.hub)
         sub = stream.sub = opened.subscriber(stream)
         started: list[list[tuple[str, str]]] = []
         refusal: list[Response] = []
@@ -241,6 +243,9 @@ class HubApp:
                 stream.abort()
             except (SubscriberClosed, ConnectionResetError):
                 stream.abort()
+            else:  # live: the write timeout counts from here, never from before the head
+                timeout = app.settings.write_timeout
+                stream.ends_at = loop.time() + timeout if timeout else 0.0
 
         async def disconnected() -> None:
             while (await receive())["type"] != "http.disconnect":

@@ -28,12 +28,12 @@ class StreamConnection:
 
     def __init__(self, conn: Connection, opened: OpenedStream) -> None:
         self._conn = conn
-        loop, settings = conn.loop, conn.app.settings
+        loop = conn.loop
         # The fan-out calls the transport's own write: no frame of ours on the hot path.
         self.sub = opened.subscriber(self, conn.transport.write)
         self._expiry: asyncio.TimerHandle | None = None
         expires_at = None if opened.expires is None else loop.time() + opened.expires
-        self._ends_at = loop.time() + settings.write_timeout if settings.write_timeout else 0.0
+        self._ends_at = 0.0  # the write timeout's deadline, set once live: never before the head
         self._stuck_since = 0.0
         self._acked = 0
         conn.transport.set_write_buffer_limits(high=_REPLAY_HIGH_WATER)
@@ -62,6 +62,8 @@ class StreamConnection:
             conn.move(State.STREAMING)
             # Live from here: past this many unsent bytes the subscriber is dropped.
             conn.transport.set_write_buffer_limits(high=app.hub.max_buffer)
+            if app.settings.write_timeout:  # counted from here: a slow history costs nothing
+                self._ends_at = conn.loop.time() + app.settings.write_timeout
             if expires_at is not None:
                 # Armed once the head and replay are written, so even a token about to
                 # expire gets its answer rather than a connection closed with zero bytes.
