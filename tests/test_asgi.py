@@ -302,3 +302,68 @@ def test_asgi_write_timeout_counts_from_the_live_stream_not_a_slow_history() -> 
         await app.close()
 
     asyncio.run(go())
+
+
+@pytest.mark.parametrize("failing_read", [1, 2], ids=["before-the-head", "after-the-head"])
+def test_asgi_stream_that_fails_to_start_is_answered_or_closed(
+    failing_read: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An unexpected error while a stream starts is logged with its traceback and answered
+    500 with one line if nothing went out yet, else the response ends (it used to escape
+    the app as an exception group)."""
+    from ssehub import Event, Settings
+    from ssehub.asgi import HubApp
+
+    async def go() -> None:
+        app = HubApp(Settings(publisher_jwt_key=KEY, subscriber_jwt_key=KEY, anonymous=True))
+        await app.start()
+        for _ in range(100):  # two replay pages: the second read comes after the head
+            await app.hub.publish(Event(("t",), "x" * 2000))
+        backend = app.hub.backend
+        since = backend.since
+        reads = 0
+
+        async def failing_since(*args: Any) -> Any:
+            nonlocal reads
+            reads += 1
+            if reads == failing_read:
+                raise RuntimeError("boom")
+            return await since(*args)
+
+        backend.since = failing_since  # type: ignore[method-assign, assignment]
+        leave = asyncio.Event()
+        sent: list[MutableMapping[str, Any]] = []
+
+        async def receive() -> dict[str, object]:
+            await leave.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "method": "GET",
+            "path": HUB,
+            "query_string": b"topic=t&lastEventID=earliest",
+            "headers": [],
+        }
+        await asyncio.wait_for(app(scope, receive, send), 10)
+        bodies = [m for m in sent if m["type"] == "http.response.body"]
+        if failing_read == 1:
+            assert sent[0]["status"] == 500
+            assert bodies == [
+                {
+                    "type": "http.response.body",
+                    "body": b"the hub failed to open this stream; its log says why\n",
+                }
+            ]
+        else:
+            assert sent[0]["status"] == 200
+            assert b"id: " in bodies[0]["body"]
+            assert bodies[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
+        assert "a stream failed to start" in caplog.text and "RuntimeError: boom" in caplog.text
+        assert app.hub.subscriber_count == 0
+        await app.close()
+
+    asyncio.run(go())

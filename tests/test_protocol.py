@@ -474,6 +474,47 @@ async def test_write_timeout_counts_from_the_live_stream_not_a_slow_history() ->
     await close_server(conn)
 
 
+# -- faults of the hub's own ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("failing_read", [1, 2], ids=["before-the-head", "after-the-head"])
+@in_loop
+async def test_a_stream_that_fails_to_start_is_answered_or_closed(
+    failing_read: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An unexpected error while a stream starts (here: reading history) is logged with its
+    traceback and answered 500 if nothing went out yet, else the stream is closed: never a
+    client left waiting."""
+    conn = await make_protocol(hub_settings())
+    for _ in range(100):  # two replay pages: the second read comes after the head
+        await conn.hub.publish(Event(("t",), "x" * 2000))
+    backend = conn.hub.backend
+    since = backend.since
+    reads = 0
+
+    async def failing_since(*args: Any) -> Any:
+        nonlocal reads
+        reads += 1
+        if reads == failing_read:
+            raise RuntimeError("boom")
+        return await since(*args)
+
+    backend.since = failing_since  # type: ignore[method-assign, assignment]
+    conn.send(subscribe("t", last_event_id="earliest"))
+    await until(lambda: conn.transport.lost, "the connection to close")
+    status, _ = conn.stream_head() or (0, {})
+    if failing_read == 1:
+        [(status, headers, body)] = conn.responses()
+        assert (status, headers["connection"]) == (500, "close")
+        assert one_line(body) == "the hub failed to open this stream; its log says why"
+    else:
+        assert status == 200
+        assert 0 < len(conn.events()) < 100
+    assert "a stream failed to start" in caplog.text and "RuntimeError: boom" in caplog.text
+    assert conn.hub.subscriber_count == 0
+    await close_server(conn)
+
+
 # -- shutdown --------------------------------------------------------------------------------
 
 

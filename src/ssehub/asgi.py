@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
@@ -35,6 +36,8 @@ from .mercure import HUB_PATH
 from .settings import Settings
 from .settings import from_env as settings_from_env
 from .subscriber import Subscriber, SubscriberClosed
+
+log = logging.getLogger("ssehub.asgi")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -243,6 +246,13 @@ class HubApp:
                 stream.abort()
             except (SubscriberClosed, ConnectionResetError):
                 stream.abort()
+            except Exception:  # a fault of the hub's: a 500 if nothing went out yet, else close
+                log.exception("a stream failed to start")
+                if started:
+                    stream.end()
+                else:
+                    refusal.append(app.failed(opened))
+                    stream.abort()
             else:  # live: the write timeout counts from here, never from before the head
                 timeout = app.settings.write_timeout
                 stream.ends_at = loop.time() + timeout if timeout else 0.0

@@ -115,6 +115,12 @@ class App:
         """The answer to a stream whose history could not be read (before its head)."""
         return error_response(HubError(503, str(exc), (("Retry-After", "1"),)), opened.cors)
 
+    def failed(self, opened: OpenedStream) -> Response:
+        """The answer to a stream that failed before its head for a reason of the hub's own
+        (the face logs the traceback)."""
+        error = HubError(500, "the hub failed to open this stream; its log says why")
+        return error_response(error, opened.cors)
+
     def _route(self, request: Request) -> _Route:
         path = request.path
         route = self._routes.get(path)

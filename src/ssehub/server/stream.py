@@ -43,8 +43,12 @@ class StreamConnection:
         conn = self._conn
         app = conn.app
 
+        headed = False
+
         def preamble(replay: Replay | None) -> bytes:
+            nonlocal headed
             start = opened.head(replay)
+            headed = True
             return head(200, start.headers, None, keep_alive=False) + start.first
 
         try:
@@ -55,6 +59,13 @@ class StreamConnection:
             log.warning("refusing a subscriber: %s", exc)
             if conn.state is not State.CLOSED:
                 conn.transport.write(encode(app.unavailable(exc, opened), keep_alive=False))
+                conn.close()
+            return
+        except Exception:  # a fault of the hub's: a 500 if nothing went out yet, else close
+            log.exception("a stream failed to start")
+            if conn.state is not State.CLOSED:
+                if not headed:
+                    conn.transport.write(encode(app.failed(opened), keep_alive=False))
                 conn.close()
             return
         self._starting = None
