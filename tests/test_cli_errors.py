@@ -3,6 +3,7 @@ exit 2 for a usage error, 1 for a runtime one, and no traceback unless --debug a
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -11,9 +12,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -248,6 +250,73 @@ def test_a_failed_start_prints_no_first_run_tokens() -> None:
     """Without a key the hub makes one and prints tokens, but only once it listens."""
     done = ssehub("serve", "--port", "0", "--store", "sqlite:/nonexistent/dir/x.db")
     assert_one_line(done, 1, "does not exist")
+
+
+def _holding(path: Path) -> list[str]:
+    """This process's open files under ``path`` (a database and its WAL), and its SQLite
+    store threads."""
+    held = []
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except FileNotFoundError:
+            continue
+        if target.startswith(str(path)):
+            held.append(target)
+    return held + [t.name for t in threading.enumerate() if t.name.startswith("ssehub-sqlite")]
+
+
+@pytest.mark.parametrize("face", ["serve", "asgi"])
+def test_a_failed_start_closes_the_store_it_opened(tmp_path: Path, face: str) -> None:
+    """A key file that cannot be read is found after the store is open: the start closes the
+    store before it fails, every time an ASGI server retries its lifespan."""
+    from ssehub import Settings
+    from ssehub.asgi import HubApp
+    from ssehub.errors import ConfigError
+    from ssehub.server import serve
+
+    settings = Settings(
+        store=f"sqlite:{tmp_path / 'events.db'}",
+        publisher_jwt_key=f"@{tmp_path / 'missing.pem'}",
+        subscriber_jwt_key=KEY,
+        demo=False,
+    )
+
+    async def start() -> None:
+        if face == "serve":
+            await serve(settings, clock=False)
+        else:
+            await HubApp(settings).start()
+
+    async def start_twice() -> list[str]:
+        for _ in range(2):
+            with pytest.raises(ConfigError, match="cannot read"):
+                await start()
+        return _holding(tmp_path)
+
+    assert asyncio.run(start_twice()) == []
+
+
+def test_an_asgi_lifespan_that_fails_says_why(tmp_path: Path) -> None:
+    """Served on its own (``uvicorn --factory ssehub.asgi:from_env``), the app answers a failed
+    start with ``lifespan.startup.failed`` and its one-line reason, so the server stops and
+    says why; a raised error reads to uvicorn as "lifespan unsupported", and it went on."""
+    from ssehub import Settings
+    from ssehub.asgi import HubApp
+
+    app = HubApp(Settings(publisher_jwt_key=f"@{tmp_path / 'missing.pem'}", demo=False))
+    sent: list[MutableMapping[str, Any]] = []
+
+    async def receive() -> MutableMapping[str, Any]:
+        return {"type": "lifespan.startup"}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(app({"type": "lifespan"}, receive, send))
+    [failed] = sent
+    assert failed["type"] == "lifespan.startup.failed"
+    assert "cannot read" in failed["message"] and "\n" not in failed["message"]
 
 
 def _unshare(*flags: str) -> list[str]:

@@ -16,8 +16,8 @@ async def build(settings: Settings) -> App:
     )
     hub = Hub(backend, heartbeat=settings.heartbeat, max_buffer=settings.max_write_buffer)
     await hub.start()
-    app = App(settings, hub)
-    try:
+    try:  # keys are read here (a bad key file, a JWKS that does not answer): undo the start
+        app = App(settings, hub)
         await app.auth.start()
     except BaseException:
         await hub.close()

@@ -44,9 +44,11 @@ async def serve(
             reuse_address=True,
             reuse_port=settings.workers > 1,
         )
-    except OSError as exc:
+    except BaseException as exc:
         await app.close()
-        raise cannot_listen(settings.host, settings.port, exc) from exc
+        if isinstance(exc, OSError):
+            raise cannot_listen(settings.host, settings.port, exc) from exc
+        raise
     stop = stop or asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
