@@ -208,10 +208,24 @@ def serve_process(cmd: list[str], port: int, env: dict[str, str] | None = None) 
     return hub
 
 
+def listening(port: int) -> int:
+    """How many sockets listen on ``port`` (one per worker with ``--workers``): the kernel's
+    word, so nothing is asked of the hub."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            count += fields[1].endswith(f":{port:04X}") and fields[3] == "0A"  # TCP_LISTEN
+    return count
+
+
 def start_hub(
     *args: str, key: str | None = KEY, port: int | None = None, module: str = "ssehub.cli"
 ) -> HubProcess:
+    """Start ``ssehub serve`` and return once it listens: every worker, with ``--workers``
+    (a worker listens once its hub is built)."""
     port = port or free_port()
+    workers = int(args[args.index("--workers") + 1]) if "--workers" in args else 1
     cmd = [sys.executable, "-m", module, "serve", "--port", str(port), *args]
     if key is not None:
         cmd += ["--jwt-key", key]
@@ -228,14 +242,12 @@ def start_hub(
         if proc.poll() is not None:
             _, err = proc.communicate()
             raise RuntimeError(f"ssehub serve exited: {err.decode()}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-        except OSError:
-            time.sleep(0.05)
+        if listening(port) >= workers:
+            break
+        time.sleep(0.05)
     else:
         proc.kill()
-        raise RuntimeError("ssehub serve did not start listening")
+        raise RuntimeError(f"ssehub serve did not start listening with {workers} worker(s)")
     hub = HubProcess(port, proc, key or "")
     if key is not None:
         hub.publisher_token = make_token(key, publish=["*"])
