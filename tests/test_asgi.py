@@ -13,7 +13,20 @@ from typing import Any
 import httpx
 import pytest
 
-from .support import HUB, KEY, HubProcess, free_port, make_token, raw_request, serve_process
+from ssehub import Event, Settings
+from ssehub.asgi import HubApp, Message
+
+from .backends import failing, intercept_since
+from .support import (
+    HUB,
+    KEY,
+    HubProcess,
+    check_stream_ends_and_resumes,
+    free_port,
+    make_token,
+    raw_request,
+    serve_process,
+)
 
 
 @pytest.fixture(scope="module")
@@ -145,13 +158,7 @@ def test_asgi_closes_a_slow_reader_which_resumes() -> None:
 def test_asgi_write_timeout_ends_streams_which_resume() -> None:
     h = asgi_hub(write_timeout="1")
     try:
-        with h.subscribe("t") as sub:
-            first = h.publish("t", "one").text
-            assert [e.id for e in sub.events(1)] == [first]
-            assert sub.wait_closed(5)
-        second = h.publish("t", "two").text
-        with h.subscribe("t", last_event_id=first) as again:
-            assert [e.id for e in again.events(1)] == [second]
+        check_stream_ends_and_resumes(h)
     finally:
         h.stop()
 
@@ -242,11 +249,28 @@ def test_a_cancelled_stream_leaves_no_task_behind() -> None:
     asyncio.run(go())
 
 
+def subscribe_in_process(
+    app: HubApp, query: bytes
+) -> tuple[asyncio.Task[None], list[Message], asyncio.Event]:
+    """An ASGI call that subscribes to ``app``: its task, what it sends, and the client's
+    leaving (set it to disconnect)."""
+    leave = asyncio.Event()
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        await leave.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": HUB, "query_string": query, "headers": []}
+    return asyncio.create_task(app(scope, receive, send)), sent, leave
+
+
 def test_asgi_write_timeout_counts_from_the_live_stream_not_a_slow_history() -> None:
     """A history slower than --write-timeout does not end the stream before its head (it
     used to end with no response at all): the deadline starts once the stream is live."""
-    from ssehub import Event, Settings
-    from ssehub.asgi import HubApp
 
     async def go() -> None:
         settings = Settings(
@@ -255,33 +279,14 @@ def test_asgi_write_timeout_counts_from_the_live_stream_not_a_slow_history() -> 
         app = HubApp(settings)
         await app.start()
         first = (await app.hub.publish(Event(("t",), "x"))).id
-        backend = app.hub.backend
-        since = backend.since
-        reading, release, leave = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        reading, release = asyncio.Event(), asyncio.Event()
 
-        async def slow_since(*args: Any) -> Any:
+        async def slow(_: int) -> None:
             reading.set()
             await release.wait()
-            return await since(*args)
 
-        backend.since = slow_since  # type: ignore[method-assign, assignment]
-        sent: list[MutableMapping[str, Any]] = []
-
-        async def receive() -> dict[str, object]:
-            await leave.wait()
-            return {"type": "http.disconnect"}
-
-        async def send(message: MutableMapping[str, Any]) -> None:
-            sent.append(message)
-
-        scope = {
-            "type": "http",
-            "method": "GET",
-            "path": HUB,
-            "query_string": b"topic=t&lastEventID=earliest",
-            "headers": [],
-        }
-        call = asyncio.create_task(app(scope, receive, send))
+        intercept_since(app.hub.backend, slow)
+        call, sent, leave = subscribe_in_process(app, b"topic=t&lastEventID=earliest")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 10
         while not reading.is_set():
@@ -311,59 +316,27 @@ def test_asgi_stream_that_fails_to_start_is_answered_or_closed(
     """An unexpected error while a stream starts is logged with its traceback and answered
     500 with one line if nothing went out yet, else the response ends (it used to escape
     the app as an exception group)."""
-    from ssehub import Event, Settings
-    from ssehub.asgi import HubApp
 
     async def go() -> None:
         app = HubApp(Settings(publisher_jwt_key=KEY, subscriber_jwt_key=KEY, anonymous=True))
         await app.start()
         for _ in range(100):  # two replay pages: the second read comes after the head
             await app.hub.publish(Event(("t",), "x" * 2000))
-        backend = app.hub.backend
-        since = backend.since
-        reads = 0
-
-        async def failing_since(*args: Any) -> Any:
-            nonlocal reads
-            reads += 1
-            if reads == failing_read:
-                raise RuntimeError("boom")
-            return await since(*args)
-
-        backend.since = failing_since  # type: ignore[method-assign, assignment]
-        leave = asyncio.Event()
-        sent: list[MutableMapping[str, Any]] = []
-
-        async def receive() -> dict[str, object]:
-            await leave.wait()
-            return {"type": "http.disconnect"}
-
-        async def send(message: MutableMapping[str, Any]) -> None:
-            sent.append(message)
-
-        scope = {
-            "type": "http",
-            "method": "GET",
-            "path": HUB,
-            "query_string": b"topic=t&lastEventID=earliest",
-            "headers": [],
-        }
-        await asyncio.wait_for(app(scope, receive, send), 10)
+        intercept_since(app.hub.backend, failing(failing_read))
+        call, sent, leave = subscribe_in_process(app, b"topic=t&lastEventID=earliest")
+        await asyncio.wait_for(call, 10)
         bodies = [m for m in sent if m["type"] == "http.response.body"]
         if failing_read == 1:
             assert sent[0]["status"] == 500
-            assert bodies == [
-                {
-                    "type": "http.response.body",
-                    "body": b"the hub failed to open this stream; its log says why\n",
-                }
-            ]
+            reason = b"the hub failed to open this stream; its log says why\n"
+            assert bodies == [{"type": "http.response.body", "body": reason}]
         else:
             assert sent[0]["status"] == 200
             assert b"id: " in bodies[0]["body"]
             assert bodies[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
         assert "a stream failed to start" in caplog.text and "RuntimeError: boom" in caplog.text
         assert app.hub.subscriber_count == 0
+        leave.set()
         await app.close()
 
     asyncio.run(go())

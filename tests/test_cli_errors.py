@@ -11,9 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator, MutableMapping
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +19,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from .support import KEY, HubProcess, free_port, make_token
+from .support import KEY, HubProcess, await_listening, free_port, http_server, make_token
 
 Case = tuple[list[str], int, str]
 
@@ -207,16 +205,9 @@ def redis_with_password(tmp_path_factory: pytest.TempPathFactory) -> Iterator[in
         [server, "--port", str(port), "--requirepass", "s3cret", "--save", "", "--dir", folder],
         stdout=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail("redis-server did not start")
-            time.sleep(0.02)
+    if not await_listening(proc, port, within=10):
+        proc.kill()
+        pytest.fail("redis-server did not start")
     yield port
     proc.terminate()
     proc.wait(10)
@@ -367,25 +358,8 @@ def test_an_unreachable_hub_is_one_line(command: str) -> None:
 @pytest.fixture(scope="module")
 def failing_hub() -> Iterator[str]:
     """A server that answers every request 503 with a reason, as a hub whose store is down."""
-
-    class Failing(BaseHTTPRequestHandler):
-        def _fail(self) -> None:
-            body = b"store unavailable: Redis is unavailable\n"
-            self.send_response(503)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        do_GET = do_POST = _fail
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Failing)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/.well-known/mercure"
-    server.shutdown()
-    server.server_close()
+    with http_server(b"store unavailable: Redis is unavailable\n", 503, "text/plain") as base:
+        yield f"{base}/.well-known/mercure"
 
 
 @pytest.mark.parametrize("command", ["publish", "subscribe"])

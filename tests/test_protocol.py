@@ -17,6 +17,7 @@ import pytest
 from ssehub.events import Event
 from ssehub.settings import Settings
 
+from .backends import failing, intercept_since
 from .protocol_harness import (
     PUBLISHER,
     Connection,
@@ -446,16 +447,13 @@ async def test_write_timeout_counts_from_the_live_stream_not_a_slow_history() ->
     deadline starts once the stream is live."""
     conn = await make_protocol(hub_settings(write_timeout=5, dispatch_timeout=0))
     first = await marker(conn, "t")
-    backend = conn.hub.backend
-    since = backend.since
     reading, release = asyncio.Event(), asyncio.Event()
 
-    async def slow_since(*args: Any) -> Any:
+    async def slow(_: int) -> None:
         reading.set()
         await release.wait()
-        return await since(*args)
 
-    backend.since = slow_since  # type: ignore[method-assign, assignment]
+    intercept_since(conn.hub.backend, slow)
     sub = await make_protocol(server=conn.server)
     sub.send(subscribe("t", last_event_id="earliest"))
     await until(reading.is_set, "history being read")
@@ -488,18 +486,7 @@ async def test_a_stream_that_fails_to_start_is_answered_or_closed(
     conn = await make_protocol(hub_settings())
     for _ in range(100):  # two replay pages: the second read comes after the head
         await conn.hub.publish(Event(("t",), "x" * 2000))
-    backend = conn.hub.backend
-    since = backend.since
-    reads = 0
-
-    async def failing_since(*args: Any) -> Any:
-        nonlocal reads
-        reads += 1
-        if reads == failing_read:
-            raise RuntimeError("boom")
-        return await since(*args)
-
-    backend.since = failing_since  # type: ignore[method-assign, assignment]
+    intercept_since(conn.hub.backend, failing(failing_read))
     conn.send(subscribe("t", last_event_id="earliest"))
     await until(lambda: conn.transport.lost, "the connection to close")
     status, _ = conn.stream_head() or (0, {})

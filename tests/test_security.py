@@ -4,13 +4,11 @@ control subscriber on the same hub kept receiving."""
 from __future__ import annotations
 
 import contextlib
-import http.server
 import json
 import os
 import signal
 import socket
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,6 +27,8 @@ from .support import (
     HUB,
     HubProcess,
     SSEClient,
+    check_stream_ends_and_resumes,
+    http_server,
     iter_responses,
     make_token,
     raw_request,
@@ -186,25 +186,10 @@ def jwks_server() -> Iterator[tuple[str, bytes, Path]]:
     )
     jwk.update({"kid": "k1", "alg": "RS256", "use": "sig"})
     body = json.dumps({"keys": [jwk]}).encode()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    with tempfile.TemporaryDirectory() as tmp:
+    with http_server(body) as base, tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "jwks.json"
         path.write_bytes(body)
-        yield f"http://127.0.0.1:{server.server_port}/jwks.json", private, path
-    server.shutdown()
+        yield f"{base}/jwks.json", private, path
 
 
 @pytest.mark.parametrize("where", ["url", "file"])
@@ -434,13 +419,7 @@ def test_slowloris_and_idle_keep_alive(guarded: HubProcess, control: Control) ->
 def test_write_timeout_ends_streams_which_resume() -> None:
     h = start_hub(*BASE, "--anonymous", "--write-timeout", "1")
     try:
-        with h.subscribe("t") as sub:
-            first = h.publish("t", "one").text
-            assert [e.id for e in sub.events(1)] == [first]
-            assert sub.wait_closed(5)
-        second = h.publish("t", "two").text
-        with h.subscribe("t", last_event_id=first) as again:
-            assert [e.id for e in again.events(1)] == [second]
+        check_stream_ends_and_resumes(h)
     finally:
         h.stop()
 
