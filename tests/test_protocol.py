@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable, Coroutine
-from typing import Any, ParamSpec
+from typing import Any, ParamSpec, cast
 
 import pytest
 
+from ssehub.app import App
 from ssehub.events import Event
 from ssehub.settings import Settings
 
@@ -499,6 +500,28 @@ async def test_a_stream_that_fails_to_start_is_answered_or_closed(
         assert 0 < len(conn.events()) < 100
     assert "a stream failed to start" in caplog.text and "RuntimeError: boom" in caplog.text
     assert conn.hub.subscriber_count == 0
+    await close_server(conn)
+
+
+@in_loop
+async def test_a_request_the_hub_fails_to_answer_gets_a_500_and_the_next_is_answered(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A fault of the hub's own while answering (here: rendering /metrics) is a 500 with one
+    line and a logged traceback; it used to escape into the transport, losing the answers
+    pipelined after it."""
+    conn = await make_protocol(hub_settings())
+    app, _ = cast(tuple[App, object], conn.server)
+
+    def broken() -> bytes:
+        raise RuntimeError("boom")
+
+    app.metrics.render = broken  # type: ignore[method-assign]
+    conn.send(request("GET", "/metrics") + HEALTH)
+    [(status, headers, body), (after, _, _)] = await conn.answers(2)
+    assert (status, headers["connection"], after) == (500, "keep-alive", 200)
+    assert one_line(body) == "the hub failed to answer this request; its log says why"
+    assert "answering GET /metrics failed" in caplog.text and "RuntimeError: boom" in caplog.text
     await close_server(conn)
 
 

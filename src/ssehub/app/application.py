@@ -7,6 +7,7 @@ It answers a ``Request`` with a typed answer (``Response``, ``DeferredPublish`` 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from .answers import DeferredPublish, Headers, Request, Response, error_response
 from .cors import Cors
 from .demo import DemoPage
 from .streams import OpenedStream
+
+log = logging.getLogger("ssehub.app")
 
 Answer = Response | DeferredPublish | OpenedStream
 _Handler = Callable[[Request, Headers], Answer]
@@ -107,6 +110,10 @@ class App:
             answer = error_response(error, cors)
         except InvalidEvent as exc:  # an in-process rule the form parser did not cover
             answer = error_response(HubError(400, str(exc)), cors)
+        except Exception:  # a fault of the hub's own: said, logged, and the connection lives on
+            log.exception("answering %s %s failed", request.method, request.path)
+            fault = HubError(500, "the hub failed to answer this request; its log says why")
+            answer = error_response(fault, cors)
         if request.method == "HEAD" and isinstance(answer, Response):
             answer.bodiless = True  # every answer to a HEAD, refusals too: no body on the wire
         return answer
