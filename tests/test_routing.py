@@ -25,9 +25,8 @@ from ssehub.topics import (
     expressions,
 )
 
-from .support import start_hub, wait_until
+from .support import scrape, start_hub, wait_until
 from .test_hub import FakeStream, attach, preamble, started
-from .test_metrics import scrape
 
 BOMB = "urn:x:" + "{/a}{.b}" * 150  # 300 adjacent expressions in 1206 characters
 
@@ -179,7 +178,7 @@ def test_churn_over_sockets_routes_nothing_again() -> None:
     topics = [f"urn:books:{i}" for i in range(5)]
 
     def computed() -> float:
-        return scrape(hub)[("ssehub_routes_computed_total", ())]
+        return scrape(hub.base)[("ssehub_routes_computed_total", ())]
 
     try:
         with hub.subscribe("urn:books:{id}") as books:
@@ -187,7 +186,7 @@ def test_churn_over_sockets_routes_nothing_again() -> None:
                 hub.publish(topic, "first")
             books.events(5)
             before = computed()
-            assert scrape(hub)[("ssehub_routes_cached", ())] >= 5
+            assert scrape(hub.base)[("ssehub_routes_cached", ())] >= 5
             for i in range(12):  # anonymous clients come and go: exact, template, *
                 with hub.subscribe(["urn:other", "urn:{x}:1", "*"][i % 3]) as churner:
                     assert churner.status == 200

@@ -7,6 +7,7 @@ It answers a ``Request`` with a typed answer (``Response``, ``DeferredPublish`` 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -40,6 +41,8 @@ from .answers import DeferredPublish, Headers, Request, Response, error_response
 from .cors import Cors
 from .demo import DemoPage
 from .streams import OpenedStream
+
+log = logging.getLogger("ssehub.app")
 
 Answer = Response | DeferredPublish | OpenedStream
 _Handler = Callable[[Request, Headers], Answer]
@@ -128,6 +131,10 @@ class App:
             answer = error_response(HubError(400, str(exc)), cors)
         except HubBusy as exc:  # the store is slow: publishers back off rather than pile up
             answer = error_response(HubError(503, str(exc), (("Retry-After", "1"),)), cors)
+        except Exception:  # a fault of the hub's own: said, logged, and the connection lives on
+            log.exception("answering %s %s failed", request.method, request.path)
+            fault = HubError(500, "the hub failed to answer this request; its log says why")
+            answer = error_response(fault, cors)
         if request.method == "HEAD" and isinstance(answer, Response):
             answer.bodiless = True  # every answer to a HEAD, refusals too: no body on the wire
         return answer
@@ -135,6 +142,12 @@ class App:
     def unavailable(self, exc: HistoryUnavailable, opened: OpenedStream) -> Response:
         """The answer to a stream whose history could not be read (before its head)."""
         return error_response(HubError(503, str(exc), (("Retry-After", "1"),)), opened.cors)
+
+    def failed(self, opened: OpenedStream) -> Response:
+        """The answer to a stream that failed before its head for a reason of the hub's own
+        (the face logs the traceback)."""
+        error = HubError(500, "the hub failed to open this stream; its log says why")
+        return error_response(error, opened.cors)
 
     def _route(self, request: Request) -> _Route:
         path = request.path

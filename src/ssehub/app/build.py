@@ -27,8 +27,8 @@ async def build(settings: Settings) -> App:
         max_template_cost=settings.max_template_expressions_per_address,
     )
     await hub.start()
-    app = App(settings, hub)
-    try:
+    try:  # keys are read here (a bad key file, a JWKS that does not answer): undo the start
+        app = App(settings, hub)
         await app.auth.start()
     except BaseException:
         await hub.close()
