@@ -10,12 +10,12 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
 
-from ssehub.backends import Backend, open_backend
+from ssehub.backends import REPLAY_PAGE, Backend, Replay, open_backend
 
 from .support import free_port
 
@@ -81,3 +81,28 @@ def store_url(kind: str) -> Iterator[str]:
 
 def make_backend(url: str, history_size: int = 100, history_max_age: float = 0.0) -> Backend:
     return open_backend(url, history_size, history_max_age)
+
+
+def intercept_since(backend: Backend, before: Callable[[int], Awaitable[None]]) -> None:
+    """Make each ``backend.since`` await ``before(n)`` first (n: the read's number, from 1):
+    a slow or failing history, in process."""
+    since = backend.since
+    reads = 0
+
+    async def intercepted(after: str | int, upto: int, limit: int = REPLAY_PAGE) -> Replay:
+        nonlocal reads
+        reads += 1
+        await before(reads)
+        return await since(after, upto, limit)
+
+    backend.since = intercepted  # type: ignore[method-assign]
+
+
+def failing(read: int) -> Callable[[int], Awaitable[None]]:
+    """For ``intercept_since``: read number ``read`` fails with a fault of the hub's own."""
+
+    async def fail(n: int) -> None:
+        if n == read:
+            raise RuntimeError("boom")
+
+    return fail

@@ -243,6 +243,31 @@ async def close_server(conn: Connection) -> None:
     await conn.hub.close()
 
 
+def sweep(conn: Connection, at: float) -> None:
+    """The server's once-a-second look at every connection's deadlines, as if at loop time
+    ``at``."""
+    _, registry = cast(tuple[App, ConnectionRegistry], conn.server)
+    for each in list(registry.connections):
+        each.check(at)
+
+
+class _Listener:
+    """What the drain closes of the listening server: nothing to close here."""
+
+    def close(self) -> None:
+        pass
+
+    async def wait_closed(self) -> None:
+        pass
+
+
+async def shut_down(conn: Connection) -> None:
+    """SIGTERM: the server behind ``conn`` drains every connection and stops its hub, as
+    ``serve`` does (instead of ``close_server``)."""
+    app, registry = cast(tuple[App, ConnectionRegistry], conn.server)
+    await registry.drain(cast(asyncio.Server, _Listener()), app.close())
+
+
 # -- requests -------------------------------------------------------------------------------------
 
 PUBLISHER = make_token(publish=["*"])

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import http.server
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -87,6 +90,35 @@ def metric(base: str, name: str) -> float:
 def wait_metric(base: str, name: str, at_least: float, timeout: float = DEADLINE) -> None:
     """Wait until the hub's ``name`` sample reaches ``at_least`` (e.g. subscribers registered)."""
     wait_until(lambda: metric(base, name) >= at_least, f"{name} >= {at_least:g}", timeout)
+
+
+@contextlib.contextmanager
+def http_server(
+    body: bytes, status: int = 200, content_type: str = "application/json"
+) -> Iterator[str]:
+    """A plain HTTP server on a free port that answers every GET and POST with ``status`` and
+    ``body`` (a JWKS URL, a failing hub); yields its base URL."""
+
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def free_port() -> int:
@@ -192,27 +224,47 @@ class HubProcess:
 
 
 def serve_process(cmd: list[str], port: int, env: dict[str, str] | None = None) -> HubProcess:
-    """Start a server process (uvicorn, the examples) and wait until ``port`` accepts."""
+    """Start a server process (uvicorn, the examples) and wait until it listens on ``port``."""
     proc = subprocess.Popen(cmd, env=env, cwd=Path(__file__).resolve().parent.parent)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError(f"{cmd} did not start") from None
-            time.sleep(0.05)
+    if not await_listening(proc, port, within=20):
+        proc.kill()
+        raise RuntimeError(f"{cmd} did not start")
     hub = HubProcess(port, proc)
     hub.publisher_token = make_token(publish=["*"])
     return hub
 
 
+def listening(port: int) -> int:
+    """How many sockets listen on ``port`` (one per worker with ``--workers``): the kernel's
+    word, so nothing is asked of the hub."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            count += fields[1].endswith(f":{port:04X}") and fields[3] == "0A"  # TCP_LISTEN
+    return count
+
+
+def await_listening(
+    proc: subprocess.Popen[bytes], port: int, count: int = 1, within: float = 15.0
+) -> bool:
+    """Wait until ``count`` sockets listen on ``port``; False if ``proc`` exits first or the
+    time runs out."""
+    deadline = time.monotonic() + within
+    while listening(port) < count:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def start_hub(
     *args: str, key: str | None = KEY, port: int | None = None, module: str = "ssehub.cli"
 ) -> HubProcess:
+    """Start ``ssehub serve`` and return once it listens: every worker, with ``--workers``
+    (a worker listens once its hub is built)."""
     port = port or free_port()
+    workers = int(args[args.index("--workers") + 1]) if "--workers" in args else 1
     cmd = [sys.executable, "-m", module, "serve", "--port", str(port), *args]
     if key is not None:
         cmd += ["--jwt-key", key]
@@ -224,19 +276,12 @@ def start_hub(
         stderr=subprocess.PIPE,
         cwd=Path(__file__).parent.parent,
     )
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
+    if not await_listening(proc, port, workers):
         if proc.poll() is not None:
             _, err = proc.communicate()
             raise RuntimeError(f"ssehub serve exited: {err.decode()}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-        except OSError:
-            time.sleep(0.05)
-    else:
         proc.kill()
-        raise RuntimeError("ssehub serve did not start listening")
+        raise RuntimeError(f"ssehub serve did not start listening with {workers} worker(s)")
     hub = HubProcess(port, proc, key or "")
     if key is not None:
         hub.publisher_token = make_token(key, publish=["*"])
@@ -282,6 +327,30 @@ class Dechunker:
             out.append(self.buffer[: self.left])
             self.buffer, self.left = self.buffer[self.left + 2 :], -1
         return b"".join(out)
+
+
+def next_chunk(sock: socket.socket, deadline: float) -> bytes | None:
+    """The next bytes ``sock`` receives before ``deadline`` (``time.monotonic``): ``b""`` once
+    the peer closed, None if the deadline came first (a reset raises)."""
+    while (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(max(0.01, left))
+        try:
+            return sock.recv(65536)
+        except TimeoutError:
+            continue
+    return None
+
+
+def check_stream_ends_and_resumes(hub: HubProcess) -> None:
+    """A stream the hub ends (a --write-timeout set short) closes after what it sent, and a
+    resume with Last-Event-ID gets what was published after."""
+    with hub.subscribe("t") as sub:
+        first = hub.publish("t", "one").text
+        assert [e.id for e in sub.events(1)] == [first]
+        assert sub.wait_closed(5)
+    second = hub.publish("t", "two").text
+    with hub.subscribe("t", last_event_id=first) as again:
+        assert [e.id for e in again.events(1)] == [second]
 
 
 class SSEClient:
@@ -342,20 +411,7 @@ class SSEClient:
 
     def events(self, count: int, timeout: float = 10.0) -> list[ServerEvent]:
         """The next ``count`` events; raises TimeoutError if they do not come in time."""
-        deadline = time.monotonic() + timeout
-        while len(self.pending) < count:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"got {len(self.pending)} of {count} events: {self.pending}")
-            self.sock.settimeout(left)
-            try:
-                chunk = self.sock.recv(65536)
-            except TimeoutError:
-                continue
-            if not chunk:
-                self.closed = True
-                raise ConnectionError(f"stream closed after {len(self.pending)} events")
-            self._feed(chunk)
+        self.read_until(lambda: len(self.pending) >= count, f"{count} events", timeout)
         out, self.pending = self.pending[:count], self.pending[count:]
         return out
 
@@ -365,18 +421,13 @@ class SSEClient:
         """Read (keeping events in ``pending``) until ``condition`` holds, e.g. on comments."""
         deadline = time.monotonic() + timeout
         while not condition():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"waited {timeout:g}s for {what}")
-            self.sock.settimeout(left)
-            try:
-                chunk = self.sock.recv(65536)
-            except TimeoutError:
-                continue
+            chunk = next_chunk(self.sock, deadline)
+            if chunk is None:
+                raise TimeoutError(f"waited {timeout:g}s for {what}; got {self.pending}")
             if not chunk:
                 self.closed = True
-                raise ConnectionError(f"stream closed while waiting for {what}")
-            self.pending.extend(self.decoder.feed(chunk))
+                raise ConnectionError(f"stream closed while waiting for {what}: {self.pending}")
+            self._feed(chunk)
 
     def next_is(self, event_id: str) -> None:
         """The next event is ``event_id``: nothing (a duplicate, a leak) came before it.
@@ -390,20 +441,13 @@ class SSEClient:
     def wait_closed(self, timeout: float = DEADLINE) -> bool:
         """True once the hub closes the stream (events meanwhile are kept)."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
-            try:
-                chunk = self.sock.recv(65536)
-            except TimeoutError:
-                continue
-            except ConnectionResetError:
-                self.closed = True
-                return True
-            if not chunk:
-                self.closed = True
-                return True
-            self._feed(chunk)
-        return False
+        try:
+            while chunk := next_chunk(self.sock, deadline):
+                self._feed(chunk)
+        except ConnectionResetError:
+            chunk = b""
+        self.closed = chunk == b""
+        return self.closed
 
     def close(self) -> None:
         self.sock.close()

@@ -13,7 +13,21 @@ from typing import Any
 import httpx
 import pytest
 
-from .support import HUB, KEY, HubProcess, free_port, make_token, raw_request, serve_process
+from ssehub import Event, Settings
+from ssehub.asgi import HubApp, Message
+
+from .backends import failing, intercept_since
+from .support import (
+    HUB,
+    KEY,
+    HubProcess,
+    check_stream_ends_and_resumes,
+    free_port,
+    make_token,
+    raw_request,
+    serve_process,
+    wait_until,
+)
 
 
 @pytest.fixture(scope="module")
@@ -145,13 +159,7 @@ def test_asgi_closes_a_slow_reader_which_resumes() -> None:
 def test_asgi_write_timeout_ends_streams_which_resume() -> None:
     h = asgi_hub(write_timeout="1")
     try:
-        with h.subscribe("t") as sub:
-            first = h.publish("t", "one").text
-            assert [e.id for e in sub.events(1)] == [first]
-            assert sub.wait_closed(5)
-        second = h.publish("t", "two").text
-        with h.subscribe("t", last_event_id=first) as again:
-            assert [e.id for e in again.events(1)] == [second]
+        check_stream_ends_and_resumes(h)
     finally:
         h.stop()
 
@@ -237,6 +245,118 @@ def test_a_cancelled_stream_leaves_no_task_behind() -> None:
             await asyncio.sleep(0)
         assert asyncio.all_tasks() - before - {call} == set()
         assert app.hub.subscriber_count == 0
+        await app.close()
+
+    asyncio.run(go())
+
+
+def test_asgi_bounds_template_expressions_per_client_address() -> None:
+    h = asgi_hub(max_template_expressions_per_address="40")
+    templates = [f"urn:asgi:{{a{i}}}" for i in range(32)]
+    try:
+        with h.subscribe(templates) as first:
+            assert first.status == 200
+            with h.subscribe(templates[:16]) as refused:
+                assert refused.status == 429
+                assert "--max-template-expressions-per-address" in refused.body.decode()
+
+        def accepted() -> bool:  # given back once the first stream has ended
+            with h.subscribe(templates[:16]) as again:
+                return again.status == 200
+
+        wait_until(accepted, "the address's template expressions to be given back")
+    finally:
+        h.stop()
+
+
+def subscribe_in_process(
+    app: HubApp, query: bytes
+) -> tuple[asyncio.Task[None], list[Message], asyncio.Event]:
+    """An ASGI call that subscribes to ``app``: its task, what it sends, and the client's
+    leaving (set it to disconnect)."""
+    leave = asyncio.Event()
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        await leave.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": HUB, "query_string": query, "headers": []}
+    return asyncio.create_task(app(scope, receive, send)), sent, leave
+
+
+def test_asgi_write_timeout_counts_from_the_live_stream_not_a_slow_history() -> None:
+    """A history slower than --write-timeout does not end the stream before its head (it
+    used to end with no response at all): the deadline starts once the stream is live."""
+
+    async def go() -> None:
+        settings = Settings(
+            publisher_jwt_key=KEY, subscriber_jwt_key=KEY, anonymous=True, write_timeout=5
+        )
+        app = HubApp(settings)
+        await app.start()
+        first = (await app.hub.publish(Event(("t",), "x"))).id
+        reading, release = asyncio.Event(), asyncio.Event()
+
+        async def slow(_: int) -> None:
+            reading.set()
+            await release.wait()
+
+        intercept_since(app.hub.backend, slow)
+        call, sent, leave = subscribe_in_process(app, b"topic=t&lastEventID=earliest")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while not reading.is_set():
+            assert loop.time() < deadline
+            await asyncio.sleep(0)
+        app._check_streams(loop.time() + 60)  # long past the deadline, had it started already
+        release.set()
+        while not any(first.encode() in m.get("body", b"") for m in sent):
+            assert loop.time() < deadline and not call.done(), sent
+            await asyncio.sleep(0)
+        assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 200
+        while not call.done():  # once live, the deadline holds
+            assert loop.time() < deadline
+            app._check_streams(loop.time() + 60)
+            await asyncio.sleep(0)
+        assert sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
+        leave.set()
+        await app.close()
+
+    asyncio.run(go())
+
+
+@pytest.mark.parametrize("failing_read", [1, 2], ids=["before-the-head", "after-the-head"])
+def test_asgi_stream_that_fails_to_start_is_answered_or_closed(
+    failing_read: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An unexpected error while a stream starts is logged with its traceback and answered
+    500 with one line if nothing went out yet, else the response ends (it used to escape
+    the app as an exception group)."""
+
+    async def go() -> None:
+        app = HubApp(Settings(publisher_jwt_key=KEY, subscriber_jwt_key=KEY, anonymous=True))
+        await app.start()
+        for _ in range(100):  # two replay pages: the second read comes after the head
+            await app.hub.publish(Event(("t",), "x" * 2000))
+        intercept_since(app.hub.backend, failing(failing_read))
+        call, sent, leave = subscribe_in_process(app, b"topic=t&lastEventID=earliest")
+        await asyncio.wait_for(call, 10)
+        bodies = [m for m in sent if m["type"] == "http.response.body"]
+        if failing_read == 1:
+            assert sent[0]["status"] == 500
+            reason = b"the hub failed to open this stream; its log says why\n"
+            assert bodies == [{"type": "http.response.body", "body": reason}]
+        else:
+            assert sent[0]["status"] == 200
+            assert b"id: " in bodies[0]["body"]
+            assert bodies[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
+        assert "a stream failed to start" in caplog.text and "RuntimeError: boom" in caplog.text
+        assert app.hub.subscriber_count == 0
+        leave.set()
         await app.close()
 
     asyncio.run(go())

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 import pytest
 
 from ssehub.backends import EARLIEST, Backend, Replay
+from ssehub.contract import Appended
 from ssehub.events import Event, StoredEvent
 
 from .backends import make_backend, store_url
@@ -171,10 +172,14 @@ def test_retry_with_same_id_is_not_a_duplicate(url: str) -> None:
     @contract(url, history_size=5)
     async def _(hub: Opened) -> None:
         a, _ = await hub.publish("a", "b")
-        [again] = await hub.publish("a")  # the publisher did not hear back, and retries
+        retried = await hub.publish("a")  # the publisher did not hear back, and retries
+        [again] = retried
         assert (again.id, again.position, again.data) == ("a", a.position, a.data)
-        d1, d2, other = await hub.publish("d", "d", None)  # a repeat inside one batch
+        assert isinstance(retried, Appended) and retried.repeats == 1  # counted once
+        repeating = await hub.publish("d", "d", None)  # a repeat inside one batch
+        d1, d2, other = repeating
         assert (d2.id, d2.position) == ("d", d1.position)
+        assert isinstance(repeating, Appended) and repeating.repeats == 1
         assert other.position > d1.position
         replay = await hub.backend.since(EARLIEST, other.position)
         assert ids(replay.events) == ["a", "b", "d", other.id]

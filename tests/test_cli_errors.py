@@ -3,6 +3,7 @@ exit 2 for a usage error, 1 for a runtime one, and no traceback unless --debug a
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -10,16 +11,15 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from collections.abc import Callable, Iterator, MutableMapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from .support import KEY, HubProcess, free_port, make_token
+from .support import KEY, HubProcess, await_listening, free_port, http_server, make_token
 
 Case = tuple[list[str], int, str]
 
@@ -205,16 +205,9 @@ def redis_with_password(tmp_path_factory: pytest.TempPathFactory) -> Iterator[in
         [server, "--port", str(port), "--requirepass", "s3cret", "--save", "", "--dir", folder],
         stdout=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail("redis-server did not start")
-            time.sleep(0.02)
+    if not await_listening(proc, port, within=10):
+        proc.kill()
+        pytest.fail("redis-server did not start")
     yield port
     proc.terminate()
     proc.wait(10)
@@ -248,6 +241,73 @@ def test_a_failed_start_prints_no_first_run_tokens() -> None:
     """Without a key the hub makes one and prints tokens, but only once it listens."""
     done = ssehub("serve", "--port", "0", "--store", "sqlite:/nonexistent/dir/x.db")
     assert_one_line(done, 1, "does not exist")
+
+
+def _holding(path: Path) -> list[str]:
+    """This process's open files under ``path`` (a database and its WAL), and its SQLite
+    store threads."""
+    held = []
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except FileNotFoundError:
+            continue
+        if target.startswith(str(path)):
+            held.append(target)
+    return held + [t.name for t in threading.enumerate() if t.name.startswith("ssehub-sqlite")]
+
+
+@pytest.mark.parametrize("face", ["serve", "asgi"])
+def test_a_failed_start_closes_the_store_it_opened(tmp_path: Path, face: str) -> None:
+    """A key file that cannot be read is found after the store is open: the start closes the
+    store before it fails, every time an ASGI server retries its lifespan."""
+    from ssehub import Settings
+    from ssehub.asgi import HubApp
+    from ssehub.errors import ConfigError
+    from ssehub.server import serve
+
+    settings = Settings(
+        store=f"sqlite:{tmp_path / 'events.db'}",
+        publisher_jwt_key=f"@{tmp_path / 'missing.pem'}",
+        subscriber_jwt_key=KEY,
+        demo=False,
+    )
+
+    async def start() -> None:
+        if face == "serve":
+            await serve(settings, clock=False)
+        else:
+            await HubApp(settings).start()
+
+    async def start_twice() -> list[str]:
+        for _ in range(2):
+            with pytest.raises(ConfigError, match="cannot read"):
+                await start()
+        return _holding(tmp_path)
+
+    assert asyncio.run(start_twice()) == []
+
+
+def test_an_asgi_lifespan_that_fails_says_why(tmp_path: Path) -> None:
+    """Served on its own (``uvicorn --factory ssehub.asgi:from_env``), the app answers a failed
+    start with ``lifespan.startup.failed`` and its one-line reason, so the server stops and
+    says why; a raised error reads to uvicorn as "lifespan unsupported", and it went on."""
+    from ssehub import Settings
+    from ssehub.asgi import HubApp
+
+    app = HubApp(Settings(publisher_jwt_key=f"@{tmp_path / 'missing.pem'}", demo=False))
+    sent: list[MutableMapping[str, Any]] = []
+
+    async def receive() -> MutableMapping[str, Any]:
+        return {"type": "lifespan.startup"}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(app({"type": "lifespan"}, receive, send))
+    [failed] = sent
+    assert failed["type"] == "lifespan.startup.failed"
+    assert "cannot read" in failed["message"] and "\n" not in failed["message"]
 
 
 def _unshare(*flags: str) -> list[str]:
@@ -298,25 +358,8 @@ def test_an_unreachable_hub_is_one_line(command: str) -> None:
 @pytest.fixture(scope="module")
 def failing_hub() -> Iterator[str]:
     """A server that answers every request 503 with a reason, as a hub whose store is down."""
-
-    class Failing(BaseHTTPRequestHandler):
-        def _fail(self) -> None:
-            body = b"store unavailable: Redis is unavailable\n"
-            self.send_response(503)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        do_GET = do_POST = _fail
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Failing)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/.well-known/mercure"
-    server.shutdown()
-    server.server_close()
+    with http_server(b"store unavailable: Redis is unavailable\n", 503, "text/plain") as base:
+        yield f"{base}/.well-known/mercure"
 
 
 @pytest.mark.parametrize("command", ["publish", "subscribe"])

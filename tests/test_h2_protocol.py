@@ -16,6 +16,8 @@ from ssehub import Event as HubEvent
 from ssehub import Settings
 from ssehub.app import build
 from ssehub.server.h2 import H2Protocol
+from ssehub.server.negotiate import PREFACE, protocol_factory
+from ssehub.server.protocol import HttpProtocol
 from ssehub.server.registry import ConnectionRegistry
 
 from .support import HUB, KEY
@@ -27,6 +29,7 @@ class RecordingTransport:
     def __init__(self) -> None:
         self.writes: list[bytes] = []
         self.closing = False
+        self.protocol: asyncio.BaseProtocol | None = None  # what set_protocol handed it to
 
     def write(self, data: bytes) -> None:
         self.writes.append(bytes(data))
@@ -45,6 +48,20 @@ class RecordingTransport:
 
     def abort(self) -> None:
         self.closing = True
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self.protocol = protocol
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def handed(transport: RecordingTransport) -> asyncio.BaseProtocol | None:
+    """The protocol ``transport`` was handed to (a call, so mypy does not narrow it)."""
+    return transport.protocol
 
 
 async def until(done: Callable[[], bool]) -> None:
@@ -99,5 +116,40 @@ def test_fan_out_over_ten_streams_is_one_write_with_one_data_frame_each() -> Non
         assert sorted(e.stream_id for e in frames) == streams  # one DATA frame per stream
         assert {e.data for e in frames} == {b"id: e1\ndata: to all ten\n\n"}  # no chunk framing
         await hub.close()
+
+    asyncio.run(go())
+
+
+def test_h2c_preface_split_over_reads_still_picks_http2() -> None:
+    """With --http2 the first bytes choose the protocol: the preface may arrive in pieces
+    (wait for the rest), anything else is HTTP/1.x at once."""
+
+    async def go() -> None:
+        settings = Settings(publisher_jwt_key=KEY, subscriber_jwt_key=KEY, http2=True)
+        app = await build(settings)
+        registry = ConnectionRegistry(settings)
+        factory = protocol_factory(app, registry, tls=False)
+
+        h2_side = RecordingTransport()
+        first = factory()
+        first.connection_made(h2_side)  # type: ignore[arg-type]
+        client = H2Connection(H2Configuration(client_side=True, header_encoding=None))
+        client.initiate_connection()
+        hello = client.data_to_send()
+        assert hello.startswith(PREFACE)
+        first.data_received(hello[:7])
+        assert handed(h2_side) is None  # not decided on a prefix of the preface
+        first.data_received(hello[7:])
+        assert isinstance(handed(h2_side), H2Protocol)
+        events = client.receive_data(b"".join(h2_side.writes))  # the hub's SETTINGS
+        assert events and not h2_side.closing
+
+        h1_side = RecordingTransport()
+        second = factory()
+        second.connection_made(h1_side)  # type: ignore[arg-type]
+        second.data_received(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert isinstance(handed(h1_side), HttpProtocol)
+        await until(lambda: b"".join(h1_side.writes).startswith(b"HTTP/1.1 200 OK"))
+        await app.close()
 
     asyncio.run(go())

@@ -17,7 +17,7 @@ from ssehub.client import subscribe
 from ssehub.contract import InvalidEvent
 from ssehub.sse import ServerEvent
 
-from .support import HUB, HubProcess, make_token, start_hub
+from .support import HUB, HubProcess, make_token, next_chunk, start_hub
 
 API = HUB + "/subscriptions"
 
@@ -60,30 +60,20 @@ class Wire:
     def until(self, done: bytes, count: int = 1, timeout: float = 10.0) -> bytes:
         """Read until ``done`` occurs ``count`` times (or the hub closes, or the deadline)."""
         deadline = time.monotonic() + timeout
-        while self.got.count(done) < count and time.monotonic() < deadline:
-            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
-            try:
-                chunk = self.sock.recv(65536)
-            except TimeoutError:
-                continue
-            if not chunk:
-                break
+        while self.got.count(done) < count and (chunk := next_chunk(self.sock, deadline)):
             self.got += chunk
         return self.got
 
     def until_closed(self, timeout: float = 10.0) -> bytes:
+        """Read until the hub closes the connection cleanly (a reset may have lost bytes)."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
-            try:
-                chunk = self.sock.recv(65536)
-            except TimeoutError:
-                continue
-            except ConnectionResetError:
-                break
-            if not chunk:
-                return self.got
-            self.got += chunk
+        try:
+            while chunk := next_chunk(self.sock, deadline):
+                self.got += chunk
+        except ConnectionResetError:
+            chunk = None
+        if chunk == b"":
+            return self.got
         raise AssertionError(f"the hub did not close the connection; got {self.got!r}")
 
     def close(self) -> None:

@@ -364,6 +364,25 @@ def test_gap_is_never_silent(fresh_hub: HubProcess, asked: str) -> None:
         assert [e.id for e in sub.events(1)] == [live]
 
 
+def test_a_gap_notice_names_only_an_event_the_subscriber_may_see(fresh_hub: HubProcess) -> None:
+    """``replayFrom`` is where this subscriber's replay starts, never the oldest event in
+    history whatever its topic: that would hand out the id of another topic's (private)
+    update."""
+    secret, public = unique("secret"), unique("public")
+    assert fresh_hub.publish(secret, "s", id="secret-update", private="on").status_code == 200
+    assert fresh_hub.publish(unique("other"), "o", id="other-update").status_code == 200
+    first = fresh_hub.publish(public, "p", id="public-update").text
+    with fresh_hub.subscribe(public, last_event_id="urn:uuid:never-published") as sub:
+        gap, replayed = sub.events(2)
+        assert gap.event == "ssehub.gap"
+        assert json.loads(gap.data)["replayFrom"] == first
+        assert replayed.id == first
+    # Nothing of its topics in history: the notice names no event at all.
+    with fresh_hub.subscribe(unique("quiet"), last_event_id="urn:uuid:never-published") as sub:
+        [gap] = sub.events(1)
+        assert json.loads(gap.data)["replayFrom"] is None
+
+
 def test_resume_while_publishing_has_no_gap_and_no_duplicate(hub: HubProcess) -> None:
     topic = unique("race")
     published: list[str] = []

@@ -333,3 +333,25 @@ def test_subscribe_writes_its_preamble_or_raises() -> None:
             await hub.subscribe(sub, None, preamble)
 
     asyncio.run(go())
+
+
+def test_a_burst_of_publishes_goes_to_the_store_in_bounded_batches() -> None:
+    class Recording(MemoryBackend):
+        batches: list[int] = []
+
+        async def append(self, events: Sequence[Event]) -> list[StoredEvent]:
+            self.batches.append(len(events))
+            return await super().append(events)
+
+    async def go() -> None:
+        backend = Recording(history_size=20_000)
+        hub = Hub(backend, heartbeat=0)
+        await hub.start()
+        futures = [hub.publish(Event(("t",), id=f"e{i}")) for i in range(10_000)]
+        stored = await asyncio.gather(*futures)
+        assert [e.id for e in stored] == [f"e{i}" for i in range(10_000)]  # in order, all
+        assert sum(backend.batches) == 10_000
+        assert max(backend.batches) <= 4096  # one transaction, one Redis script: bounded
+        assert hub.commits.pending_bytes == 0
+
+    asyncio.run(go())

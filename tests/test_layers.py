@@ -13,7 +13,10 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("configuration", {"settings"}),
     ("wire", {"sse", "topics", "mercure", "errors", "events"}),
     ("security", {"tokens", "keys", "auth", "access_tokens", "dialects"}),
-    ("engine", {"contract", "subscriber", "commits", "routes", "views", "history", "hub"}),
+    (
+        "engine",
+        {"contract", "budgets", "subscriber", "commits", "routes", "views", "history", "hub"},
+    ),
     ("backends", {"backends"}),
     ("application", {"app", "subscriptions", "metrics"}),
     (

@@ -145,3 +145,57 @@ def test_history_max_bytes_counts_everything_history_holds(
 
     held = asyncio.run(go())
     assert held < bound * 1.2, f"history holds {held >> 10} KiB over a {bound >> 10} KiB bound"
+
+
+class _Counted(list[StoredEvent]):
+    """History that counts the events read out of it, by index or by iteration."""
+
+    reads = 0
+
+    def __getitem__(self, index):  # type: ignore[no-untyped-def]
+        found = super().__getitem__(index)
+        self.reads += len(found) if isinstance(index, slice) else 1
+        return found
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        for event in super().__iter__():
+            self.reads += 1
+            yield event
+
+
+def test_resuming_near_the_end_of_a_long_history_reads_no_event_before_it() -> None:
+    async def go() -> None:
+        backend = MemoryBackend(history_size=200_000, history_max_bytes=1 << 30)
+        await backend.start(lambda batch: None)
+        for start in range(0, 100_000, 5000):
+            await backend.append([Event(("t",), id=f"e{i}") for i in range(start, start + 5000)])
+        counted = _Counted(backend._history)
+        backend._history = counted
+        for after in ("e99990", 99_991):  # an id, and the previous page's last position
+            counted.reads = 0
+            replay = await backend.since(after, 100_000)
+            assert [e.id for e in replay.events] == [f"e{i}" for i in range(99_991, 100_000)]
+            # Bisection reads ~17 events to find the start; walking there reads ~100 000.
+            assert counted.reads < 100, f"{counted.reads} events read for a page of 9"
+
+    asyncio.run(go())
+
+
+def test_trimmed_history_still_resumes_by_id_and_position() -> None:
+    async def go() -> None:
+        backend = MemoryBackend(history_size=10)
+        await backend.start(lambda batch: None)
+        for start in range(0, 100, 7):
+            await append(backend, *[f"e{i}" for i in range(start, min(start + 7, 100))])
+        assert backend.retained == 10
+        replay = await backend.since("e94", 100)
+        assert replay.found and [e.id for e in replay.events] == [f"e{i}" for i in range(95, 100)]
+        gone = await backend.since("e80", 100)
+        assert not gone.found and gone.events[0].id == "e90"
+        by_position = await backend.since(replay.events[0].position, 100)
+        assert [e.id for e in by_position.events] == ["e96", "e97", "e98", "e99"]
+        before = await backend.since(gone.events[0].position - 1, 100)
+        assert before.found and len(before.events) == 10
+        assert backend.last_id == "e99"
+
+    asyncio.run(go())

@@ -3,33 +3,21 @@
 from __future__ import annotations
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
-from .support import HubProcess
-
-
-def scrape(hub: HubProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    answer = httpx.get(hub.base + "/metrics")
-    assert answer.status_code == 200
-    assert answer.headers["content-type"].startswith("text/plain")
-    values = {}
-    for family in text_string_to_metric_families(answer.text):
-        for sample in family.samples:
-            values[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return values
+from .support import HubProcess, scrape
 
 
 def test_metrics_follow_traffic(hub: HubProcess) -> None:
-    before = scrape(hub)
+    before = scrape(hub.base)
     with hub.subscribe("urn:metrics") as one, hub.subscribe("urn:metrics") as two:
         for i in range(3):
             assert hub.publish("urn:metrics", f"m{i}").status_code == 200
         one.events(3)
         two.events(3)
-        during = scrape(hub)
+        during = scrape(hub.base)
         assert during[("ssehub_subscribers", ())] >= 2
     assert httpx.post(hub.url, data={"topic": "x"}).status_code == 401
-    after = scrape(hub)
+    after = scrape(hub.base)
 
     def grew(name: str, labels: tuple[tuple[str, str], ...] = ()) -> float:
         return after[(name, labels)] - before.get((name, labels), 0.0)
@@ -48,3 +36,20 @@ def test_health(hub: HubProcess) -> None:
     for path in ("/healthz", "/readyz"):
         answer = httpx.get(hub.base + path)
         assert (answer.status_code, answer.text) == (200, "ok\n")
+
+
+def test_a_retried_publish_is_counted_once(hub: HubProcess) -> None:
+    """A publisher's retry (an id history holds) is answered with the stored event; it is
+    counted as a repeat, not as a second update."""
+    before = scrape(hub.base)
+    first = hub.publish("urn:metrics-retry", "once", id="retry-1")
+    again = hub.publish("urn:metrics-retry", "once", id="retry-1")
+    assert (first.status_code, again.status_code) == (200, 200)
+    assert first.text == again.text == "retry-1"
+    after = scrape(hub.base)
+
+    def grew(name: str) -> float:
+        return after.get((name, ()), 0.0) - before.get((name, ()), 0.0)
+
+    assert grew("ssehub_updates_published_total") == 1
+    assert grew("ssehub_updates_repeated_total") == 1

@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable, Coroutine
-from typing import Any, ParamSpec
+from typing import Any, ParamSpec, cast
 
 import pytest
 
+from ssehub.app import App
 from ssehub.events import Event
 from ssehub.settings import Settings
 
+from .backends import failing, intercept_since
 from .protocol_harness import (
     PUBLISHER,
     Connection,
@@ -24,7 +26,9 @@ from .protocol_harness import (
     make_protocol,
     publish,
     request,
+    shut_down,
     subscribe,
+    sweep,
 )
 from .support import HUB, KEY, until
 
@@ -260,6 +264,50 @@ async def test_an_endless_header_line_is_refused() -> None:
     await close_server(conn)
 
 
+BEFORE_A_HEAD = {  # requests that may share a packet with the start of the next head
+    "nothing": b"",
+    "a-get": HEALTH,
+    "a-body-with-blank-lines": request("POST", "/healthz", body=b"a\r\n\r\nb\r\n\r\n"),
+    "a-chunked-body": (
+        b"POST /healthz HTTP/1.1\r\nHost: hub.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"4\r\nab\r\n\r\n0\r\n\r\n"
+    ),
+}
+UNFINISHED = b"GET /healthz HTTP/1.1\r\nHost: hub.test\r\nX-Long: "
+
+
+@pytest.mark.parametrize("before", BEFORE_A_HEAD.values(), ids=BEFORE_A_HEAD.keys())
+@in_loop
+async def test_an_unfinished_head_counts_from_its_first_packet(before: bytes) -> None:
+    """The packet an unfinished head starts in counts too, however much of it belongs to
+    earlier requests: one byte past --max-head-size is refused at once."""
+    limit = LIMITS["max_head_size"]
+    conn = await make_protocol(hub_settings(**LIMITS))
+    conn.send(before + UNFINISHED + b"a" * (limit + 1 - len(UNFINISHED)))
+    answers = conn.responses()
+    assert [status for status, _, _ in answers][-1:] == [431]
+    assert one_line(answers[-1][2]) == "request head too large"
+    await close_server(conn)
+
+
+@pytest.mark.parametrize("before", BEFORE_A_HEAD.values(), ids=BEFORE_A_HEAD.keys())
+@pytest.mark.parametrize("cut", [0, 1, 2, 3], ids=["whole-blank-line", "cr", "crlf", "crlfcr"])
+@in_loop
+async def test_an_unfinished_head_of_exactly_the_limit_is_read(before: bytes, cut: int) -> None:
+    """Only the head's own bytes count: not those of the requests before it in its first
+    packet, nor the end of their blank line when that came a packet earlier."""
+    limit = LIMITS["max_head_size"]
+    conn = await make_protocol(hub_settings(**LIMITS))
+    blank = len(before) - 4 + cut if before.endswith(b"\r\n\r\n") and cut else len(before)
+    conn.send(before[:blank])
+    conn.send(before[blank:] + UNFINISHED)
+    conn.send(b"a" * (limit - len(UNFINISHED)))  # unfinished, exactly --max-head-size bytes
+    conn.send(b"\r\n\r\n")
+    answers = await conn.answers(2 if before else 1)
+    assert answers[-1][0] == 200
+    await close_server(conn)
+
+
 @in_loop
 async def test_refusal_after_valid_requests_in_the_same_packet_answers_them_first() -> None:
     conn = await make_protocol(hub_settings())
@@ -368,6 +416,137 @@ async def test_connections_in_total_and_per_address() -> None:
     [(status, _, _)] = await again.answers(1)
     assert status == 200
     await close_server(first)
+
+
+@in_loop
+async def test_a_flood_of_refused_connections_holds_a_bounded_number_open() -> None:
+    """A refusal lingers so no reset overtakes its answer, but refusals are not counted as
+    connections: past a tenth of --max-connections lingering, they close at once."""
+    first = await make_protocol(hub_settings(max_connections=20, max_connections_per_ip=0))
+    held = [first] + [await make_protocol(server=first.server) for _ in range(19)]
+    refused = [
+        await make_protocol(server=first.server, peer=(f"10.0.1.{i}", 50000)) for i in range(50)
+    ]
+    for conn in refused:
+        [(status, _, _)] = conn.responses()  # every refusal is answered
+        assert status == 503
+    assert sum(not conn.transport.closed for conn in refused) == 2  # 20 // 10 linger
+    for conn in refused[:2]:
+        conn.transport.peer_closes()  # lingering ones leave: two more may linger
+    later = [await make_protocol(server=first.server, peer=("10.0.2.1", 1)) for _ in range(3)]
+    assert [not conn.transport.closed for conn in later] == [True, True, False]
+    assert not any(conn.transport.closed for conn in held)
+    await close_server(first)
+
+
+# -- time limits -----------------------------------------------------------------------------
+
+
+@in_loop
+async def test_write_timeout_counts_from_the_live_stream_not_a_slow_history() -> None:
+    """A history slower than --write-timeout does not end the stream before its head: the
+    deadline starts once the stream is live."""
+    conn = await make_protocol(hub_settings(write_timeout=5, dispatch_timeout=0))
+    first = await marker(conn, "t")
+    reading, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(_: int) -> None:
+        reading.set()
+        await release.wait()
+
+    intercept_since(conn.hub.backend, slow)
+    sub = await make_protocol(server=conn.server)
+    sub.send(subscribe("t", last_event_id="earliest"))
+    await until(reading.is_set, "history being read")
+    later = asyncio.get_running_loop().time() + 60
+    sweep(conn, later)  # long past the deadline, had it started with the request
+    assert not sub.transport.closed
+    release.set()
+    await until(lambda: sub.stream_head() is not None, "the stream's head")
+    assert [e.id for e in await sub.next_events(1)] == [first]
+
+    def ended_once_live() -> bool:  # the deadline holds for the live stream
+        sweep(conn, asyncio.get_running_loop().time() + 60)
+        return sub.transport.lost
+
+    await until(ended_once_live, "the write timeout to end the live stream")
+    await close_server(conn)
+
+
+# -- faults of the hub's own ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("failing_read", [1, 2], ids=["before-the-head", "after-the-head"])
+@in_loop
+async def test_a_stream_that_fails_to_start_is_answered_or_closed(
+    failing_read: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An unexpected error while a stream starts (here: reading history) is logged with its
+    traceback and answered 500 if nothing went out yet, else the stream is closed: never a
+    client left waiting."""
+    conn = await make_protocol(hub_settings())
+    for _ in range(100):  # two replay pages: the second read comes after the head
+        await conn.hub.publish(Event(("t",), "x" * 2000))
+    intercept_since(conn.hub.backend, failing(failing_read))
+    conn.send(subscribe("t", last_event_id="earliest"))
+    await until(lambda: conn.transport.lost, "the connection to close")
+    status, _ = conn.stream_head() or (0, {})
+    if failing_read == 1:
+        [(status, headers, body)] = conn.responses()
+        assert (status, headers["connection"]) == (500, "close")
+        assert one_line(body) == "the hub failed to open this stream; its log says why"
+    else:
+        assert status == 200
+        assert 0 < len(conn.events()) < 100
+    assert "a stream failed to start" in caplog.text and "RuntimeError: boom" in caplog.text
+    assert conn.hub.subscriber_count == 0
+    await close_server(conn)
+
+
+@in_loop
+async def test_a_request_the_hub_fails_to_answer_gets_a_500_and_the_next_is_answered(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A fault of the hub's own while answering (here: rendering /metrics) is a 500 with one
+    line and a logged traceback; it used to escape into the transport, losing the answers
+    pipelined after it."""
+    conn = await make_protocol(hub_settings())
+    app, _ = cast(tuple[App, object], conn.server)
+
+    def broken() -> bytes:
+        raise RuntimeError("boom")
+
+    app.metrics.render = broken  # type: ignore[method-assign]
+    conn.send(request("GET", "/metrics") + HEALTH)
+    [(status, headers, body), (after, _, _)] = await conn.answers(2)
+    assert (status, headers["connection"], after) == (500, "keep-alive", 200)
+    assert one_line(body) == "the hub failed to answer this request; its log says why"
+    assert "answering GET /metrics failed" in caplog.text and "RuntimeError: boom" in caplog.text
+    await close_server(conn)
+
+
+# -- shutdown --------------------------------------------------------------------------------
+
+
+@in_loop
+async def test_shutdown_answers_the_requests_queued_behind_a_stream() -> None:
+    """A subscribe waits for the publish before it to be answered; a shutdown meanwhile
+    answers the publish, then the subscribe and what came after it with a 503."""
+    conn = await make_protocol(hub_settings())
+    conn.send(publish("t", "a", id="p1") + subscribe("t") + HEALTH + request("HEAD", "/healthz"))
+    await shut_down(conn)  # the publish is still in flight
+    answers = conn.responses()
+    assert [(status, headers["connection"]) for status, headers, _ in answers] == [
+        (200, "keep-alive"),
+        (503, "keep-alive"),
+        (503, "keep-alive"),
+        (503, "close"),
+    ]
+    assert answers[0][2] == b"p1"
+    assert one_line(answers[1][2]) == "the hub is shutting down; try again soon"
+    assert answers[1][1]["retry-after"] == "1"
+    assert bytes(conn.transport.buffer).endswith(b"\r\n\r\n")  # the HEAD's has no body
+    assert conn.transport.lost
 
 
 # -- flow control ----------------------------------------------------------------------------

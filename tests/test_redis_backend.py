@@ -143,3 +143,38 @@ def test_a_redis_that_is_not_there_did_not_store_it() -> None:
             await backend.close()
 
     asyncio.run(go())
+
+
+def test_a_restart_behind_many_broadcasts_knows_the_newest_stored_event() -> None:
+    async def go() -> None:
+        url = redis_store()
+        first = RedisBackend(url, 100)
+        [stored] = await first.append(events("kept"))
+        # More broadcasts than start() first looks back at, as a node's subscription events
+        # leave them while no reader has read them yet.
+        for i in range(40):
+            await first._redis.xadd(
+                first.stream_key,
+                {
+                    "id": f"live-{i}",
+                    "live": "1",
+                    "topics": '["t"]',
+                    "data": "",
+                    "private": "0",
+                    "type": "",
+                    "retry": "",
+                },
+            )
+        await first.close()
+        again = RedisBackend(url, 100)
+        try:
+            newest = await again.start(lambda batch: None)
+            assert again.last_id == "kept"
+            assert newest >= stored.position
+            # A broadcast carries the newest stored position, not 0.
+            [sent] = await again.broadcast(events(None))
+            assert sent.position == stored.position
+        finally:
+            await again.close()
+
+    asyncio.run(go())

@@ -25,9 +25,8 @@ from ssehub.topics import (
     expressions,
 )
 
-from .support import start_hub
+from .support import scrape, start_hub, wait_until
 from .test_hub import FakeStream, attach, preamble, started
-from .test_metrics import scrape
 
 BOMB = "urn:x:" + "{/a}{.b}" * 150  # 300 adjacent expressions in 1206 characters
 
@@ -179,7 +178,7 @@ def test_churn_over_sockets_routes_nothing_again() -> None:
     topics = [f"urn:books:{i}" for i in range(5)]
 
     def computed() -> float:
-        return scrape(hub)[("ssehub_routes_computed_total", ())]
+        return scrape(hub.base)[("ssehub_routes_computed_total", ())]
 
     try:
         with hub.subscribe("urn:books:{id}") as books:
@@ -187,7 +186,7 @@ def test_churn_over_sockets_routes_nothing_again() -> None:
                 hub.publish(topic, "first")
             books.events(5)
             before = computed()
-            assert scrape(hub)[("ssehub_routes_cached", ())] >= 5
+            assert scrape(hub.base)[("ssehub_routes_cached", ())] >= 5
             for i in range(12):  # anonymous clients come and go: exact, template, *
                 with hub.subscribe(["urn:other", "urn:{x}:1", "*"][i % 3]) as churner:
                     assert churner.status == 200
@@ -348,3 +347,69 @@ def test_matcher_agrees_with_a_regex(template: str, topic: str) -> None:
         return
     expected = topic == template or _reference(template).fullmatch(topic) is not None
     assert TopicMatcher().match(template, topic) is expected
+
+
+def test_topic_sets_seen_once_or_twice_never_push_useful_routes_out() -> None:
+    """Subscription events (``--subscriptions``) use each topic twice, at open and at close:
+    once the cache is full, such topic sets are routed but not cached, so churn evicts
+    nothing; a topic set seen a third time is admitted."""
+    index: RouteIndex[_View] = RouteIndex(max_routes=50)
+    index.add(_View(0, frozenset({"urn:useful:{n}"})))
+    index.add(_View(1, frozenset({"urn:subscriptions:{+rest}"})))
+
+    def routed(topics: tuple[str, ...]) -> tuple[_View, ...]:
+        found = index.cached.get(topics)  # as the fan-out looks routes up
+        return index.route(topics) if found is None else found
+
+    useful = [(f"urn:useful:{i}",) for i in range(50)]
+    for topics in useful:
+        routed(topics)
+    assert len(index) == 50 and index.recomputed == 50
+    for i in range(500):  # a subscriber comes and goes: its topic, twice
+        churn = (f"urn:subscriptions:{i}",)
+        assert [v.name for v in routed(churn)] == [1]
+        assert [v.name for v in routed(churn)] == [1]
+    for topics in useful:
+        assert [v.name for v in routed(topics)] == [0]
+    assert index.recomputed == 50 + 1000  # every useful route is still cached
+    assert index.evictions == 0
+    assert index.declined == 1000
+    for _ in range(3):  # the third time it is seen, a topic set earns a place
+        routed(("urn:useful:new",))
+    assert ("urn:useful:new",) in index.cached and index.evictions == 1
+
+
+def test_template_expressions_are_bounded_per_client_address() -> None:
+    """Each subscription is capped at --max-template-expressions, but many of them at the cap
+    would still cost every publish to a new topic as much again: one address's
+    subscriptions together hold --max-template-expressions-per-address at most."""
+    hub = start_hub(
+        *("--anonymous", "--no-demo", "--heartbeat", "0"),
+        *("--max-template-expressions-per-address", "40"),
+    )
+
+    def templates(name: str, count: int) -> list[str]:
+        return [f"urn:{name}:{{a{i}}}" for i in range(count)]
+
+    try:
+        with hub.subscribe(templates("first", 32)) as first:
+            assert first.status == 200
+            with hub.subscribe(templates("second", 16)) as refused:
+                assert refused.status == 429
+                reason = refused.body.decode()
+                assert "too many template expressions from 127.0.0.1" in reason
+                assert "--max-template-expressions-per-address" in reason
+                assert reason.count("\n") <= 1
+            with hub.subscribe(templates("third", 8)) as third, hub.subscribe("urn:exact") as exact:
+                assert (third.status, exact.status) == (200, 200)  # 40 in all; exact ones cost 0
+                hub.publish("urn:third:x", "still served")
+                assert third.events(1)[0].data == "still served"
+
+        # Once they leave, their expressions are given back.
+        def accepted() -> bool:
+            with hub.subscribe(templates("again", 16)) as again:
+                return again.status == 200
+
+        wait_until(accepted, "the address's template expressions to be given back")
+    finally:
+        hub.stop()

@@ -26,7 +26,15 @@ from ssehub.mercure import GAP_EVENT
 from ssehub.sse import Decoder, ServerEvent
 
 from .backends import answers, redis_store
-from .support import HUB, HubProcess, SSEClient, free_port, start_hub, wait_until
+from .support import (
+    HUB,
+    HubProcess,
+    SSEClient,
+    free_port,
+    listening,
+    start_hub,
+    wait_until,
+)
 
 FLAGS = ("--anonymous", "--no-demo", "--heartbeat", "0")
 
@@ -233,9 +241,8 @@ def test_workers_share_the_port_and_the_stream() -> None:
         pid = hub.proc.pid
         workers = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
         assert len(workers) == 2
-        # The kernel spreads connections over the workers that listen by a hash of their
-        # addresses, and a worker may start listening after the first: subscribe until each
-        # worker holds at least two.
+        # The kernel spreads connections over the workers by a hash of their addresses:
+        # subscribe until each worker holds at least two.
         held: dict[int, int] = dict.fromkeys(workers, 0)
         while min(held.values()) < 2 and len(subs) < 200:
             subs.append(hub.subscribe("w"))
@@ -247,6 +254,16 @@ def test_workers_share_the_port_and_the_stream() -> None:
     finally:
         for sub in subs:
             sub.close()
+        hub.stop()
+
+
+def test_start_hub_waits_for_every_worker() -> None:
+    """The support's start returns once every worker listens, not the first one only: a test
+    spreading connections over workers must find them all there."""
+    hub = start_hub(*FLAGS, "--store", redis_store(), "--workers", "3")
+    try:
+        assert listening(hub.port) == 3
+    finally:
         hub.stop()
 
 
@@ -477,6 +494,29 @@ def test_connections_redis_closed_while_idle_are_reopened() -> None:
                     second = hub.publish("idle", "2")
                     assert second.status_code == 200, second.text
                     assert [e.id for e in sub.events(1)] == [second.text]
+        finally:
+            hub.stop()
+
+
+def test_a_live_gap_notice_names_no_event_the_subscriber_may_not_see() -> None:
+    """The first event after a gap may be another topic's, private: a subscriber that may
+    not see it hears of the gap without its id."""
+    with own_redis() as port:
+        hub = start_hub(*FLAGS, "--store", f"redis://127.0.0.1:{port}/0?prefix=amnesia")
+        try:
+            with hub.subscribe("a") as sub:
+                before = hub.publish("a", "n").text
+                assert [e.id for e in sub.events(1)] == [before]
+                with socket.create_connection(("127.0.0.1", port)) as r:
+                    r.sendall(b"FLUSHALL\r\n")
+                    assert r.recv(16).startswith(b"+OK")
+                secret = hub.publish("secret", "s", id="secret-update", private="on")
+                assert secret.status_code == 200
+                after = hub.publish("a", "after").text
+                gap, event = sub.events(2)
+                assert gap.event == GAP_EVENT
+                assert json.loads(gap.data)["replayFrom"] is None
+                assert event.id == after
         finally:
             hub.stop()
 

@@ -4,13 +4,11 @@ control subscriber on the same hub kept receiving."""
 from __future__ import annotations
 
 import contextlib
-import http.server
 import json
 import os
 import signal
 import socket
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,6 +27,8 @@ from .support import (
     HUB,
     HubProcess,
     SSEClient,
+    check_stream_ends_and_resumes,
+    http_server,
     iter_responses,
     make_token,
     raw_request,
@@ -186,25 +186,10 @@ def jwks_server() -> Iterator[tuple[str, bytes, Path]]:
     )
     jwk.update({"kid": "k1", "alg": "RS256", "use": "sig"})
     body = json.dumps({"keys": [jwk]}).encode()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    with tempfile.TemporaryDirectory() as tmp:
+    with http_server(body) as base, tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "jwks.json"
         path.write_bytes(body)
-        yield f"http://127.0.0.1:{server.server_port}/jwks.json", private, path
-    server.shutdown()
+        yield f"{base}/jwks.json", private, path
 
 
 @pytest.mark.parametrize("where", ["url", "file"])
@@ -377,6 +362,40 @@ def test_connections_per_address() -> None:
         h.stop()
 
 
+def open_sockets(pid: int) -> int:
+    """How many sockets a process holds open."""
+    count = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            count += os.readlink(fd).startswith("socket:")
+    return count
+
+
+def test_a_flood_of_refused_connections_holds_few_sockets() -> None:
+    """Refusals (503 here) are not counted as connections, so the ones held open after their
+    answer (lest a reset overtake it) are bounded apart: a tenth of --max-connections."""
+    h = start_hub(*BASE, "--anonymous", "--max-connections", "10")
+    flood: list[socket.socket] = []
+    try:
+        held = [socket.create_connection(("127.0.0.1", h.port), timeout=10) for _ in range(10)]
+        for s in held:  # answered, so accepted and counted
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert s.recv(4096).startswith(b"HTTP/1.1 200 ")
+        before = open_sockets(h.proc.pid)
+        for _ in range(30):  # each is answered and ended, and stays open on the client's side
+            s = socket.create_connection(("127.0.0.1", h.port), timeout=10)
+            flood.append(s)
+            answer = b""
+            while chunk := s.recv(4096):
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 503 "), answer
+        assert open_sockets(h.proc.pid) <= before + 1
+    finally:
+        for s in flood:
+            s.close()
+        h.stop()
+
+
 def test_slowloris_and_idle_keep_alive(guarded: HubProcess, control: Control) -> None:
     slow = socket.create_connection(("127.0.0.1", guarded.port))
     slow.sendall(b"POST /.well-known/mercure HTTP/1.1\r\nHost: x\r\nX-Slow: ")
@@ -400,13 +419,7 @@ def test_slowloris_and_idle_keep_alive(guarded: HubProcess, control: Control) ->
 def test_write_timeout_ends_streams_which_resume() -> None:
     h = start_hub(*BASE, "--anonymous", "--write-timeout", "1")
     try:
-        with h.subscribe("t") as sub:
-            first = h.publish("t", "one").text
-            assert [e.id for e in sub.events(1)] == [first]
-            assert sub.wait_closed(5)
-        second = h.publish("t", "two").text
-        with h.subscribe("t", last_event_id=first) as again:
-            assert [e.id for e in again.events(1)] == [second]
+        check_stream_ends_and_resumes(h)
     finally:
         h.stop()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -10,6 +11,10 @@ from urllib.parse import quote
 import httpx
 import jwt
 import pytest
+
+from ssehub import Hub, MemoryBackend
+from ssehub.errors import HubError
+from ssehub.subscriptions import Subscriptions
 
 from .support import KEY, HubProcess, start_hub
 
@@ -124,3 +129,34 @@ def test_subscription_churn_costs_other_topics_no_history() -> None:
                 seen.append((notice["topic"], notice["active"]))
     finally:
         hub.stop()
+
+
+def test_lookups_read_what_they_name_and_collections_are_bounded() -> None:
+    """A GET of one subscription reads that one (it used to build the list of every active
+    subscription first); a collection lists ``max_listed`` at most and says how many more."""
+
+    async def go() -> None:
+        hub = Hub(MemoryBackend(history_size=10), heartbeat=0)
+        await hub.start()
+        api = Subscriptions(hub, max_listed=100)
+        ids = [api.opened(("urn:a", f"urn:own:{i}"), None) for i in range(2000)]
+        one = api.answer(f"{API}/{quote('urn:own:7', safe='')}/{quote(ids[7], safe='')}")
+        assert (one["topic"], one["subscriber"]) == ("urn:own:7", ids[7])
+        assert api.scanned == 1
+        of_topic = api.answer(f"{API}/{quote('urn:a', safe='')}")
+        listed = of_topic["subscriptions"]
+        assert isinstance(listed, list) and len(listed) == 100
+        assert of_topic["omitted"] == 1900
+        everything = api.answer(API)
+        assert len(everything["subscriptions"]) == 100  # type: ignore[arg-type]
+        assert everything["omitted"] == 3900
+        assert api.scanned == 201
+        for subscriber in ids[:1990]:
+            api.closed(subscriber)
+        rest = api.answer(API)
+        assert len(rest["subscriptions"]) == 20 and "omitted" not in rest  # type: ignore[arg-type]
+        with pytest.raises(HubError):
+            api.answer(f"{API}/{quote('urn:own:7', safe='')}/{quote(ids[7], safe='')}")
+        await hub.close()
+
+    asyncio.run(go())

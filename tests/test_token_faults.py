@@ -6,12 +6,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import http.server
 import json
 import os
 import sys
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -26,7 +24,16 @@ from hypothesis import strategies as st
 from ssehub.auth import Authenticator, Carrier, Token, find_token
 from ssehub.errors import HubError
 
-from .support import HUB, KEY, HubProcess, free_port, raw_request, serve_process, start_hub
+from .support import (
+    HUB,
+    KEY,
+    HubProcess,
+    free_port,
+    http_server,
+    raw_request,
+    serve_process,
+    start_hub,
+)
 
 INJECTED = "\r\nX-Injected: yes\r\nSet-Cookie: stolen=1"
 
@@ -317,28 +324,12 @@ def test_oversized_jwks_answer_is_not_loaded() -> None:
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     jwk = json.loads(jwt.get_algorithm_by_name("RS256").to_jwk(private.public_key()))
     body = json.dumps({"keys": [{**jwk, "kid": "k1"}], "pad": " " * (2 << 20)}).encode()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.server_port}/jwks.json"
-    try:
+    with http_server(body) as base:
+        url = f"{base}/jwks.json"
         # At start the key set must load, so the hub says why it cannot, in one line.
         with pytest.raises(RuntimeError, match="larger than 1048576 bytes") as refused:
             start_hub("--no-demo", "--jwt-algorithm", "RS256", "--jwt-key", url, key=None)
         assert "Traceback" not in str(refused.value)
-    finally:
-        server.shutdown()
 
 
 def test_event_source_response_headers_cannot_be_split(asgi_hub: HubProcess) -> None:

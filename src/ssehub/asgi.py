@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
@@ -35,6 +36,8 @@ from .mercure import HUB_PATH
 from .settings import Settings
 from .settings import from_env as settings_from_env
 from .subscriber import Subscriber, SubscriberClosed
+
+log = logging.getLogger("ssehub.asgi")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -61,7 +64,7 @@ class _Stream:
         "sub",
     )
 
-    def __init__(self, hub: Hub, ends_at: float) -> None:
+    def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.max_buffer = hub.max_buffer
         self.chunks: list[bytes] = []
@@ -71,7 +74,7 @@ class _Stream:
         self.drained.set()
         self.closed = False
         self.sub: Subscriber | None = None
-        self.ends_at = ends_at  # loop time of the write timeout; 0: none
+        self.ends_at = 0.0  # loop time of the write timeout, set once live; 0: none
         # The sweep's view of progress: a send under way, sends completed, and since when
         # (loop time) the same send has been seen under way; no clock read per send.
         self.sending = False
@@ -167,8 +170,12 @@ class HubApp:
             await self.close()
 
     def _check(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Once a second, like the server's sweep: write timeout, then dispatch timeout."""
-        now = loop.time()
+        """Once a second, like the server's sweep."""
+        self._check_streams(loop.time())
+        self._sweep = loop.call_later(1.0, self._check, loop)
+
+    def _check_streams(self, now: float) -> None:
+        """Each stream's write timeout, then its dispatch timeout."""
         dispatch = self.settings.dispatch_timeout
         for stream in list(self._streams):
             if stream.closed:
@@ -184,7 +191,6 @@ class HubApp:
                     stream.stuck_since, stream.stuck_sends = now, seen
             else:
                 stream.stuck_since = 0.0
-        self._sweep = loop.call_later(1.0, self._check, loop)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -211,7 +217,11 @@ class HubApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                await self.start()
+                try:
+                    await self.start()
+                except Exception as exc:  # the server stops and says why (ASGI lifespan spec)
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.close()
@@ -222,8 +232,7 @@ class HubApp:
         """One subscriber's response: its start (replay), its sender and its disconnect
         watcher live in one TaskGroup, so none outlives the stream or its cancellation."""
         loop = asyncio.get_running_loop()
-        timeout = app.settings.write_timeout
-        stream = _Stream(app.hub, loop.time() + timeout if timeout else 0.0)
+        stream = _Stream(app.hub)
         sub = stream.sub = opened.subscriber(stream)
         started: list[list[tuple[str, str]]] = []
         refusal: list[Response] = []
@@ -241,6 +250,16 @@ class HubApp:
                 stream.abort()
             except (SubscriberClosed, ConnectionResetError):
                 stream.abort()
+            except Exception:  # a fault of the hub's: a 500 if nothing went out yet, else close
+                log.exception("a stream failed to start")
+                if started:
+                    stream.end()
+                else:
+                    refusal.append(app.failed(opened))
+                    stream.abort()
+            else:  # live: the write timeout counts from here, never from before the head
+                timeout = app.settings.write_timeout
+                stream.ends_at = loop.time() + timeout if timeout else 0.0
 
         async def disconnected() -> None:
             while (await receive())["type"] != "http.disconnect":
@@ -321,7 +340,9 @@ async def _request(scope: Scope, receive: Receive, settings: Settings) -> Reques
         if len(body) > limit:
             return error_response(HubError(413, f"body larger than {limit} bytes"))
     query = query_bytes.decode("utf-8", "replace")
-    return Request(scope["method"], path, query, headers, bytes(body), True)
+    client = scope.get("client")
+    address = str(client[0]) if client else None
+    return Request(scope["method"], path, query, headers, bytes(body), True, client=address)
 
 
 def from_env() -> HubApp:

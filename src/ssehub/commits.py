@@ -7,22 +7,42 @@ import logging
 import time
 from collections.abc import Callable
 
-from .contract import Backend
+from .contract import Appended, Backend
 from .events import Event, StoredEvent
+from .settings import DEFAULTS
 
 log = logging.getLogger("ssehub.hub")
 
 _Batch = list[tuple[Event, asyncio.Future[StoredEvent]]]
+_OVERHEAD = 256  # an event, its future and its place in a batch, roughly
+_MAX_BATCH = 4096  # events in one append at most (one transaction, one Redis script)
+
+
+class HubBusy(Exception):
+    """Too many publishes are waiting for the store (it is slow or stalled); the app answers
+    503 with Retry-After, and the publisher tries again."""
+
+
+def _cost(event: Event) -> int:
+    return _OVERHEAD + len(event.data) + sum(map(len, event.topics)) + len(event.id or "")
 
 
 class CommitChain:
     """Appends batches one after another, which keeps publish order; one transaction per
-    batch on durable backends. Owns the one task that appends (never more than one)."""
+    batch on durable backends. Owns the one task that appends (never more than one).
 
-    def __init__(self, backend: Backend) -> None:
+    What waits for the store (queued, and the batch being appended) is bounded by
+    ``max_pending`` bytes: while one slow commit is in flight, every connection's pipelined
+    publishes would otherwise pile up behind it."""
+
+    def __init__(self, backend: Backend, max_pending: int = DEFAULTS.max_pending_bytes) -> None:
         self.backend = backend
+        self.max_pending = max_pending
+        self.pending_bytes = 0  # queued and in flight
+        self.busy = 0  # publishes refused with HubBusy
         self.loop: asyncio.AbstractEventLoop | None = None  # bound by start()
-        self.published = 0
+        self.published = 0  # events the backend stored (each once)
+        self.repeated = 0  # publishes of an id history held: answered, not stored again
         self.failures = 0
         self.on_append: Callable[[float], None] | None = None  # e.g. a latency histogram
         self._pending: _Batch = []
@@ -38,6 +58,14 @@ class CommitChain:
         loop = self.loop
         if loop is None:
             raise RuntimeError("Hub.start() has not been awaited")
+        cost = _cost(event)
+        if self.pending_bytes and self.pending_bytes + cost > self.max_pending:
+            self.busy += 1
+            raise HubBusy(
+                f"hub busy: {self.pending_bytes} bytes of publishes wait for the store"
+                f" (--max-pending-bytes {self.max_pending}); retry"
+            )
+        self.pending_bytes += cost
         future: asyncio.Future[StoredEvent] = loop.create_future()
         self._pending.append((event, future))
         if not self._committing:
@@ -52,7 +80,10 @@ class CommitChain:
             await self._idle.wait()
 
     def _next(self) -> None:
-        batch, self._pending = self._pending, []
+        if len(self._pending) > _MAX_BATCH:
+            batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
+        else:
+            batch, self._pending = self._pending, []
         if not batch:
             self._committing = False
             self._task = None
@@ -64,6 +95,7 @@ class CommitChain:
 
     async def _commit(self, batch: _Batch) -> None:
         started = time.perf_counter()
+        cost = sum(_cost(event) for event, _ in batch)
         try:
             stored = await self.backend.append([event for event, _ in batch])
         except Exception as exc:  # every publisher of the batch hears about it
@@ -75,8 +107,12 @@ class CommitChain:
         else:
             if self.on_append is not None:
                 self.on_append(time.perf_counter() - started)
-            self.published += len(stored)
+            repeats = stored.repeats if isinstance(stored, Appended) else 0
+            self.published += len(stored) - repeats
+            self.repeated += repeats
             for (_, future), accepted in zip(batch, stored, strict=True):
                 if not future.done():
                     future.set_result(accepted)
+        finally:
+            self.pending_bytes -= cost
         self._next()

@@ -29,6 +29,16 @@ class InvalidEvent(ValueError):
     it joins a batch, where it would fail the others. The app answers 400."""
 
 
+class Appended(list[StoredEvent]):
+    """What ``Backend.append`` returns: one entry per event given, and how many of them were
+    a publisher's retry (an id history held, answered with the entry stored first), so
+    counts of updates count each once. A plain list means every entry was new."""
+
+    def __init__(self, entries: Sequence[StoredEvent], repeats: int) -> None:
+        super().__init__(entries)
+        self.repeats = repeats
+
+
 Sink = Callable[[Sequence[StoredEvent]], None]
 """Receives every accepted event of this backend, in order, in batches, on the hub's loop."""
 
@@ -55,10 +65,12 @@ class Replay:
 class Gap:
     """Events a shared backend's follower never saw: the stream moved past it (trimmed, or
     lost in a Redis restart). ``missed`` is how many, when known; ``resumed_at`` the id of
-    the first event delivered after them."""
+    the first event delivered after them, and ``first`` that event: only subscribers who
+    may see it are told its id."""
 
     missed: int | None
     resumed_at: str
+    first: StoredEvent | None = None
 
 
 GapSink = Callable[[Gap], None]
@@ -98,7 +110,8 @@ class Backend(Protocol):
 
         Returns one StoredEvent per event given. An event whose id history already holds (a
         publisher's retry) is not stored or delivered again: its entry is the one stored
-        first; so is a repeat of an id earlier in the same batch."""
+        first; so is a repeat of an id earlier in the same batch. An ``Appended`` says how
+        many entries were such repeats."""
         ...
 
     async def broadcast(self, events: Sequence[Event]) -> list[StoredEvent]:
@@ -147,6 +160,7 @@ def new_event_id() -> str:
 __all__ = [
     "EARLIEST",
     "REPLAY_PAGE",
+    "Appended",
     "Backend",
     "Gap",
     "GapSink",

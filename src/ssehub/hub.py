@@ -10,10 +10,12 @@ subscriber; a member whose unsent bytes pass the bound is dropped by its face (s
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
 
+from .budgets import Budget
 from .commits import CommitChain
 from .contract import (
     Backend,
@@ -38,7 +40,9 @@ _OUTBOX_MAX = 4096  # events gathered for one fan-out at most
 
 Preamble = Callable[[Replay | None], bytes]
 """Builds the first bytes of a stream (HTTP head, first comment, gap notice) once the
-replay is known, since the response's Last-Event-ID header depends on it."""
+replay is known, since the response's Last-Event-ID header depends on it. A replay that did
+not find its resume point holds only the first event the subscriber may see, if any: the
+gap notice names it, and must never name another topic's (maybe private) event."""
 
 
 class Hub:
@@ -55,6 +59,8 @@ class Hub:
         max_buffer: int = DEFAULTS.max_write_buffer,
         matcher: TopicMatcher | None = None,
         max_coalesce: float = 0.005,
+        max_pending: int = DEFAULTS.max_pending_bytes,
+        max_template_cost: int = DEFAULTS.max_template_expressions_per_address,
     ) -> None:
         self.backend = backend
         self.heartbeat = heartbeat
@@ -64,8 +70,12 @@ class Hub:
         self.bytes_written = 0
         self.subscriptions_total = 0
         self.slow_dropped = 0
-        self.commits = CommitChain(backend)  # publish batching; its counters feed metrics
+        # Publish batching, bounded by what waits for the store; its counters feed metrics.
+        self.commits = CommitChain(backend, max_pending)
         self.views = Views(self.matcher)
+        # Template expressions per owner (a face's client address): each is tried against
+        # every new topic, so many subscriptions at the per-subscription cap add up.
+        self.template_budget = Budget(max_template_cost)
         self.routes = self.views.routes
         self._dispatched = 0
         self.max_coalesce = max_coalesce
@@ -111,6 +121,7 @@ class Hub:
 
         Publishes of one loop iteration go to the backend as one batch (one transaction on
         durable backends); a batch waits for the previous one, which keeps publish order.
+        Raises ``HubBusy`` when more than ``max_pending`` bytes already wait for the store.
         """
         # Refused alone and now: in the backend's batch it would fail the others' events too.
         problem = field_problem(event.id, event.type)
@@ -204,9 +215,11 @@ class Hub:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush()
-        notice = live_gap_notice(gap.resumed_at, gap.missed)
+        named = live_gap_notice(gap.resumed_at, gap.missed)
+        unnamed = live_gap_notice(None, gap.missed)  # for who may not see that event
+        first = gap.first
         for view in tuple(self.views.by_key.values()):
-            view.send(notice, self)
+            view.send(named if first is not None and view.wants(first) else unnamed, self)
 
     def _beat(self) -> None:
         for view in tuple(self.views.by_key.values()):
@@ -240,7 +253,7 @@ class Hub:
                     raise HistoryUnavailable(f"history is unavailable: {exc}") from exc
             if sub.phase is Phase.CLOSED:
                 raise SubscriberClosed("the subscriber left before its stream started")
-            sub.write(preamble(replay))
+            sub.write(preamble(replay if replay is None or replay.found else _seen(replay, view)))
             if replay is not None:
                 await self.history.replay(sub, view, replay, upto)
             while sub.held:
@@ -263,3 +276,9 @@ class Hub:
     def detach(self, sub: Subscriber) -> None:
         """Close and forget ``sub``; safe to call more than once and from inside a fan-out."""
         self.views.leave(sub)
+
+
+def _seen(replay: Replay, view: View) -> Replay:
+    """``replay`` holding only its first event ``view`` may see (or none)."""
+    first = next((event for event in replay.events if view.wants(event)), None)
+    return dataclasses.replace(replay, events=() if first is None else (first,))

@@ -295,10 +295,11 @@ def protected_resource_metadata(resource: str, cookie_name: str) -> dict[str, ob
     }
 
 
-def live_gap_notice(resumed_at: str, missed: int | None) -> bytes:
+def live_gap_notice(resumed_at: str | None, missed: int | None) -> bytes:
     """The named event that tells live subscribers this node missed events of the shared
     stream (it fell further behind than the stream keeps). No ``requested``: each subscriber
-    knows its own last id; no id, so a browser's lastEventId stays the last event it had."""
+    knows its own last id; no id, so a browser's lastEventId stays the last event it had.
+    ``resumed_at`` is None for a subscriber that may not see the event after the gap."""
     body = {
         "replayFrom": resumed_at,
         "missed": missed,

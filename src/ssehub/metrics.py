@@ -25,11 +25,21 @@ class _HubCollector(Collector):
         )
         counters = [
             ("ssehub_subscriptions", "Subscribers accepted since start.", hub.subscriptions_total),
-            ("ssehub_updates_published", "Updates accepted by the backend.", hub.commits.published),
+            ("ssehub_updates_published", "Updates stored by the backend.", hub.commits.published),
+            (
+                "ssehub_updates_repeated",
+                "Publishes of an id history already held (a retry): answered, not stored again.",
+                hub.commits.repeated,
+            ),
             (
                 "ssehub_updates_failed",
                 "Updates the backend refused (answered 503).",
                 hub.commits.failures,
+            ),
+            (
+                "ssehub_updates_busy",
+                "Publishes refused while too much waited for the store (503 hub busy).",
+                hub.commits.busy,
             ),
             ("ssehub_deliveries", "Events written to subscribers.", hub.deliveries),
             ("ssehub_bytes_written", "Bytes written to subscribers by fan-out.", hub.bytes_written),
@@ -42,6 +52,11 @@ class _HubCollector(Collector):
                 "ssehub_routes_computed",
                 "Topic sets routed by trying every selector (route cache misses).",
                 hub.routes.recomputed,
+            ),
+            (
+                "ssehub_routes_not_cached",
+                "Routes not cached: the cache was full and the topic set had missed under 3 times.",
+                hub.routes.declined,
             ),
         ]
         for name, text, value in counters:

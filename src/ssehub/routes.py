@@ -10,6 +10,10 @@ connect/disconnect churn a clear would make every publish try every template aga
   answers move aside as ``stale`` (correct but for the views joined since, ``added``), and
   the next publish to a stale topic set tries only those views before moving its answer back.
 - A leaving view is taken out of exactly the answers that list it (an index of them).
+- Once the cache is full, a topic set is cached (evicting the oldest) only the third time it
+  misses: topics used once or twice, such as each subscription's events (``--subscriptions``:
+  one at open, one at close), would otherwise push useful routes out. A bounded record of
+  hashes counts the misses.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ class RouteIndex(Generic[V]):
 
     The answers (``cached`` and ``stale`` together) are bounded by count and by the
     characters of their keys (a topic can be as long as a publish body), and evicted
-    first-in first-out.
+    first-in first-out; into a full cache, a topic set is admitted on its ``admit_at``-th miss.
     """
 
     def __init__(
@@ -46,8 +50,11 @@ class RouteIndex(Generic[V]):
         max_chars: int = 4 << 20,
         max_added: int = 64,
         base: str = DEFAULT_BASE,
+        admit_at: int = 3,
     ) -> None:
         self.base = base  # the hub's URL: relative URL patterns and topics resolve against it
+        self.admit_at = admit_at
+        self._misses: dict[int, int] = {}  # hash of a topic set -> misses, while not cached
         self.max_added = max_added  # views a stale answer may need tried; past it, drop them
         self.max_routes = max_routes
         self.max_chars = max_chars
@@ -64,6 +71,7 @@ class RouteIndex(Generic[V]):
         self.recomputed = 0  # answers computed from the whole index (misses)
         self.refreshed = 0  # stale answers brought up to date by trying the added views
         self.evictions = 0
+        self.declined = 0  # answers not cached: the cache was full and the topic set new
 
     def __len__(self) -> int:
         return len(self.cached) + len(self.stale)
@@ -86,6 +94,10 @@ class RouteIndex(Generic[V]):
         size = sum(map(len, topics))
         if size > self.max_chars:
             return found
+        full = len(self) >= self.max_routes or self._chars + size > self.max_chars
+        if full and len(self) and not self._admitted(topics):
+            self.declined += 1
+            return found
         while len(self) and (len(self) >= self.max_routes or self._chars + size > self.max_chars):
             self._evict(next(iter(self.stale or self.cached)))
         self.cached[topics] = found
@@ -95,6 +107,17 @@ class RouteIndex(Generic[V]):
         for view in found:
             self._routes_of.setdefault(view, set()).add(topics)
         return found
+
+    def _admitted(self, topics: Topics) -> bool:
+        """Whether ``topics`` has missed ``admit_at`` times, counting this one."""
+        key = hash(topics)  # a collision only admits a topic set early
+        misses = self._misses.pop(key, 0) + 1
+        if misses >= self.admit_at:
+            return True
+        if len(self._misses) >= self.max_routes:
+            del self._misses[next(iter(self._misses))]
+        self._misses[key] = misses
+        return False
 
     def compute(self, topics: Topics) -> tuple[V, ...]:
         """The views wanting ``topics``, from the index alone (no cache)."""

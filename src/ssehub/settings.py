@@ -161,7 +161,19 @@ class Settings:
         "above): every new topic is tried against every template.",
         "limits",
     )
+    max_template_expressions_per_address: int = _opt(
+        1024,
+        "Most URI template expressions in all the subscriptions from one client address (429"
+        " above); 0: no limit. Each costs every publish to a new topic.",
+        "limits",
+    )
     max_pipelined: int = _opt(64, "Requests read ahead on one connection.", "limits")
+    max_pending_bytes: int = _opt(
+        64 * MiB,
+        "Publishes waiting for the store at most, in bytes (data, topics and id, plus 256 for"
+        " each): past it a publish is answered 503 hub busy with Retry-After.",
+        "limits",
+    )
     max_connections: int = _opt(10_000, "Open connections at most (503 above).", "limits")
     max_connections_per_ip: int = _opt(
         1_000,
@@ -198,6 +210,7 @@ _AT_LEAST_ONE = (
     "max_body_size",
     "max_topics",
     "max_write_buffer",
+    "max_pending_bytes",
 )
 _POSITIVE_TIMES = ("head_timeout", "keep_alive_timeout")
 _REQUEST_LINE = len("GET  HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -15,7 +15,8 @@ class Stream(Protocol):
     def write(self, data: bytes) -> None: ...
 
     def abort(self) -> None:
-        """Drop the connection now, unsent bytes included (slow consumer, expiry)."""
+        """Drop the stream now, unsent bytes included (slow consumer): its connection over
+        HTTP/1.1, its HTTP/2 stream (RST_STREAM) over HTTP/2."""
         ...
 
     async def drain(self) -> None:

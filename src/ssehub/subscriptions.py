@@ -8,6 +8,7 @@ Each subscription is told in its own dialect: a 0.x one (``topic=``) as a JSON-L
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import uuid
@@ -24,6 +25,7 @@ log = logging.getLogger("ssehub.subscriptions")
 PREFIX = f"{HUB_PATH}/subscriptions"
 CONTEXT = "https://mercure.rocks/"
 EVENT_TYPE_1 = "mercure"  # the SSE event type of 1.0 subscription events
+MAX_LISTED = 10_000  # subscriptions one collection GET lists at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,11 +64,19 @@ def _logged(sent: asyncio.Future[list[StoredEvent]]) -> None:
 
 
 class Subscriptions:
-    """Who is subscribed to what, announced as private updates on the hub itself."""
+    """Who is subscribed to what, announced as private updates on the hub itself.
 
-    def __init__(self, hub: Hub) -> None:
+    Indexed by topic and subscriber, so a lookup reads what it names and nothing else; a
+    collection lists ``max_listed`` subscriptions at most (there may be max connections
+    times max topics of them) and says how many it left out."""
+
+    def __init__(self, hub: Hub, max_listed: int = MAX_LISTED) -> None:
         self.hub = hub
+        self.max_listed = max_listed
+        self.scanned = 0  # subscriptions read to answer API requests
         self._by_subscriber: dict[str, list[Active]] = {}
+        self._by_topic: dict[str, dict[str, Active]] = {}
+        self._count = 0
 
     def opened(
         self,
@@ -84,11 +94,20 @@ class Subscriptions:
         else:
             entries = [Active(t, subscriber, payload) for t in topics]
         self._by_subscriber[subscriber] = entries
+        for entry in entries:
+            self._by_topic.setdefault(entry.topic, {})[subscriber] = entry
+        self._count += len(entries)
         self._announce(entries, active=True)
         return subscriber
 
     def closed(self, subscriber: str) -> None:
         entries = self._by_subscriber.pop(subscriber, [])
+        for entry in entries:
+            of_topic = self._by_topic[entry.topic]
+            del of_topic[subscriber]
+            if not of_topic:
+                del self._by_topic[entry.topic]
+        self._count -= len(entries)
         self._announce(entries, active=False)
 
     def _announce(self, entries: list[Active], active: bool) -> None:
@@ -111,29 +130,41 @@ class Subscriptions:
         parts = [unquote(p) for p in rest.split("/")] if rest else []
         if dialect == DIALECT_1:
             return self._answer_1(path, parts)
-        everything = [
-            e for entries in self._by_subscriber.values() for e in entries if e.matcher is None
-        ]
         last = self.hub.backend.last_id
         if len(parts) == 2:
             topic, subscriber = parts
-            for entry in self._by_subscriber.get(subscriber, []):
-                if entry.matcher is None and entry.topic == topic:
-                    return {"@context": CONTEXT, **entry.document(), "lastEventID": last}
-            raise HubError(404, f"no active subscription of {subscriber!r} to {topic!r}")
+            entry = self._by_topic.get(topic, {}).get(subscriber)
+            self.scanned += entry is not None
+            if entry is None or entry.matcher is not None:
+                raise HubError(404, f"no active subscription of {subscriber!r} to {topic!r}")
+            return {"@context": CONTEXT, **entry.document(), "lastEventID": last}
         if len(parts) > 2:
             raise HubError(404, f"no such subscriptions resource {path!r}")
-        chosen = [e for e in everything if not parts or e.topic == parts[0]]
-        return {
+        if parts:
+            of_topic = self._by_topic.get(parts[0], {})
+            chosen = (e for e in of_topic.values() if e.matcher is None)
+        else:
+            chosen = (
+                e
+                for of_topic in self._by_topic.values()
+                for e in of_topic.values()
+                if e.matcher is None
+            )
+        listed = [e.document() for e in itertools.islice(chosen, self.max_listed)]
+        self.scanned += len(listed)
+        doc: dict[str, object] = {
             "@context": CONTEXT,
             "id": path,
             "type": "Subscriptions",
             "lastEventID": last,
-            "subscriptions": [e.document() for e in chosen],
+            "subscriptions": listed,
         }
+        omitted = sum(1 for _ in chosen)  # counted, not built: the answer stays bounded
+        if omitted:  # said, never silently cut: ask for one topic's
+            doc["omitted"] = omitted
+        return doc
 
     def _answer_1(self, path: str, parts: list[str]) -> dict[str, object]:
-        everything = [e for entries in self._by_subscriber.values() for e in entries if e.matcher]
         last = self.hub.backend.last_id
         if len(parts) > 3:
             raise HubError(404, f"no such subscriptions resource {path[:200]!r}")
@@ -141,16 +172,25 @@ class Subscriptions:
             match_type, match, subscriber = parts
             for entry in self._by_subscriber.get(subscriber, []):
                 if entry.matcher == (match_type, match):
+                    self.scanned += 1
                     return {**entry.document(), "last_event_id": last}
             raise HubError(404, f"no active {match_type} subscription of {subscriber!r}")
-        chosen = [
+        wanted = tuple(parts)
+        chosen = (
             e
-            for e in everything
-            if e.matcher is not None and e.matcher[: len(parts)] == tuple(parts)
-        ]
-        return {
+            for entries in self._by_subscriber.values()
+            for e in entries
+            if e.matcher is not None and e.matcher[: len(wanted)] == wanted
+        )
+        listed = [e.document() for e in itertools.islice(chosen, self.max_listed)]
+        self.scanned += len(listed)
+        doc: dict[str, object] = {
             "id": path,
             "type": "Subscriptions",
             "last_event_id": last,
-            "subscriptions": [e.document() for e in chosen],
+            "subscriptions": listed,
         }
+        omitted = sum(1 for _ in chosen)  # counted, not built: the answer stays bounded
+        if omitted:
+            doc["omitted"] = omitted
+        return doc

@@ -119,8 +119,9 @@ def expressions(selector: str, stop: int | None = None) -> int:
     return sum(t.repeat for t in tokens if isinstance(t, _Expression))
 
 
-def check_selectors(selectors: Iterable[str], max_length: int, max_expressions: int) -> None:
-    """Refuse (400) a subscription whose templates would make routing costly for everyone.
+def check_selectors(selectors: Iterable[str], max_length: int, max_expressions: int) -> int:
+    """Refuse (400) a subscription whose templates would make routing costly for everyone;
+    return its template expressions, all selectors together.
 
     Every template of every subscription is tried against each new topic, so one
     subscriber's template of hundreds of expressions slows every publish: bound the length
@@ -144,6 +145,7 @@ def check_selectors(selectors: Iterable[str], max_length: int, max_expressions: 
                 f"too many template expressions: more than {max_expressions} in this "
                 "subscription's topic selectors",
             )
+    return total
 
 
 class Template:

@@ -29,6 +29,7 @@ class Request:
     body: bytes = b""
     keep_alive: bool = True
     http_version: str = "1.1"  # "1.0", "1.1" or "2": how a face frames a stream's body
+    client: str | None = None  # the client's address, where the face knows it
 
 
 @dataclass(slots=True)

@@ -7,6 +7,7 @@ It answers a ``Request`` with a typed answer (``Response``, ``DeferredPublish`` 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from .. import dialects
 from ..auth import DIALECT_1, Authenticator
+from ..commits import HubBusy
 from ..contract import HistoryUnavailable, InvalidEvent
 from ..errors import HubError
 from ..hub import Hub
@@ -39,6 +41,8 @@ from .answers import DeferredPublish, Headers, Request, Response, error_response
 from .cors import Cors
 from .demo import DemoPage
 from .streams import OpenedStream
+
+log = logging.getLogger("ssehub.app")
 
 Answer = Response | DeferredPublish | OpenedStream
 _Handler = Callable[[Request, Headers], Answer]
@@ -75,6 +79,7 @@ class App:
         self.rejections = {401: 0, 403: 0}
         self.subscriptions = Subscriptions(hub) if settings.subscriptions else None
         self._subscriber_ids: dict[Subscriber, str] = {}
+        self._template_costs: dict[Subscriber, tuple[str, int]] = {}  # owner, expressions
         self.open_connections: Callable[[], int] | None = None  # set by a face that counts
         self.metrics = Metrics(hub, self._extra_metrics)
         self._demo = DemoPage(settings)
@@ -124,6 +129,12 @@ class App:
             answer = error_response(error, cors)
         except InvalidEvent as exc:  # an in-process rule the form parser did not cover
             answer = error_response(HubError(400, str(exc)), cors)
+        except HubBusy as exc:  # the store is slow: publishers back off rather than pile up
+            answer = error_response(HubError(503, str(exc), (("Retry-After", "1"),)), cors)
+        except Exception:  # a fault of the hub's own: said, logged, and the connection lives on
+            log.exception("answering %s %s failed", request.method, request.path)
+            fault = HubError(500, "the hub failed to answer this request; its log says why")
+            answer = error_response(fault, cors)
         if request.method == "HEAD" and isinstance(answer, Response):
             answer.bodiless = True  # every answer to a HEAD, refusals too: no body on the wire
         return answer
@@ -131,6 +142,12 @@ class App:
     def unavailable(self, exc: HistoryUnavailable, opened: OpenedStream) -> Response:
         """The answer to a stream whose history could not be read (before its head)."""
         return error_response(HubError(503, str(exc), (("Retry-After", "1"),)), opened.cors)
+
+    def failed(self, opened: OpenedStream) -> Response:
+        """The answer to a stream that failed before its head for a reason of the hub's own
+        (the face logs the traceback)."""
+        error = HubError(500, "the hub failed to open this stream; its log says why")
+        return error_response(error, opened.cors)
 
     def _route(self, request: Request) -> _Route:
         path = request.path
@@ -197,11 +214,12 @@ class App:
         wanted = parse_subscribe(
             request.query, headers.get("last-event-id"), settings.max_topics, settings.dialects
         )
+        cost = 0  # template expressions; 1.0 matchers have none
         if wanted.dialect == DIALECT_1:
             base = dialects.base_url(settings)
             check_matchers(wanted.matchers, settings.max_template_length, base)
         else:
-            check_selectors(
+            cost = check_selectors(
                 wanted.topics, settings.max_template_length, settings.max_template_expressions
             )
         found = dialects.find(settings, headers, request.query, wanted.dialect)
@@ -215,6 +233,16 @@ class App:
         resource = dialects.resources(settings, headers)
         claims = self.auth.subscriber(found, settings.anonymous, resource=resource)
         dialects.settle(settings, claims, found, wanted.dialect)
+        owner = request.client if cost else None
+        budget = self.hub.template_budget
+        if owner is not None and not budget.fits(owner, cost):
+            raise HubError(
+                429,
+                f"too many template expressions from {owner}: its subscriptions hold"
+                f" {budget.used(owner)}, this one {cost}, at most {budget.limit} in all"
+                " (--max-template-expressions-per-address)",
+                (("Retry-After", "1"),),
+            )
         allowed = None
         if claims is not None and claims.subscribe is not None:
             allowed = frozenset(claims.subscribe)
@@ -227,6 +255,9 @@ class App:
             expires = max(0.0, claims.expires + settings.jwt_leeway - time.time())
 
         def opened(sub: Subscriber) -> None:
+            if owner is not None:  # right after the check: no other subscribe came between
+                budget.take(owner, cost)
+                self._template_costs[sub] = (owner, cost)
             if self.subscriptions is not None:
                 payload = claims.payload if claims is not None else None
                 self._subscriber_ids[sub] = self.subscriptions.opened(
@@ -246,6 +277,9 @@ class App:
 
     def stream_closed(self, sub: Subscriber) -> None:
         """A stream ended: announce the end of its subscriptions."""
+        charged = self._template_costs.pop(sub, None)
+        if charged is not None:
+            self.hub.template_budget.give(*charged)
         subscriber = self._subscriber_ids.pop(sub, None)
         if subscriber is not None and self.subscriptions is not None:
             self.subscriptions.closed(subscriber)

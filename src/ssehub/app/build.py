@@ -23,10 +23,12 @@ async def build(settings: Settings) -> App:
         heartbeat=settings.heartbeat,
         max_buffer=settings.max_write_buffer,
         matcher=matcher,
+        max_pending=settings.max_pending_bytes,
+        max_template_cost=settings.max_template_expressions_per_address,
     )
     await hub.start()
-    app = App(settings, hub)
-    try:
+    try:  # keys are read here (a bad key file, a JWKS that does not answer): undo the start
+        app = App(settings, hub)
         await app.auth.start()
     except BaseException:
         await hub.close()

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import itertools
 import time
-from collections import deque
+from bisect import bisect_right
 from collections.abc import Sequence
 from sys import getsizeof
 
-from ..contract import EARLIEST, REPLAY_PAGE, Replay, Sink, new_event_id, transient
+from ..contract import EARLIEST, REPLAY_PAGE, Appended, Replay, Sink, new_event_id, transient
 from ..events import Event, StoredEvent
 from ..settings import DEFAULTS
 
 
 class MemoryBackend:
-    """Positions are consecutive integers, so a position finds its history slot directly."""
+    """History is a list whose oldest live slot is ``_head`` (trimmed slots are released in
+    bulk), so a resume point's slot is found by bisection on positions, not by walking."""
 
     def __init__(
         self,
@@ -28,7 +28,8 @@ class MemoryBackend:
         self.history_max_age = history_max_age
         self.history_max_bytes = history_max_bytes
         self._bytes = 0
-        self._history: deque[StoredEvent] = deque()
+        self._history: list[StoredEvent] = []
+        self._head = 0  # slots before it are trimmed, awaiting release
         self._by_id: dict[str, StoredEvent] = {}
         self._position = 0
         self._sink: Sink | None = None
@@ -43,11 +44,11 @@ class MemoryBackend:
     @property
     def retained(self) -> int:
         """Events in history now."""
-        return len(self._history)
+        return len(self._history) - self._head
 
     @property
     def last_id(self) -> str:
-        return self._history[-1].id if self._history else EARLIEST
+        return self._history[-1].id if self.retained else EARLIEST
 
     async def append(self, events: Sequence[Event]) -> list[StoredEvent]:
         now = time.time()
@@ -73,7 +74,7 @@ class MemoryBackend:
         self._trim(now)
         if self._sink is not None and new:
             self._sink(new)
-        return accepted
+        return Appended(accepted, len(accepted) - len(new))
 
     async def broadcast(self, events: Sequence[Event]) -> list[StoredEvent]:
         now = time.time()
@@ -84,23 +85,22 @@ class MemoryBackend:
 
     async def since(self, after: str | int, upto: int, limit: int = REPLAY_PAGE) -> Replay:
         self._trim(time.time())
-        history = self._history
-        # Positions in history are consecutive, so an anchor's slot is its distance from the
-        # oldest; and a position just before the oldest has lost nothing.
-        head = history[0].position if history else self._position + 1
+        history, oldest = self._history, self._head
+        # Positions in history are consecutive: a position just before the oldest has lost
+        # nothing.
+        head = history[oldest].position if self.retained else self._position + 1
         if isinstance(after, int):
-            start, found = max(after + 1 - head, 0), after + 1 >= head
+            position, found = after, after + 1 >= head
         elif after == EARLIEST:
-            start, found = 0, True
+            position, found = 0, True
         else:
             anchor = self._by_id.get(after)
-            if anchor is None:
-                start, found = 0, False
-            else:
-                start, found = anchor.position + 1 - head, True
+            position, found = (0, False) if anchor is None else (anchor.position, True)
+        start = bisect_right(history, position, oldest, key=_position)
         events: list[StoredEvent] = []
         size, more = 0, False
-        for event in itertools.islice(history, start, None):
+        for index in range(start, len(history)):
+            event = history[index]
             if event.position > upto:
                 break
             if size >= limit and events:
@@ -112,19 +112,33 @@ class MemoryBackend:
 
     def _trim(self, now: float) -> None:
         history, by_id = self._history, self._by_id
-        excess = len(history) - self.history_size
+        excess = self.retained - self.history_size
         oldest = now - self.history_max_age if self.history_max_age else None
-        while history and (
+        head = self._head
+        while head < len(history) and (
             excess > 0
             or self._bytes > self.history_max_bytes
-            or (oldest is not None and history[0].time < oldest)
+            or (oldest is not None and history[head].time < oldest)
         ):
-            gone = history.popleft()
+            gone = history[head]
+            history[head] = _TRIMMED  # its memory goes now, its slot with the next release
+            head += 1
             excess -= 1
             self._bytes -= _footprint(gone)
             # A later event may reuse a publisher's id; only forget the id if it is this one.
             if by_id.get(gone.id) is gone:
                 del by_id[gone.id]
+        if head > len(history) // 2:  # release trimmed slots in bulk: amortized O(1) each
+            del history[:head]
+            head = 0
+        self._head = head
+
+
+_TRIMMED = StoredEvent("", 0, (), "", False, None, None, 0.0, b"")
+
+
+def _position(event: StoredEvent) -> int:
+    return event.position
 
 
 # The event object (with its position and time) and its entries in the deque and the id index.

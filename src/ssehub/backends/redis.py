@@ -30,6 +30,7 @@ from redis.retry import Retry
 from ..contract import (
     EARLIEST,
     REPLAY_PAGE,
+    Appended,
     Gap,
     GapSink,
     OutcomeUnknown,
@@ -369,21 +370,36 @@ class RedisBackend:
                 pipe.xrevrange(self.stream_key, count=_START_LOOK)
                 pipe.get(self.counter_key)
                 reply, count = await pipe.execute()
+            newest = _entries(reply)
+            stored = await self._newest_stored(newest)
         except (RedisError, OSError) as exc:
             await self.close()
             why = _why_not(self._where, exc, self._with_password)
             raise ConfigError(f"--store {self._shown}: {why}") from exc
-        newest = _entries(reply)
         last = newest[0][0].decode() if newest else "0-0"
         expected = int(count or 0) + 1
-        stored = [(sid, fields) for sid, fields in newest if b"live" not in fields]
-        if stored:
-            self._last_id = stored[0][1][b"id"].decode()
-            self._stored_position = position_of(stored[0][0])
+        if stored is not None:
+            self._last_id = stored[1][b"id"].decode()
+            self._stored_position = position_of(stored[0])
         # Registered before the first append can trim: nothing this node has not read goes.
         await self._report(keys=[self.readers_key], args=[self._name, last])
         self._follow = asyncio.get_running_loop().create_task(self._read(last, expected))
         return position_of(last)
+
+    async def _newest_stored(self, newest: Entries) -> tuple[bytes, dict[bytes, bytes]] | None:
+        """The newest stored (not broadcast) entry: ``newest`` first, then further back
+        while the stream holds only broadcasts (they may fill its end after a burst)."""
+        page = newest
+        while True:
+            for sid, fields in page:
+                if b"live" not in fields:
+                    return sid, fields
+            if len(page) < (_START_LOOK if page is newest else _READ_COUNT):
+                return None
+            before = "(" + page[-1][0].decode()
+            page = _entries(
+                await self._redis.xrevrange(self.stream_key, before, "-", count=_READ_COUNT)
+            )
 
     async def close(self) -> None:
         self._sink = None
@@ -455,7 +471,7 @@ class RedisBackend:
                     self._sink(batch)
                 batch = []
                 if self.on_gap is not None:
-                    self.on_gap(Gap(missed, event.id))
+                    self.on_gap(Gap(missed, event.id, event))
             if n is not None:
                 expected = n + 1
             batch.append(event)
@@ -521,6 +537,7 @@ class RedisBackend:
         keys = [self.stream_key, self.index_key, self.counter_key, self.readers_key, self.live_key]
         reply = cast(list[object], await self._run(self._append, keys, args))
         out = []
+        repeats = 0
         for event, event_id, stored in zip(events, ids, reply, strict=True):
             if isinstance(stored, bytes):
                 position = position_of(stored)
@@ -532,8 +549,9 @@ class RedisBackend:
                     out.append(StoredEvent.accept(event, event_id, position, when))
             else:  # an id history holds: the event stored then is the answer
                 out.append(_decode(*_raw_entry(stored)))
+                repeats += 1
         # Delivery, here as on every other node, comes from the reader following the stream.
-        return out
+        return Appended(out, repeats)
 
     async def broadcast(self, events: Sequence[Event]) -> list[StoredEvent]:
         """Through the stream, in order with stored events, marked ``live``: no count, no

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from ..contract import EARLIEST, REPLAY_PAGE, Replay, Sink, new_event_id, transient
+from ..contract import EARLIEST, REPLAY_PAGE, Appended, Replay, Sink, new_event_id, transient
 from ..errors import ConfigError
 from ..events import Event, StoredEvent
 from ..settings import DEFAULTS
@@ -118,7 +118,7 @@ class SQLiteBackend:
             self._position = new[-1].position
             if self._sink is not None:
                 self._sink(new)
-        return stored
+        return Appended(stored, len(stored) - len(new))
 
     async def broadcast(self, events: Sequence[Event]) -> list[StoredEvent]:
         # One process delivers what it stores (--workers needs Redis): its sink is all.

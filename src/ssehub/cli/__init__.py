@@ -20,14 +20,13 @@ from ..settings import Settings
 from .bench_command import bench
 from .group import debug_option, main
 from .options import (
-    DEFAULT_URL,
     env_name,
     hmac_algorithm,
     print_first_run,
     settings_options,
     shown_store,
 )
-from .reach import hub_url, unreachable
+from .reach import unreachable, url_option
 
 main.add_command(bench)
 
@@ -97,14 +96,7 @@ def serve(jwt_key: str | None, log_level: str, **options: Any) -> None:
 
 @main.command()
 @debug_option
-@click.option(
-    "--url",
-    default=DEFAULT_URL,
-    envvar="SSEHUB_URL",
-    show_default=True,
-    callback=hub_url,
-    help="The hub's URL.",
-)
+@url_option("The hub's URL.")
 @click.option(
     "--topic",
     "topics",
@@ -155,14 +147,7 @@ def publish(
 
 @main.command()
 @debug_option
-@click.option(
-    "--url",
-    default=DEFAULT_URL,
-    envvar="SSEHUB_URL",
-    show_default=True,
-    callback=hub_url,
-    help="The hub's URL.",
-)
+@url_option("The hub's URL.")
 @click.option(
     "--topic",
     "topics",

@@ -13,20 +13,12 @@ import rich_click as click
 
 from ..publisher import HubClientError
 from .group import debug_option
-from .options import DEFAULT_URL
-from .reach import hub_url, unreachable
+from .reach import hub_url, unreachable, url_option
 
 
 @click.command()
 @debug_option
-@click.option(
-    "--url",
-    default=DEFAULT_URL,
-    envvar="SSEHUB_URL",
-    show_default=True,
-    callback=hub_url,
-    help="The Mercure hub to load.",
-)
+@url_option("The Mercure hub to load.")
 @click.option("--topic", default="urn:ssehub:bench", show_default=True)
 @click.option("--token", envvar="SSEHUB_TOKEN", help="Publisher JWT (Mercure mode).")
 @click.option("--subscriber-token", help="Subscriber JWT, if the hub refuses anonymous ones.")

@@ -95,6 +95,7 @@ def print_first_run(settings: Settings, key: str) -> None:
     click.echo(f"  subscriber token: {subscriber}", err=True)
     click.echo(
         f"  try: curl -d topic=hello -d data=hi -H 'Authorization: Bearer {publisher}' "
-        f"http://{settings.host}:{settings.port}/.well-known/mercure",
+        f"{'https' if settings.certfile else 'http'}://{settings.host}:{settings.port}"
+        "/.well-known/mercure",
         err=True,
     )

@@ -4,6 +4,8 @@ answer or answers with a server error."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -11,6 +13,18 @@ import rich_click as click
 
 from ..publisher import HubClientError
 from .options import DEFAULT_URL
+
+
+def url_option(help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--url`` (or ``SSEHUB_URL``): the hub a command reaches, checked by ``hub_url``."""
+    return click.option(
+        "--url",
+        default=DEFAULT_URL,
+        envvar="SSEHUB_URL",
+        show_default=True,
+        callback=hub_url,
+        help=help,
+    )
 
 
 def hub_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:

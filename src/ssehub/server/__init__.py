@@ -48,9 +48,11 @@ async def serve(
             ssl=tls,
             ssl_handshake_timeout=settings.head_timeout if tls is not None else None,
         )
-    except OSError as exc:
+    except BaseException as exc:
         await app.close()
-        raise cannot_listen(settings.host, settings.port, exc) from exc
+        if isinstance(exc, OSError):
+            raise cannot_listen(settings.host, settings.port, exc) from exc
+        raise
     stop = stop or asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:

@@ -309,6 +309,7 @@ class H2Protocol(asyncio.Protocol):
             b"",
             True,
             "2",
+            self.address,
         )
         incoming = _Incoming(request)
         self._incoming[stream_id] = incoming

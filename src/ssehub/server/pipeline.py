@@ -12,6 +12,8 @@ from .flow import PIPELINE_FULL
 from .http import encode, text
 from .states import State
 
+_SHUTTING_DOWN = HubError(503, "the hub is shutting down; try again soon", (("Retry-After", "1"),))
+
 
 class _Refused(Exception):
     """Raised inside a parser callback to stop parsing; the HubError is kept on the pipeline."""
@@ -22,6 +24,7 @@ class RequestPipeline:
 
     __slots__ = (
         "_body",
+        "_body_fed",
         "_body_size",
         "_conn",
         "_continue",
@@ -31,6 +34,7 @@ class RequestPipeline:
         "_headers",
         "_in_head",
         "_inflight",
+        "_last",
         "_messages",
         "_parser",
         "_queue",
@@ -49,8 +53,10 @@ class RequestPipeline:
         self._head_bytes = 0
         self._in_head = True
         self._messages = 0
+        self._last = b""  # the previous packet's last bytes: a blank line may straddle two
         self._body: list[bytes] = []
         self._body_size = 0
+        self._body_fed = 0  # body bytes ever parsed on this connection, to tell them from heads
         self._refusal: HubError | None = None
         self._eof = False  # the client half-closed: answer what it asked, then close
         self._continue = False  # a 100 Continue owed once the earlier answers are out
@@ -73,8 +79,24 @@ class RequestPipeline:
         if parser is None:
             return
         in_head, messages = self._in_head, self._messages
+        # httptools buffers a partial header line, so the raw bytes of a head still unfinished
+        # after this feed count too, or one endless header would grow without bound. Such a
+        # head holds no blank line (the parser wants CRLF), so it began after the last one:
+        # feeding up to there apart tells its bytes here from those of earlier messages.
+        start = data.rfind(b"\r\n\r\n") + 4
+        if start < 4:  # none here; maybe one begun in the previous packet
+            straddled = (self._last + data[:3]).rfind(b"\r\n\r\n")
+            start = straddled + 4 - len(self._last) if straddled >= 0 else 0
+        self._last = data[-3:] if len(data) >= 3 else (self._last + data)[-3:]
+        body_before = self._body_fed
         try:
-            parser.feed_data(data)
+            if 0 < start < len(data):
+                view = memoryview(data)
+                parser.feed_data(view[:start])
+                body_before = self._body_fed
+                parser.feed_data(view[start:])
+            else:
+                parser.feed_data(data)
         except _Refused:
             pass
         except httptools.HttpParserUpgrade:
@@ -82,12 +104,12 @@ class RequestPipeline:
         except httptools.HttpParserError as exc:
             if self._refusal is None:
                 self._refusal = HubError(400, f"malformed HTTP request: {exc}")
-        if in_head and self._in_head and messages == self._messages:
-            # Still the same unfinished head: httptools buffers a partial header line, so
-            # count the raw bytes too, or one endless header would grow without bound.
-            self._head_bytes += len(data)
-            limit = self._conn.app.settings.max_head_size
-            if self._refusal is None and self._head_bytes > limit:
+        if self._in_head and self.mid_request and self._refusal is None:  # head unfinished
+            if in_head and messages == self._messages:  # the same head as before this feed
+                self._head_bytes += len(data)
+            else:  # it began here: after the last blank line and the body that ended there
+                self._head_bytes = max(0, len(data) - start - (self._body_fed - body_before))
+            if self._head_bytes > self._conn.app.settings.max_head_size:
                 self._refusal = HubError(431, "request head too large")
         if self._refusal is not None:
             self._refuse()
@@ -154,6 +176,7 @@ class RequestPipeline:
 
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)
+        self._body_fed += len(body)
         limit = self._conn.app.settings.max_body_size
         if self._body_size > limit:
             self._stop(HubError(413, f"body larger than {limit} bytes"))
@@ -173,6 +196,7 @@ class RequestPipeline:
             b"".join(self._body),
             parser.should_keep_alive(),
             parser.get_http_version(),
+            self._conn.address,
         )
         self._queue.append(request)
         self._continue = False  # the body is here: no 100 Continue is needed any more
@@ -262,10 +286,20 @@ class RequestPipeline:
         self.process()
 
     def drain(self) -> None:
-        """Shutdown: read nothing more; close once what is in flight is answered."""
-        self._queue.clear()
+        """Shutdown: read nothing more; what is in flight is answered, then what waited to
+        start (a stream behind a publish, the requests behind it) gets a 503, the last with
+        ``Connection: close``; then the connection closes."""
+        queue, self._queue = self._queue, []
         self._parser = None
-        if not self._inflight:
+        self._refusal = None
+        app = self._conn.app
+        for number, request in enumerate(queue, 1):
+            answer = error_response(_SHUTTING_DOWN, app.cors.headers(request))
+            answer.bodiless = request.method == "HEAD"
+            self._inflight.append((answer, number < len(queue)))
+        if self._inflight:
+            self.flush()
+        else:
             self._conn.close()
 
     def check(self, now: float) -> None:

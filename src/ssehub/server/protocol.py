@@ -64,7 +64,10 @@ class HttpProtocol(asyncio.Protocol):
         refusal = self.registry.admit(self)
         if refusal is not None:
             self.transport.write(encode(error_response(refusal), keep_alive=False))
-            self.linger()
+            if self.registry.may_linger(self):
+                self.linger()
+            else:
+                self.close()
             return
         self.pipeline = RequestPipeline(self)
 

@@ -25,6 +25,9 @@ class ConnectionRegistry:
         self.connections: set[Registered] = set()
         self.per_address: dict[str, int] = {}
         self.tasks: set[asyncio.Task[None]] = set()
+        # Refused at admission, answered, held open until their client closes (a second at
+        # most) so no reset overtakes the answer; bounded apart, as they are not counted above.
+        self.lingering: set[Registered] = set()
         self._all_closed: asyncio.Event | None = None  # set by drain() to hear the last close
         self._sweep: asyncio.TimerHandle | None = None
 
@@ -57,7 +60,17 @@ class ConnectionRegistry:
         self.connections.add(conn)
         return None
 
+    def may_linger(self, conn: Registered) -> bool:
+        """Whether a refused ``conn`` may linger: while fewer refusals linger than a tenth of
+        --max-connections. Past that, in a flood, it is closed at once (its answer may then
+        be lost to a reset) rather than hold one more socket."""
+        if len(self.lingering) >= max(1, self.settings.max_connections // 10):
+            return False
+        self.lingering.add(conn)
+        return True
+
     def release(self, conn: Registered) -> None:
+        self.lingering.discard(conn)
         self.connections.discard(conn)
         if self._all_closed is not None and not self.connections:
             self._all_closed.set()

@@ -37,7 +37,7 @@ class StreamConnection:
 
     def __init__(self, conn: Connection, opened: OpenedStream, chunked: bool) -> None:
         self._conn = conn
-        loop, settings = conn.loop, conn.app.settings
+        loop = conn.loop
         # The fan-out calls the transport's own write: no frame of ours on the hot path. A
         # chunked stream's bytes are framed once per view by the hub (``chunk`` is in the
         # view's key), never per subscriber.
@@ -45,7 +45,7 @@ class StreamConnection:
         self.sub = opened.subscriber(self, conn.transport.write, chunk if chunked else None)
         self._expiry: asyncio.TimerHandle | None = None
         expires_at = None if opened.expires is None else loop.time() + opened.expires
-        self._ends_at = loop.time() + settings.write_timeout if settings.write_timeout else 0.0
+        self._ends_at = 0.0  # the write timeout's deadline, set once live: never before the head
         self._stuck_since = 0.0
         self._acked = 0
         conn.transport.set_write_buffer_limits(high=_REPLAY_HIGH_WATER)
@@ -55,8 +55,12 @@ class StreamConnection:
         conn = self._conn
         app = conn.app
 
+        headed = False
+
         def preamble(replay: Replay | None) -> bytes:
+            nonlocal headed
             start = opened.head(replay)
+            headed = True
             if not self._chunked:
                 return head(200, start.headers, None, keep_alive=False) + start.first
             headers = [*start.headers, ("Transfer-Encoding", "chunked")]
@@ -72,11 +76,20 @@ class StreamConnection:
                 conn.transport.write(encode(app.unavailable(exc, opened), keep_alive=False))
                 conn.close()
             return
+        except Exception:  # a fault of the hub's: a 500 if nothing went out yet, else close
+            log.exception("a stream failed to start")
+            if conn.state is not State.CLOSED:
+                if not headed:
+                    conn.transport.write(encode(app.failed(opened), keep_alive=False))
+                conn.close()
+            return
         self._starting = None
         if conn.state is State.OPENING:
             conn.move(State.STREAMING)
             # Live from here: past this many unsent bytes the subscriber is dropped.
             conn.transport.set_write_buffer_limits(high=app.hub.max_buffer)
+            if app.settings.write_timeout:  # counted from here: a slow history costs nothing
+                self._ends_at = conn.loop.time() + app.settings.write_timeout
             if expires_at is not None:
                 # Armed once the head and replay are written, so even a token about to
                 # expire gets its answer rather than a connection closed with zero bytes.
