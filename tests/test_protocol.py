@@ -615,10 +615,6 @@ async def test_live_subscriber_that_stops_reading_is_dropped() -> None:
 @in_loop
 async def test_replaying_subscriber_is_paused_not_dropped() -> None:
     conn = await make_protocol(hub_settings(max_write_buffer=64 * 1024))
-    # Each fan-out runs before its publisher hears back: under load one that waited for
-    # company (max_coalesce) would still hold many of these when the subscriber joins, and
-    # held past the bound is dropped, which is not the case this test is about.
-    conn.hub.max_coalesce = 0
     ids = [(await conn.hub.publish(Event(("t",), "x" * 1000))).id for _ in range(400)]
     sub = await make_protocol(server=conn.server)
     sub.transport.stall()
