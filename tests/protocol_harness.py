@@ -227,6 +227,11 @@ async def make_protocol(
     if server is None:
         settings = settings or Settings(publisher_jwt_key=KEY, subscriber_jwt_key=KEY)
         app = await build(settings)
+        # Every fan-out runs before its publisher's await returns, so a test may publish and
+        # then subscribe expecting all of it in history. With the default, a fan-out after a
+        # costly one (on a loaded machine any may look costly) waits for company, and what it
+        # holds reaches a new subscriber live, not replayed: right, but not what tests set up.
+        app.hub.max_coalesce = 0
         registry = ConnectionRegistry(settings)
         app.open_connections = registry.__len__
         server = (app, registry)

@@ -475,6 +475,22 @@ def raw_request(port: int, data: bytes, timeout: float = 5.0) -> bytes:
         return out
 
 
+def raw_head(port: int, data: bytes, timeout: float = DEADLINE) -> bytes:
+    """Send raw bytes, read until the response head is complete (or the hub closes): for
+    answers that leave the connection open, where waiting for quiet would be a guess."""
+    deadline = time.monotonic() + timeout
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        out = b""
+        while b"\r\n\r\n" not in out:
+            s.settimeout(max(0.01, deadline - time.monotonic()))
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+        return out
+
+
 def iter_responses(raw: bytes) -> Iterator[tuple[int, dict[str, str], bytes]]:
     """Split pipelined HTTP responses with Content-Length bodies."""
     while raw:

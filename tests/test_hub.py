@@ -10,6 +10,7 @@ import pytest
 
 from ssehub import Event, Hub, MemoryBackend, StoredEvent
 from ssehub.backends import EARLIEST, REPLAY_PAGE, Replay, transient
+from ssehub.settings import DEFAULTS
 from ssehub.sse import Decoder
 from ssehub.subscriber import Phase, Subscriber, SubscriberClosed
 
@@ -44,9 +45,18 @@ def preamble(replay: Replay | None) -> bytes:
 
 
 async def started(history: int = 100) -> Hub:
-    hub = Hub(MemoryBackend(history_size=history), heartbeat=0)
+    hub = new_hub(MemoryBackend(history_size=history))
     await hub.start()
     return hub
+
+
+def new_hub(backend: MemoryBackend, max_buffer: int = DEFAULTS.max_write_buffer) -> Hub:
+    """A hub whose every fan-out runs in the loop iteration that accepted its events, before
+    the publisher's future resolves (``max_coalesce=0``), so a test may look right after an
+    ``await``. With the default, a fan-out that follows a costly one (a loaded machine makes
+    any one look costly) waits for company, and a subscriber joining meanwhile replays only
+    what was dispatched: correct, but not what these tests set up."""
+    return Hub(backend, heartbeat=0, max_buffer=max_buffer, max_coalesce=0)
 
 
 async def attach(
@@ -189,7 +199,7 @@ def test_history_failing_mid_replay_closes_the_stream() -> None:
     from the last event it got (never a silent hole, never a stuck subscriber)."""
 
     async def go() -> None:
-        hub = Hub(_FailingPages(), heartbeat=0)
+        hub = new_hub(_FailingPages())
         await hub.start()
         for _ in range(4):
             await hub.publish(Event(("t",), "x" * (REPLAY_PAGE * 5 // 8)))
@@ -215,7 +225,7 @@ class _StalePositions(MemoryBackend):
 
 def test_a_broadcast_never_moves_the_replay_point_back() -> None:
     async def go() -> None:
-        hub = Hub(_StalePositions(), heartbeat=0)
+        hub = new_hub(_StalePositions())
         await hub.start()
         stored = await hub.publish(Event(("t",), "kept"))
         await hub.announce(Event(("t",), "now"))
@@ -227,7 +237,7 @@ def test_a_broadcast_never_moves_the_replay_point_back() -> None:
 
 def test_replay_that_falls_too_far_behind_is_dropped() -> None:
     async def go() -> None:
-        hub = Hub(MemoryBackend(), heartbeat=0, max_buffer=1000)
+        hub = new_hub(MemoryBackend(), max_buffer=1000)
         await hub.start()
         await hub.publish(Event(("t",), "old"))
         stream = FakeStream()
@@ -273,7 +283,7 @@ def test_publish_failure_reaches_every_publisher_of_the_batch() -> None:
 
     async def go() -> None:
         backend = Flaky()
-        hub = Hub(backend, heartbeat=0)
+        hub = new_hub(backend)
         await hub.start()
         stream = await attach(hub, ["t"])
         futures = [hub.publish(Event(("t",))) for _ in range(3)]
@@ -302,7 +312,7 @@ def test_subscribe_writes_its_preamble_or_raises() -> None:
     async def go() -> None:
         backend = SlowHistory()
         backend.gate = asyncio.Event()
-        hub = Hub(backend, heartbeat=0)
+        hub = new_hub(backend)
         await hub.start()
         stream = FakeStream()
         sub = Subscriber(stream, ("t",), None)
