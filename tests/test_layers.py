@@ -10,8 +10,8 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "ssehub"
 
 # Lowest first; a module may import its own layer or lower ones.
 LAYERS: list[tuple[str, set[str]]] = [
-    ("configuration", {"settings"}),
-    ("wire", {"sse", "topics", "mercure", "errors", "events"}),
+    ("configuration", {"settings_checks", "settings"}),
+    ("wire", {"sse", "templates", "matchers", "topics", "mercure", "errors", "events"}),
     ("security", {"tokens", "keys", "auth", "access_tokens", "dialects"}),
     (
         "engine",

@@ -15,15 +15,8 @@ from ssehub import Event, Hub, MemoryBackend
 from ssehub.errors import HubError
 from ssehub.routes import RouteIndex
 from ssehub.subscriber import Subscriber
-from ssehub.topics import (
-    _OPERATORS,
-    ALL,
-    TopicMatcher,
-    _Expression,
-    _parse,
-    check_selectors,
-    expressions,
-)
+from ssehub.templates import OPERATORS, Expression, parse
+from ssehub.topics import ALL, TopicMatcher, check_selectors, expressions
 
 from .support import scrape, start_hub, wait_until
 from .test_hub import FakeStream, attach, preamble, started
@@ -319,14 +312,14 @@ def test_hub_route_cache_is_bounded_by_bytes() -> None:
 
 def _reference(selector: str) -> re.Pattern[str]:
     """The same language as a (backtracking) regular expression; fine for small inputs."""
-    tokens = _parse(selector)
+    tokens = parse(selector)
     assert tokens is not None
     parts = []
     for token in tokens:
         if isinstance(token, str):
             parts.append(re.escape(token))
         else:
-            assert isinstance(token, _Expression)
+            assert isinstance(token, Expression)
             chars = "".join(re.escape(c) for c in sorted(token.allowed)) + "\x80-\U0010ffff"
             one = f"(?:{re.escape(token.prefix)}[{chars}]+)?"
             parts.append(one * token.repeat)
@@ -336,14 +329,14 @@ def _reference(selector: str) -> re.Pattern[str]:
 _literal = st.text(alphabet="ab/.;=?&#,%é", min_size=1, max_size=3).filter(
     lambda s: "{" not in s and "}" not in s
 )
-_expression = st.sampled_from(sorted(_OPERATORS)).map(lambda op: "{" + op + "v}")
+_expression = st.sampled_from(sorted(OPERATORS)).map(lambda op: "{" + op + "v}")
 _templates = st.lists(st.one_of(_literal, _expression), min_size=1, max_size=8).map("".join)
 
 
 @settings(max_examples=500, deadline=None)
 @given(_templates, st.text(alphabet="ab/.;=?&#,%é", max_size=12))
 def test_matcher_agrees_with_a_regex(template: str, topic: str) -> None:
-    if _parse(template) is None:
+    if parse(template) is None:
         return
     expected = topic == template or _reference(template).fullmatch(topic) is not None
     assert TopicMatcher().match(template, topic) is expected

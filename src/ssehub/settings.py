@@ -11,9 +11,28 @@ import enum
 from collections.abc import Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any
-from urllib.parse import urlsplit
 
-from jwt.algorithms import get_default_algorithms
+from .settings_checks import (
+    InvalidSetting,
+    check_algorithms,
+    check_number,
+    check_origins,
+    check_store,
+    check_url,
+)
+
+__all__ = [
+    "DEFAULTS",
+    "OPTIONS",
+    "InvalidSetting",
+    "KiB",
+    "Kind",
+    "MiB",
+    "Option",
+    "Settings",
+    "from_env",
+    "split_list",
+]
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -192,18 +211,6 @@ class Settings:
         _validate(self)
 
 
-class InvalidSetting(ValueError):
-    """A value the hub can never run with; ``name`` is the Settings field at fault.
-
-    The CLI shows it as a usage error on ``--name`` (exit 2); the environment reader and the
-    ASGI face raise it as it is."""
-
-    def __init__(self, name: str, reason: str) -> None:
-        super().__init__(f"{name}: {reason}")
-        self.name = name
-        self.reason = reason
-
-
 # Positive minimums: below these no request, stream or connection could ever succeed.
 _AT_LEAST_ONE = (
     "max_connections",
@@ -215,7 +222,6 @@ _AT_LEAST_ONE = (
 _POSITIVE_TIMES = ("head_timeout", "keep_alive_timeout")
 _REQUEST_LINE = len("GET  HTTP/1.1\r\nHost: x\r\n\r\n")
 _MIN_URL = len("/.well-known/mercure?topic=x")
-_STORES = "memory, sqlite:PATH or redis://HOST:PORT/DB"
 
 
 def _validate(s: Settings) -> None:
@@ -224,10 +230,7 @@ def _validate(s: Settings) -> None:
         value = getattr(s, f.name)
         if isinstance(value, bool) or not isinstance(value, int | float):
             continue
-        if value != value or value in (float("inf"), float("-inf")):
-            raise InvalidSetting(f.name, f"must be a finite number, got {value}")
-        if value < 0:
-            raise InvalidSetting(f.name, f"must be >= 0, got {value}")
+        check_number(f.name, value)
     if s.port > 65535:
         raise InvalidSetting("port", f"must be 0-65535, got {s.port}")
     if s.workers < 1:
@@ -238,7 +241,7 @@ def _validate(s: Settings) -> None:
             "needs a shared store: each process would keep its own memory history"
             " (use --store redis://…)",
         )
-    _validate_store(s.store)
+    check_store(s.store)
     if (s.certfile is None) != (s.keyfile is None):
         missing = "keyfile" if s.keyfile is None else "certfile"
         raise InvalidSetting(missing, "TLS needs both --certfile and --keyfile")
@@ -269,17 +272,7 @@ def _validate(s: Settings) -> None:
     for name in ("publisher_jwt_key", "subscriber_jwt_key"):
         if getattr(s, name) is not None and not getattr(s, name).strip():
             raise InvalidSetting(name, "is empty: give a secret, @PATH or a JWKS URL")
-    algorithms = [a.strip() for a in s.jwt_algorithm.split(",") if a.strip()]
-    if not algorithms:
-        raise InvalidSetting("jwt_algorithm", "names no algorithm")
-    known = set(get_default_algorithms()) - {"none"}
-    for algorithm in algorithms:
-        if algorithm.lower() == "none":
-            raise InvalidSetting("jwt_algorithm", "'none' would accept unsigned tokens")
-        if algorithm not in known:
-            raise InvalidSetting(
-                "jwt_algorithm", f"unknown algorithm {algorithm!r}: use {', '.join(sorted(known))}"
-            )
+    check_algorithms(s.jwt_algorithm)
     if s.workers > 1 and s.store.startswith("sqlite:"):
         # Each worker would share the history but deliver only what was published
         # through it: subscribers on the other workers would miss events silently.
@@ -294,54 +287,14 @@ def _validate(s: Settings) -> None:
         if dialect not in ("0.x", "1.0"):
             raise InvalidSetting("dialects", f"unknown dialect {dialect!r}: use 0.x, 1.0")
     if s.resource is not None:
-        parts = urlsplit(s.resource)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise InvalidSetting("resource", f"{s.resource!r} is not an absolute http(s) URL")
+        check_url("resource", s.resource)
     if "*" in s.publish_origins:
         raise InvalidSetting(
             "publish_origins",
             "'*' would let any site publish with a visitor's cookie (CSRF): list the origins",
         )
     for name in ("cors_origins", "publish_origins"):
-        for origin in getattr(s, name):
-            problem = _origin_problem(origin)
-            if problem:
-                raise InvalidSetting(name, f"{origin!r} {problem}")
-
-
-def _validate_store(store: str) -> None:
-    if store == "memory":
-        return
-    if store.startswith("sqlite:"):
-        if not store.removeprefix("sqlite:").removeprefix("//"):
-            raise InvalidSetting("store", "sqlite store needs a path: sqlite:/var/lib/ssehub.db")
-        return
-    if store.startswith(("redis://", "rediss://", "unix://")):
-        try:
-            parts = urlsplit(store)
-            parts.port  # noqa: B018 - raises on a port that is not a number
-        except ValueError as exc:
-            raise InvalidSetting("store", f"{store!r} is not a Redis URL: {exc}") from None
-        if store.startswith("unix://") and not parts.path:
-            raise InvalidSetting("store", f"{store!r} names no socket path")
-        return
-    raise InvalidSetting("store", f"unknown store {store!r}: use {_STORES}")
-
-
-def _origin_problem(origin: str) -> str | None:
-    """Why ``origin`` could never equal a browser's Origin header (scheme://host[:port])."""
-    if origin == "*":
-        return None
-    parts = urlsplit(origin)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        return "is not an origin: write scheme://host[:port], e.g. https://example.com"
-    if parts.path or parts.query or parts.fragment:
-        return "has a path: an origin is only scheme://host[:port], e.g. https://example.com"
-    try:
-        parts.port  # noqa: B018 - raises on a port that is not a number
-    except ValueError:
-        return "has a port that is not a number"
-    return None
+        check_origins(name, getattr(s, name))
 
 
 DEFAULTS = Settings()
