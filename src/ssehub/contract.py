@@ -7,6 +7,7 @@ it from here, never the reverse.
 from __future__ import annotations
 
 import dataclasses
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -152,6 +153,18 @@ def transient(event: Event, position: int, time: float) -> StoredEvent:
     )
 
 
+def broadcast_locally(
+    sink: Sink | None, events: Sequence[Event], position: int
+) -> list[StoredEvent]:
+    """A one-process backend's broadcast: ``events`` made transient at ``position`` and handed
+    to its own sink (what it stores, it alone delivers: --workers needs Redis)."""
+    now = time.time()
+    sent = [transient(event, position, now) for event in events]
+    if sink is not None and sent:
+        sink(sent)
+    return sent
+
+
 def new_event_id() -> str:
     """A unique IRI for an event whose publisher gave no id."""
     return f"urn:uuid:{uuid.uuid4()}"
@@ -170,6 +183,7 @@ __all__ = [
     "Replay",
     "ReportsGaps",
     "Sink",
+    "broadcast_locally",
     "new_event_id",
     "transient",
 ]

@@ -7,7 +7,15 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from sys import getsizeof
 
-from ..contract import EARLIEST, REPLAY_PAGE, Appended, Replay, Sink, new_event_id, transient
+from ..contract import (
+    EARLIEST,
+    REPLAY_PAGE,
+    Appended,
+    Replay,
+    Sink,
+    broadcast_locally,
+    new_event_id,
+)
 from ..events import Event, StoredEvent
 from ..settings import DEFAULTS
 
@@ -77,11 +85,7 @@ class MemoryBackend:
         return Appended(accepted, len(accepted) - len(new))
 
     async def broadcast(self, events: Sequence[Event]) -> list[StoredEvent]:
-        now = time.time()
-        sent = [transient(event, self._position, now) for event in events]
-        if self._sink is not None and sent:
-            self._sink(sent)
-        return sent
+        return broadcast_locally(self._sink, events, self._position)
 
     async def since(self, after: str | int, upto: int, limit: int = REPLAY_PAGE) -> Replay:
         self._trim(time.time())

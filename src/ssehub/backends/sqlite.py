@@ -13,7 +13,15 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from ..contract import EARLIEST, REPLAY_PAGE, Appended, Replay, Sink, new_event_id, transient
+from ..contract import (
+    EARLIEST,
+    REPLAY_PAGE,
+    Appended,
+    Replay,
+    Sink,
+    broadcast_locally,
+    new_event_id,
+)
 from ..errors import ConfigError
 from ..events import Event, StoredEvent
 from ..settings import DEFAULTS
@@ -121,12 +129,7 @@ class SQLiteBackend:
         return Appended(stored, len(stored) - len(new))
 
     async def broadcast(self, events: Sequence[Event]) -> list[StoredEvent]:
-        # One process delivers what it stores (--workers needs Redis): its sink is all.
-        now = time.time()
-        sent = [transient(event, self._position, now) for event in events]
-        if self._sink is not None and sent:
-            self._sink(sent)
-        return sent
+        return broadcast_locally(self._sink, events, self._position)
 
     def _insert(self, events: Sequence[Event]) -> tuple[list[StoredEvent], list[StoredEvent]]:
         """Store a batch in one transaction: every event's entry, and those that are new
