@@ -615,6 +615,10 @@ static void open_conn(unsigned i)
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    /* Our exit resets the connections instead of leaving 19,500 ports in TIME_WAIT for a
+     * minute, where the next run's connects would have to search past them. */
+    struct linger reset = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
     c->fd = fd;
     if (!http2) {
         send_all(fd, request, request_len);
