@@ -7,8 +7,18 @@ per received chunk: its oldest event). Subscribers count events with ``bytes.cou
 the load stays cheap; the report gives its CPU and says when it saturated.
 """
 
-from .load import BenchError, run
-from .results import Options, Result, Target, percentile, plot, proc_cpu_s, report, rss_kib
+from .load import run
+from .results import (
+    BenchError,
+    Options,
+    Result,
+    Target,
+    percentile,
+    plot,
+    proc_cpu_s,
+    report,
+    rss_kib,
+)
 
 __all__ = [
     "BenchError",
