@@ -16,7 +16,6 @@ CDF charts into docs/benchmarks.md (between the PEERS markers) and docs/img/.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import platform
 import resource
@@ -65,6 +64,7 @@ class Running:
     target: bench.Target
     cleanup: Callable[[], None] = lambda: None
     redis_pid: int | None = None
+    log: Path | None = None  # the server's error log, quoted when a run fails
     pids: tuple[int, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -134,19 +134,22 @@ def start_ssehub_redis(port: int, tmp: Path) -> Running:
 
 
 def start_nchan(port: int, tmp: Path) -> Running:
-    # One worker (one core, as every server here). 19,500 subscribers need as many connections
-    # and descriptors: worker_connections and worker_rlimit_nofile leave room for that; the
-    # worker raises its own limit (it starts as root). multi_accept takes every pending
-    # connection per wakeup, as ssehub's accept loop does.
+    # One worker (one core, as every server here). 19,500 subscribers need as many descriptors:
+    # the worker gets all this process may have (it cannot raise its hard limit in a container:
+    # setrlimit fails). Connection slots are not descriptors: with 19,968 slots nchan ran out
+    # at 19,500 subscribers ("worker_connections are not enough, reusing connections", closing
+    # subscribers), so there are twice as many. multi_accept takes every pending connection per
+    # wakeup, as ssehub's accept loop does.
+    _, nofile = resource.getrlimit(resource.RLIMIT_NOFILE)
     conf = tmp / "nginx.conf"
     conf.write_text(f"""
 load_module {NCHAN_MODULE};
 worker_processes 1;
-worker_rlimit_nofile 40000;
+worker_rlimit_nofile {nofile};
 daemon off;
 pid {tmp}/nginx.pid;
 error_log {tmp}/error.log warn;
-events {{ worker_connections 30000; multi_accept on; }}
+events {{ worker_connections {2 * nofile}; multi_accept on; }}
 http {{
   access_log off;
   keepalive_requests 10000000;  # the default (1000) would close our publisher connections
@@ -165,8 +168,12 @@ http {{
         stderr=subprocess.DEVNULL,
     )
     wait_port(port, proc)
+    deadline = time.monotonic() + 5  # the master listens before it forks the worker
+    while len(pids := hub_pids(proc.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
     base = f"http://127.0.0.1:{port}"
-    return Running(proc, bench.Target.raw(f"{base}/sub", f"{base}/pub", tuple(hub_pids(proc.pid))))
+    target = bench.Target.raw(f"{base}/sub", f"{base}/pub", tuple(pids))
+    return Running(proc, target, log=tmp / "error.log")
 
 
 def _pinned(cmd: list[str], port: int) -> Running:
@@ -249,13 +256,8 @@ class Phases:
         return (seconds, pct[0], pct[1], pct[2])
 
 
-def _has_reader() -> bool:
-    """Whether this ssehub.bench lets the load choose its subscriber reader (C or Python)."""
-    return "reader" in {f.name for f in dataclasses.fields(bench.Options)}
-
-
 def _options(args: argparse.Namespace, workload: Workload, http: str) -> bench.Options:
-    options = bench.Options(
+    return bench.Options(
         subscribers=workload.subscribers,
         client_procs=args.client_procs,
         rate=workload.rate,
@@ -267,10 +269,8 @@ def _options(args: argparse.Namespace, workload: Workload, http: str) -> bench.O
         load_cpu=LOAD_CPU,
         http=http,
         streams=100,
+        reader=args.reader,
     )
-    if _has_reader():
-        options = dataclasses.replace(options, **{"reader": args.reader})
-    return options
 
 
 def measure(args: argparse.Namespace, server: str, workload: Workload, meta: dict[str, str]) -> Row:
@@ -283,6 +283,11 @@ def measure(args: argparse.Namespace, server: str, workload: Workload, meta: dic
             rss_before = bench.rss_kib(running.pids)
             phases = Phases(running)
             result = uvloop.run(bench.run(running.target, options, phases))
+        except bench.BenchError as exc:
+            if running.log is not None and running.log.exists():
+                tail = running.log.read_text().splitlines()[-5:]
+                raise bench.BenchError("\n".join([str(exc), *tail])) from exc
+            raise
         finally:
             stop_hub(running.proc)
             running.cleanup()
@@ -300,7 +305,7 @@ def measure(args: argparse.Namespace, server: str, workload: Workload, meta: dic
         connect_server_cpu_pct=connect_server,
         connect_load_cpu_pct=connect_load,
         redis_cpu_pct=redis_cpu,
-        reader=getattr(options, "reader", "python"),
+        reader=result.reader + (f" ({result.reader_note})" if result.reader_note else ""),
         when=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         loadavg=loadavg,
         command=meta["command"],
@@ -383,7 +388,7 @@ def main() -> None:
         "--reader",
         choices=["auto", "c", "python"],
         default="auto",
-        help="the load's subscriber reader (when this ssehub.bench has the choice)",
+        help="the load's subscriber reader: C, Python, or C when it builds",
     )
     parser.add_argument(
         "--json",
@@ -397,8 +402,6 @@ def main() -> None:
     if args.from_json:
         write_docs(list(load_rows(args.from_json).values()))
         return
-    if not _has_reader() and args.reader != "auto":
-        parser.error("this ssehub.bench has only its Python reader")
     ensure_installed()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
