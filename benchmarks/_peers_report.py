@@ -26,6 +26,7 @@ class Workload:
     subscribers: int
     rate: float  # events/s; 0: as fast as the server acknowledges
     target: str = ""  # issue #12's target for ssehub, if it sets one
+    target_p99_ms: float | None = None  # drawn on the chart
     idle: bool = False  # about connecting and memory: a short window at a low rate
     plot: bool = False  # gets a latency CDF chart
 
@@ -33,7 +34,7 @@ class Workload:
 WORKLOADS = (
     Workload("1k-1000", "1,000 subscribers, 1,000 events/s", 1000, 1000.0, "p99 ≤ 5 ms", plot=True),
     Workload(
-        "10k-100", "10,000 subscribers, 100 events/s", 10_000, 100.0, "p99 ≤ 60 ms", plot=True
+        "10k-100", "10,000 subscribers, 100 events/s", 10_000, 100.0, "p99 ≤ 60 ms", 60.0, plot=True
     ),
     Workload(
         "10k-max",
@@ -41,6 +42,7 @@ WORKLOADS = (
         10_000,
         0.0,
         "≥ 1,000,000 deliveries/s with p99 ≤ 100 ms",
+        100.0,
         plot=True,
     ),
     Workload(
@@ -84,6 +86,7 @@ class Row:
     when: str
     loadavg: str
     command: str
+    options: dict[str, Any] = field(default_factory=dict)  # bench.Options of the run
     machine: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -211,7 +214,7 @@ def plot_cdf(workload: Workload, rows: list[Row], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
     for row in sorted(rows, key=_order):
         if not row.cdf:
             continue
@@ -224,12 +227,22 @@ def plot_cdf(workload: Workload, rows: list[Row], path: Path) -> None:
         ax.plot([p99], [0.99], "o", color=line.get_color())
         ax.axvline(p99, color=line.get_color(), linestyle=":", linewidth=0.8)
     ax.axhline(0.99, color="grey", linestyle="--", linewidth=0.6)
+    if workload.target_p99_ms is not None:
+        ax.axvline(workload.target_p99_ms, color="black", linewidth=1.2)
+        ax.annotate(
+            f"target p99 {workload.target_p99_ms:g} ms",
+            (workload.target_p99_ms, 0.5),
+            rotation=90,
+            fontsize=7,
+            xytext=(3, 0),
+            textcoords="offset points",
+        )
     ax.set_xscale("log")
     ax.set_xlabel("latency (ms, log scale)")
     ax.set_ylabel("fraction of samples")
     title = f"{workload.title}: latency CDF"
     ax.set_title(title + (f" (target {workload.target})" if workload.target else ""), fontsize=10)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -242,17 +255,33 @@ def _runs(rows: list[Row]) -> list[str]:
     out = []
     for command, group in runs.items():
         whens = sorted(r.when for r in group)
-        loads = sorted({r.loadavg for r in group})
-        readers = ", ".join(sorted({r.reader for r in group}))
+        loads = sorted(float(r.loadavg.split(" / ")[0]) for r in group)
         span = whens[0] if whens[0] == whens[-1] else f"{whens[0]} to {whens[-1]}"
+        readers = ", ".join(sorted({r.reader for r in group}))
         out += [
             f"    {command}",
             "",
-            f"({len(group)} rows, {span}; load average (1/5/15 min) at each row's start: "
-            f"{', '.join(loads)}; subscriber reader: {readers})",
+            f"({len(group)} row{'s' if len(group) > 1 else ''}, {span}; 1-minute load average "
+            f"{loads[0]:.2f} to {loads[-1]:.2f} as rows began; subscriber reader: {readers})",
             "",
         ]
     return out
+
+
+def _queueing(rows: list[Row]) -> str:
+    """What the publisher's window does to the latency of the as-fast-as-possible rows."""
+    windows = sorted(
+        {r.options["window"] * r.options["conns"] for r in rows if r.options and not r.result.rate}
+    )
+    if not windows:
+        return ""
+    inflight = " or ".join(f"{w:,}" for w in windows)
+    return (
+        f"As fast as possible means {inflight} publishes in flight (a window per publisher "
+        "connection): a new event waits behind those already queued, so these rows' latency is "
+        "at least in-flight / published per second (Little's law) whatever the server; "
+        "`--window` and `--conns` make it smaller."
+    )
 
 
 def write_docs(rows: list[Row], doc: Path = DOC, img: Path = IMG) -> None:
@@ -283,6 +312,8 @@ def write_docs(rows: list[Row], doc: Path = DOC, img: Path = IMG) -> None:
         "workers). **saturated**: the load process used over 90 % of its core, so the "
         "latencies include its own backlog and the server may go faster.",
         "",
+        _queueing(rows),
+        "",
         "Issue #12's targets (for ssehub):",
         "",
         *targets,
@@ -296,7 +327,7 @@ def write_docs(rows: list[Row], doc: Path = DOC, img: Path = IMG) -> None:
         "",
         *ratios(rows),
         "",
-        *charts,
+        *[line for chart in charts for line in (chart, "")],
         END,
     ]
     text = doc.read_text()

@@ -16,6 +16,7 @@ CDF charts into docs/benchmarks.md (between the PEERS markers) and docs/img/.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import resource
@@ -261,8 +262,8 @@ def _options(args: argparse.Namespace, workload: Workload, http: str) -> bench.O
         subscribers=workload.subscribers,
         client_procs=args.client_procs,
         rate=workload.rate,
-        window=64,
-        conns=4,
+        window=args.window,
+        conns=args.conns,
         payload=100,
         duration=min(args.duration, 2.0) if workload.idle else args.duration,
         warmup=0.0 if workload.idle else args.warmup,
@@ -309,6 +310,7 @@ def measure(args: argparse.Namespace, server: str, workload: Workload, meta: dic
         when=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         loadavg=loadavg,
         command=meta["command"],
+        options=dataclasses.asdict(options),
         machine={k: v for k, v in meta.items() if k != "command"},
     )
 
@@ -351,7 +353,7 @@ def machine() -> dict[str, str]:
         "OS": f"{os_name}, Linux {platform.release()}",
         "Python": platform.python_version(),
         "ssehub": first(["git", "-C", str(ROOT), "describe", "--always", "--dirty"]),
-        "nginx": first(["nginx", "-v"]).removeprefix("nginx version: "),
+        "nginx": first(["nginx", "-v"]).removeprefix("nginx version: nginx/"),
         "nchan": first(["dpkg-query", "-W", "-f", "${Version}", "libnginx-mod-nchan"]),
         "Node": first(["node", "--version"]),
         "Redis": redis_version,
@@ -384,6 +386,10 @@ def main() -> None:
         help="comma-separated, of: " + ", ".join(WORKLOAD),
     )
     parser.add_argument("--client-procs", type=int, default=1, help="subscriber processes")
+    parser.add_argument(
+        "--window", type=int, default=64, help="publishes in flight per connection (max rate)"
+    )
+    parser.add_argument("--conns", type=int, default=4, help="publisher connections")
     parser.add_argument(
         "--reader",
         choices=["auto", "c", "python"],
