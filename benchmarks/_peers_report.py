@@ -258,11 +258,13 @@ def _runs(rows: list[Row]) -> list[str]:
         loads = sorted(float(r.loadavg.split(" / ")[0]) for r in group)
         span = whens[0] if whens[0] == whens[-1] else f"{whens[0]} to {whens[-1]}"
         readers = ", ".join(sorted({r.reader for r in group}))
+        procs = ", ".join(sorted({str(r.options.get("client_procs", 1)) for r in group}))
         out += [
             f"    {command}",
             "",
             f"({len(group)} row{'s' if len(group) > 1 else ''}, {span}; 1-minute load average "
-            f"{loads[0]:.2f} to {loads[-1]:.2f} as rows began; subscriber reader: {readers})",
+            f"{loads[0]:.2f} to {loads[-1]:.2f} as rows began; subscriber processes: {procs}, "
+            f"reader: {readers})",
             "",
         ]
     return out
@@ -300,9 +302,9 @@ def write_docs(rows: list[Row], doc: Path = DOC, img: Path = IMG) -> None:
         BEGIN,
         *_runs(rows),
         "Machine: " + "; ".join(f"{k} {v}" for k, v in machine.items()) + ".",
-        "Each server pinned to CPU 0, the load (`ssehub.bench`, one process unless said) to "
-        "CPU 1; a fresh server for every row. Rewrite this section from the kept results without "
-        "measuring: `python benchmarks/peers.py --from-json docs/data/peers.json`.",
+        "Each server pinned to CPU 0, the load (`ssehub.bench`: subscriber processes and the "
+        "publisher) to CPU 1; a fresh server for every row. Rewrite this section from the kept "
+        "results without measuring: `python benchmarks/peers.py --from-json docs/data/peers.json`.",
         "",
         *table(rows),
         "",

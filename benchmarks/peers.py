@@ -2,12 +2,12 @@
 
 Servers: ssehub with the memory store over HTTP/1.1 and over HTTP/2 (h2c), with SQLite and with
 Redis; nginx + nchan (C); Node's http + EventEmitter (the classic tutorial server) and
-sse-starlette under uvicorn with a queue per subscriber (these two only on the workloads of
-1,000 subscribers or fewer, unless both --servers and --workloads name them). Each server runs
-pinned to CPU 0 and is started afresh for every row; the load (``ssehub.bench``) runs pinned to
-CPU 1. It installs what is missing (Debian's nginx-light and libnginx-mod-nchan, Node), keeps
-every row in a JSON file (a rerun replaces just its rows) and writes the table and the latency
-CDF charts into docs/benchmarks.md (between the PEERS markers) and docs/img/.
+sse-starlette under uvicorn with a queue per subscriber (both hold 19,500 subscribers, far
+behind). Each server runs pinned to CPU 0 and is started afresh for every row; the load
+(``ssehub.bench``) runs pinned to CPU 1. It installs what is missing (Debian's nginx-light and
+libnginx-mod-nchan, Node), keeps every row in a JSON file (a rerun replaces just its rows) and
+writes the table and the latency CDF charts into docs/benchmarks.md (between the PEERS markers)
+and docs/img/.
 
     python benchmarks/peers.py [--duration 8] [--servers ssehub,nchan] [--workloads 1k-1000]
     python benchmarks/peers.py --from-json docs/data/peers.json   # rewrite the docs only
@@ -54,7 +54,6 @@ HERE = Path(__file__).resolve().parent / "peers"
 NCHAN_MODULE = "/usr/lib/nginx/modules/ngx_nchan_module.so"
 SERVER_CPU, LOAD_CPU = 0, 1
 REDIS_DB = 11  # a database the tests do not use; keys carry a prefix unique to the row
-SMALL = 1000  # Node and sse-starlette only up to this many subscribers by default
 
 
 @dataclass
@@ -205,7 +204,6 @@ STARTS: dict[str, tuple[Callable[[int, Path], Running], str]] = {  # key: (start
     "node": (start_node, "1.1"),
     "starlette": (start_starlette, "1.1"),
 }
-LARGE = {"ssehub", "ssehub-h2", "ssehub-sqlite", "ssehub-redis", "nchan"}
 
 
 # -- measuring -----------------------------------------------------------------------------------
@@ -418,12 +416,9 @@ def main() -> None:
     }
     servers = args.servers or list(SERVERS)
     workloads = [WORKLOAD[k] for k in args.workloads] if args.workloads else list(WORKLOADS)
-    named = args.servers is not None and args.workloads is not None
     rows = load_rows(args.json)
     for workload in workloads:
         for server in servers:
-            if server not in LARGE and workload.subscribers > SMALL and not named:
-                continue
             print(f"== {SERVERS[server]}: {workload.title}", flush=True)
             try:
                 row = measure(args, server, workload, meta)
