@@ -78,7 +78,7 @@ class Row:
     result: bench.Result  # latency_samples emptied; ``cdf`` keeps their shape
     cdf: list[float]
     rss_before_kib: int  # the server's RSS before any subscriber connected
-    connect_s: float  # from the first subscriber connecting to the last one's response head
+    connect_s: float  # the span the two CPU readings below cover (bench's connect time + ~0.1 s)
     connect_server_cpu_pct: float  # over connect_s: which side limited the connect rate
     connect_load_cpu_pct: float  # the subscriber processes, summed
     redis_cpu_pct: float | None  # redis-server over the measured window (Redis store only)
@@ -182,7 +182,7 @@ def connect_notes(rows: list[Row]) -> list[str]:
         if WORKLOAD[row.workload].idle:
             out.append(
                 f"- {SERVERS.get(row.server, row.server)}: {row.result.subscribers:,} connected in "
-                f"{row.connect_s:.2f} s; meanwhile the server used "
+                f"{row.result.subscribers / row.result.connect_per_s:.2f} s; the server used "
                 f"{row.connect_server_cpu_pct:.0f} % of its core and the load "
                 f"{row.connect_load_cpu_pct:.0f} % of its own"
             )
