@@ -125,7 +125,8 @@ def load_rows(path: Path) -> dict[tuple[str, str], Row]:
 def save_rows(path: Path, rows: dict[tuple[str, str], Row]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     ordered = sorted(rows.values(), key=_order)
-    path.write_text(json.dumps({"rows": [r.to_json() for r in ordered]}, indent=1) + "\n")
+    lines = ",\n".join(json.dumps(r.to_json(), ensure_ascii=False) for r in ordered)
+    path.write_text('{"rows": [\n' + lines + "\n]}\n")  # a row a line: reruns diff by row
 
 
 def _order(row: Row) -> tuple[int, int]:
