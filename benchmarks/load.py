@@ -103,6 +103,12 @@ def main() -> None:
         help="subscribers' protocol: 1.1 (chunked), 1.0 (close-delimited), 2 (h2c, --http2)",
     )
     parser.add_argument("--streams", type=int, default=100, help="HTTP/2 streams per connection")
+    parser.add_argument(
+        "--reader",
+        choices=["auto", "c", "python"],
+        default="auto",
+        help="subscribers' reader: c (built with $CC or cc), python, auto (c when it builds)",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.http == "2" and args.face == "server":
@@ -129,6 +135,7 @@ def main() -> None:
             args.load_cpu,
             args.http,
             args.streams,
+            args.reader,
         )
         result = uvloop.run(bench.run(target, options))
     finally:

@@ -1,193 +1,25 @@
-"""The load itself: subscriber processes counting events and the publisher.
+"""The load itself: the publisher, and one run driving it and the subscriber processes.
 
 Subscribers speak HTTP/1.1 (chunked streams, one connection each), HTTP/1.0 (close-delimited)
-or HTTP/2 without TLS (h2c prior knowledge; ``streams`` subscribers share one connection).
+or HTTP/2 without TLS (h2c prior knowledge; ``streams`` subscribers share one connection),
+read by the C reader (``native.py``) or the Python one (``subscribers.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import multiprocessing as mp
 import os
 import resource
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import cast
 
-import uvloop
-from h2.config import H2Configuration
-from h2.connection import H2Connection
-from h2.events import DataReceived, ResponseReceived, StreamReset
-from h2.settings import SettingCodes, Settings
+from . import native
+from .results import BenchError, Options, Result, Target, percentile, proc_cpu_s, rss_kib
+from .subscribers import PythonReader, Reader
 
-from .results import Options, Result, Target, percentile, proc_cpu_s, rss_kib
-
-# -- subscribers (child processes) ---------------------------------------------------------------
-
-
-class BenchError(Exception):
-    """The load cannot run: the target refused or did not answer (one line, for the CLI)."""
-
-
-@dataclass
-class _SubState:
-    connected: int = 0
-    refusal: str | None = None
-    counting: bool = False
-    events: int = 0
-    chunks: int = 0
-    latencies: list[float] = field(default_factory=list)
-
-
-class _Sub(asyncio.Protocol):
-    __slots__ = ("head_done", "request", "state", "tail")
-
-    def __init__(self, state: _SubState, request: bytes) -> None:
-        self.state = state
-        self.request = request
-        self.tail = b""
-        self.head_done = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        cast(asyncio.Transport, transport).write(self.request)
-
-    def data_received(self, data: bytes) -> None:
-        state = self.state
-        if not self.head_done:
-            head_end = data.find(b"\r\n\r\n")
-            if head_end < 0:
-                return
-            self.head_done = True
-            state.connected += 1
-            if not data[9:12].startswith(b"2") and state.refusal is None:
-                status = data[: data.find(b"\r\n")].decode("latin-1")
-                body = data[head_end + 4 :][:200].decode("utf-8", "replace")
-                state.refusal = f"{status}: {' '.join(body.split())}"
-            data = data[head_end + 4 :]
-        if state.counting:
-            _count(state, data, self.tail)
-        self.tail = data[-1:]
-
-
-def _count(state: _SubState, data: bytes, tail: bytes) -> None:
-    """Count the events (and sample the latency) of one piece of a counted stream."""
-    state.events += (tail + data).count(b"\n\n")
-    state.chunks += 1
-    at = data.find(b"data: ")
-    if at >= 0 and len(data) >= at + 26 and len(state.latencies) < 200_000:
-        digits = data[at + 6 : at + 26]
-        if digits.isdigit():
-            state.latencies.append((time.monotonic_ns() - int(digits)) / 1e6)
-
-
-class _H2Sub(asyncio.Protocol):
-    """``streams`` subscribers on one HTTP/2 connection (h2c prior knowledge)."""
-
-    def __init__(self, state: _SubState, head: list[tuple[bytes, bytes]], streams: int) -> None:
-        self.state = state
-        self.head = head
-        self.streams = streams
-        self.h2 = H2Connection(H2Configuration(client_side=True, header_encoding=None))
-        # Windows wide open: the load measures the hub's fan-out, not our reading.
-        self.h2.local_settings = Settings(
-            client=True, initial_values={SettingCodes.INITIAL_WINDOW_SIZE: 1 << 24}
-        )
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-        h2 = self.h2
-        h2.initiate_connection()
-        h2.increment_flow_control_window(1 << 30)
-        for _ in range(self.streams):
-            h2.send_headers(h2.get_next_available_stream_id(), self.head, end_stream=True)
-        self.transport.write(h2.data_to_send())
-
-    def data_received(self, data: bytes) -> None:
-        state, h2 = self.state, self.h2
-        for event in h2.receive_data(data):
-            if isinstance(event, DataReceived):
-                h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-                if state.counting and event.data:
-                    _count(state, bytes(event.data), b"")
-            elif isinstance(event, ResponseReceived):
-                state.connected += 1
-                status = dict(event.headers or ()).get(b":status", b"")
-                if not status.startswith(b"2") and state.refusal is None:
-                    state.refusal = f"HTTP/2 {status.decode('latin-1')}"
-            elif isinstance(event, StreamReset) and state.refusal is None:
-                state.refusal = f"the hub reset an HTTP/2 stream ({event.error_code!r})"
-        out = h2.data_to_send()
-        if out and self.transport is not None:
-            self.transport.write(out)
-
-
-def _subscriber_process(
-    target: Target, count: int, cpu: int | None, pipe: Connection, http: str, streams: int
-) -> None:
-    if cpu is not None:
-        os.sched_setaffinity(0, {cpu})
-    state = _SubState()
-    auth = f"Authorization: Bearer {target.token}\r\n" if target.token else ""
-    version = "HTTP/1.0" if http == "1.0" else "HTTP/1.1"
-    request = (
-        f"GET {target.subscribe_path} {version}\r\nHost: {target.host}\r\n{auth}"
-        "Accept: text/event-stream\r\n\r\n"
-    ).encode()
-    head = [
-        (b":method", b"GET"),
-        (b":path", target.subscribe_path.encode()),
-        (b":scheme", b"http"),
-        (b":authority", target.host.encode()),
-        (b"accept", b"text/event-stream"),
-    ]
-    if target.token:
-        head.append((b"authorization", f"Bearer {target.token}".encode()))
-
-    def h2_sub(n: int) -> Callable[[], asyncio.Protocol]:
-        return lambda: _H2Sub(state, head, n)
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        started = time.monotonic()
-        try:
-            if http == "2":
-                for first in range(0, count, streams):
-                    factory = h2_sub(min(streams, count - first))
-                    await loop.create_connection(factory, target.host, target.port)
-            else:
-                for _ in range(count):
-                    await loop.create_connection(
-                        lambda: _Sub(state, request), target.host, target.port
-                    )
-        except OSError as exc:
-            reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else exc.strerror
-            pipe.send(("error", f"cannot connect to {target.host}:{target.port}: {reason}"))
-            return
-        while state.connected < count:
-            await asyncio.sleep(0.01)
-        if state.refusal is not None:
-            pipe.send(("error", f"the target refused a subscriber: {state.refusal}"))
-            return
-        pipe.send(("connected", time.monotonic() - started))
-        while True:
-            while not pipe.poll():
-                await asyncio.sleep(0.005)
-            command = pipe.recv()
-            if command == "start":
-                state.counting, state.events, state.chunks = True, 0, 0
-                state.latencies.clear()
-            elif command == "count":
-                pipe.send(state.events)
-            elif command == "stop":
-                usage = resource.getrusage(resource.RUSAGE_SELF)
-                pipe.send((state.events, state.latencies, usage.ru_utime + usage.ru_stime))
-                return
-
-    uvloop.run(main())
-
+__all__ = ["BenchError", "run"]
 
 # -- publisher -----------------------------------------------------------------------------------
 
@@ -290,36 +122,41 @@ class _Publisher:
 # -- one run -------------------------------------------------------------------------------------
 
 
+def _which_reader(choice: str) -> tuple[str, str, Path | None]:
+    """The reader to run for ``Options.reader``: its name, a note on why "auto" fell back to
+    Python, and the C reader's binary."""
+    if choice not in ("auto", "c", "python"):
+        raise BenchError(f"unknown reader {choice!r} (auto, c or python)")
+    if choice == "python":
+        return "python", "", None
+    try:
+        return "c", "", native.reader_binary()
+    except native.NativeUnavailable as exc:
+        if choice == "c":
+            raise BenchError(str(exc)) from None
+        return "python", str(exc), None
+
+
 async def run(
     target: Target, options: Options, tick: Callable[[str, float], None] | None = None
 ) -> Result:
     """One measured run; ``tick(phase, fraction)`` reports progress."""
     say = tick or (lambda phase, fraction: None)
     result = Result(options.subscribers, options.payload, options.rate, options.http)
-    procs: list[mp.Process] = []
-    pipes: list[Connection] = []
+    result.reader, result.reader_note, binary = _which_reader(options.reader)
+    readers: list[Reader] = []
     share = [options.subscribers // options.client_procs] * options.client_procs
     share[0] += options.subscribers - sum(share)
     started = time.monotonic()
-    for count in share:
-        parent, child = mp.Pipe()
-        proc = mp.Process(
-            target=_subscriber_process,
-            args=(target, count, options.load_cpu, child, options.http, options.streams),
-        )
-        proc.start()
-        procs.append(proc)
-        pipes.append(parent)
     try:
+        for count in share:
+            if binary is None:
+                readers.append(PythonReader(target, count, options))
+            else:
+                readers.append(await native.NativeReader.open(binary, target, count, options))
         say("connecting", 0.0)
-        for pipe, proc in zip(pipes, procs, strict=True):
-            while not pipe.poll():
-                if not proc.is_alive() and not pipe.poll():
-                    raise BenchError(f"a subscriber process exited with code {proc.exitcode}")
-                await asyncio.sleep(0.01)
-            said = pipe.recv()
-            if said[0] == "error":
-                raise BenchError(said[1])
+        for reader in readers:
+            await reader.connected()
         result.connect_per_s = options.subscribers / (time.monotonic() - started)
         pids = target.hub_pids
         result.hub_rss_kib = rss_kib(pids)
@@ -329,8 +166,8 @@ async def run(
             say("warming up", 0.0)
             await publisher.run(options.rate, options.warmup)
             await asyncio.sleep(0.5)
-        for pipe in pipes:
-            pipe.send("start")
+        for reader in readers:
+            await reader.start()
         await asyncio.sleep(0.05)
         acked_before, errors_before = publisher.acked, publisher.errors
         cpu_before, t0 = proc_cpu_s(pids), time.monotonic()
@@ -348,18 +185,15 @@ async def run(
         say("draining", 1.0)
         last, still = -1, time.monotonic()
         while time.monotonic() - still < 2.0 and time.monotonic() - t1 < 30:
-            for pipe in pipes:
-                pipe.send("count")
-            now = sum(pipe.recv() for pipe in pipes)
+            now = sum(await asyncio.gather(*(reader.count() for reader in readers)))
             if now >= expected:
                 break
             if now != last:
                 last, still = now, time.monotonic()
             await asyncio.sleep(0.05)
         load_cpu = 0.0
-        for pipe in pipes:
-            pipe.send("stop")
-            events, samples, cpu = pipe.recv()
+        for reader in readers:
+            events, samples, cpu = await reader.stop()
             result.delivered += events
             result.latency_samples += samples
             load_cpu += cpu
@@ -381,15 +215,10 @@ async def run(
         result.load_cpu_pct = 100 * (load_cpu + own.ru_utime + own.ru_stime) / elapsed
         cores = 1 if options.load_cpu is not None else os.cpu_count() or 1
         result.saturated_load = (
-            max(100 * load_cpu / max(elapsed, 1e-9) / len(procs), result.load_cpu_pct / cores) > 90
+            max(100 * load_cpu / max(elapsed, 1e-9) / len(readers), result.load_cpu_pct / cores)
+            > 90
         )
         return result
-    except BaseException:
-        for proc in procs:
-            proc.kill()  # they may wait for commands that will never come
-        raise
     finally:
-        for proc in procs:
-            proc.join(5)
-            if proc.is_alive():
-                proc.kill()
+        for reader in readers:
+            await reader.close()

@@ -10,6 +10,10 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 
+class BenchError(Exception):
+    """The load cannot run: the target refused or did not answer (one line, for the CLI)."""
+
+
 @dataclass(frozen=True)
 class Target:
     """Where to subscribe and publish. ``publish_body`` turns a payload into a request body."""
@@ -68,6 +72,7 @@ class Options:
     load_cpu: int | None = None
     http: str = "1.1"  # the subscribers' protocol: "1.0", "1.1" or "2" (h2c)
     streams: int = 100  # HTTP/2: subscribers per connection
+    reader: str = "auto"  # the subscriber processes: "c", "python", "auto" (c if it builds)
 
 
 @dataclass
@@ -93,6 +98,8 @@ class Result:
     hub_rss_per_sub_bytes: float = 0.0
     load_cpu_pct: float = 0.0
     saturated_load: bool = False
+    reader: str = ""  # which subscriber reader ran: "c" or "python"
+    reader_note: str = ""  # why "auto" did not run the C reader
 
 
 def proc_cpu_s(pids: tuple[int, ...] | list[int]) -> float:
@@ -143,8 +150,11 @@ def report(result: Result) -> str:
             f"  hub         cpu {result.hub_cpu_pct:.0f}%  rss {result.hub_rss_kib / 1024:.1f} MiB "
             f"({result.hub_rss_per_sub_bytes:,.0f} B/subscriber)"
         )
+    reader = {"c": "C reader", "python": "Python reader"}.get(result.reader, result.reader)
+    if result.reader_note:
+        reader += f" ({result.reader_note})"
     lines.append(
-        f"  load        cpu {result.load_cpu_pct:.0f}%"
+        f"  load        cpu {result.load_cpu_pct:.0f}%, {reader}"
         + ("  (load generator saturated: the hub may go faster)" if result.saturated_load else "")
     )
     return "\n".join(lines)

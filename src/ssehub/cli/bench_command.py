@@ -95,6 +95,14 @@ from .reach import hub_url, unreachable, url_option
     type=click.IntRange(min=1, max=128),
     help="HTTP/2: subscribers sharing one connection.",
 )
+@click.option(
+    "--reader",
+    type=click.Choice(["auto", "c", "python"]),
+    default="auto",
+    show_default=True,
+    help="Subscribers' reader: c (built on first use with $CC or cc), python (uvloop), or auto"
+    " (c when it builds).",
+)
 @click.option("--hub-pid", type=int, help="The hub's PID: CPU and RSS per connection.")
 @click.option("--load-cpu", type=click.IntRange(min=0), help="Pin the load to this CPU.")
 @click.option(
@@ -123,6 +131,7 @@ def bench(
     warmup: float,
     http: str,
     streams_per_connection: int,
+    reader: str,
     hub_pid: int | None,
     load_cpu: int | None,
     json_path: str | None,
@@ -180,6 +189,7 @@ def bench(
                 load_cpu,
                 http,
                 streams_per_connection,
+                reader,
             )
             try:
                 results.append(asyncio.run(load.run(target, options, tick)))
