@@ -1,6 +1,7 @@
 """What HTTP/2 adds per stream to a fan-out, in process CPU time (steady on a busy machine):
 the window check and ``send_data`` of the ``h2`` state machine for each stream, then one
-``data_to_send`` per connection; and what the chunk framing of a view's buffer costs.
+``data_to_send`` per connection; the same with ssehub's own DATA frames
+(``ssehub.server.h2_data``); and what the chunk framing of a view's buffer costs.
 
     python benchmarks/h2_send.py [--streams 100] [--rounds 300] [--payload 100]
 """
@@ -14,6 +15,7 @@ from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.settings import SettingCodes, Settings
 
+from ssehub.server.h2_data import send_data
 from ssehub.server.http import chunk
 
 
@@ -58,7 +60,15 @@ def main() -> None:
             server.send_data(stream_id, event)
         server.data_to_send()
     per_stream = (time.process_time() - started) / args.rounds / len(ids)
-    print(f"h2: {per_stream * 1e6:.2f} us per stream per fan-out ({len(ids)} streams)")
+    print(f"h2 send_data: {per_stream * 1e6:.2f} us per stream per fan-out ({len(ids)} streams)")
+    server, ids = connected(args.streams)
+    started = time.process_time()
+    for _ in range(args.rounds):
+        for stream_id in ids:
+            send_data(server, stream_id, event)
+        server.data_to_send()
+    per_stream = (time.process_time() - started) / args.rounds / len(ids)
+    print(f"ssehub's DATA frames: {per_stream * 1e6:.2f} us per stream per fan-out")
     batch = event * 64  # a coalesced fan-out of 64 events
     started = time.process_time()
     for _ in range(args.rounds * 100):

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -262,30 +263,33 @@ def start_hub(
     *args: str, key: str | None = KEY, port: int | None = None, module: str = "ssehub.cli"
 ) -> HubProcess:
     """Start ``ssehub serve`` and return once it listens: every worker, with ``--workers``
-    (a worker listens once its hub is built)."""
-    port = port or free_port()
+    (a worker listens once its hub is built). Its output goes to a file, never a pipe nobody
+    reads (a hub that logs much would block on it). A free port picked here may be taken
+    before the hub binds it (other processes open connections too): then a new one is tried."""
     workers = int(args[args.index("--workers") + 1]) if "--workers" in args else 1
-    cmd = [sys.executable, "-m", module, "serve", "--port", str(port), *args]
-    if key is not None:
-        cmd += ["--jwt-key", key]
     env = {k: v for k, v in os.environ.items() if not k.startswith("SSEHUB_")}
-    proc = subprocess.Popen(
-        cmd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=Path(__file__).parent.parent,
-    )
-    if not await_listening(proc, port, workers):
-        if proc.poll() is not None:
-            _, err = proc.communicate()
-            raise RuntimeError(f"ssehub serve exited: {err.decode()}")
-        proc.kill()
-        raise RuntimeError(f"ssehub serve did not start listening with {workers} worker(s)")
-    hub = HubProcess(port, proc, key or "")
-    if key is not None:
-        hub.publisher_token = make_token(key, publish=["*"])
-    return hub
+    for _ in range(5):
+        chosen = port or free_port()
+        cmd = [sys.executable, "-m", module, "serve", "--port", str(chosen), *args]
+        if key is not None:
+            cmd += ["--jwt-key", key]
+        with tempfile.TemporaryFile() as output:  # the hub keeps writing to its own copy
+            proc = subprocess.Popen(
+                cmd, env=env, stdout=output, stderr=output, cwd=Path(__file__).parent.parent
+            )
+            if await_listening(proc, chosen, workers):
+                hub = HubProcess(chosen, proc, key or "")
+                if key is not None:
+                    hub.publisher_token = make_token(key, publish=["*"])
+                return hub
+            if proc.poll() is None:
+                proc.kill()
+                raise RuntimeError(f"ssehub serve did not listen with {workers} worker(s)")
+            output.seek(0)
+            said = output.read().decode(errors="replace")
+        if port is not None or "already in use" not in said:
+            raise RuntimeError(f"ssehub serve exited: {said}")
+    raise RuntimeError("ssehub serve found no free port in 5 tries")
 
 
 class Dechunker:

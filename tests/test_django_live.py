@@ -52,15 +52,15 @@ def test_database() -> Iterator[None]:
 
 class NotesLive(LiveServerTestCase):
     host = "127.0.0.1"
-    port = free_port()  # known before the server starts: the hub's CORS names its origin
+    port = 0  # the kernel's pick, held from the start (a port picked ahead may be taken)
     hub: ClassVar[HubProcess]
 
     @classmethod
     def setUpClass(cls) -> None:
-        cls.hub = start_hub("--no-demo", "--cors-origins", f"http://127.0.0.1:{cls.port}")
+        super().setUpClass()  # the live server first: the hub's CORS names its origin
+        cls.hub = start_hub("--no-demo", "--cors-origins", cls.live_server_url)
         cls.addClassCleanup(cls.hub.stop)
         cls.enterClassContext(override_settings(SSEHUB_URL=cls.hub.url, SSEHUB_JWT_KEY=KEY))
-        super().setUpClass()
 
     def test_saved_notes_reach_an_open_page(self) -> None:
         if not os.path.exists(CHROMIUM):

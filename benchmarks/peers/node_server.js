@@ -31,4 +31,4 @@ http
       res.end();
     }
   })
-  .listen(port, "127.0.0.1");
+  .listen(port, "127.0.0.1", 4096); // the backlog the other servers get (default 511)

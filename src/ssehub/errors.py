@@ -55,3 +55,27 @@ class ConfigError(Exception):
 
     def __init__(self, reason: str) -> None:
         super().__init__(" ".join(reason.split()))
+
+
+class HubClientError(Exception):
+    """The hub did not accept a request. ``status`` is ``None`` when no answer came."""
+
+    status: int | None
+
+    def __init__(self, status: int | None, reason: str) -> None:
+        super().__init__(reason if status is None else f"{status}: {reason}")
+        self.status = status
+        self.reason = reason
+
+
+class HubRefused(HubClientError):
+    """The hub answered with a 4xx: retrying the same request would not help."""
+
+    status: int
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(status, reason)
+
+
+class HubUnavailable(HubClientError):
+    """The hub answered 5xx, or could not be reached, on every attempt."""

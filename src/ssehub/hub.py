@@ -31,12 +31,13 @@ from .mercure import field_problem, live_gap_notice
 from .settings import DEFAULTS
 from .subscriber import Phase, Subscriber, SubscriberClosed
 from .topics import TopicMatcher
-from .views import View, Views
+from .views import Pass, View, Views
 
 log = logging.getLogger("ssehub.hub")
 
 _IMMEDIATE = 0.0005  # a fan-out cheaper than this never waits for company
 _OUTBOX_MAX = 4096  # events gathered for one fan-out at most
+_SLICE = 0.0005  # seconds of writing before the loop may read again (publishes, connects)
 
 Preamble = Callable[[Replay | None], bytes]
 """Builds the first bytes of a stream (HTTP head, first comment, gap notice) once the
@@ -58,7 +59,7 @@ class Hub:
         heartbeat: float = DEFAULTS.heartbeat,
         max_buffer: int = DEFAULTS.max_write_buffer,
         matcher: TopicMatcher | None = None,
-        max_coalesce: float = 0.005,
+        max_coalesce: float = DEFAULTS.coalesce,
         max_pending: int = DEFAULTS.max_pending_bytes,
         max_template_cost: int = DEFAULTS.max_template_expressions_per_address,
     ) -> None:
@@ -81,8 +82,13 @@ class Hub:
         self.max_coalesce = max_coalesce
         self._outbox: list[StoredEvent] = []
         self._flush_handle: asyncio.Handle | None = None
-        self._last_cost = 0.0
+        self._last_cost = 0.0  # how long the last busy period of writing lasted
         self._last_end = 0.0
+        self._round_started = 0.0
+        self.write_slice = _SLICE  # seconds of writing before the loop may read again
+        self._dirty: dict[View, None] = {}  # views whose log some live member still lacks
+        self._again: dict[View, None] = {}  # views to take through another pass next round
+        self._walk_handle: asyncio.Handle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._beat_handle: asyncio.TimerHandle | None = None
         self._announcing: set[asyncio.Task[list[StoredEvent]]] = set()
@@ -108,6 +114,9 @@ class Hub:
         if self._flush_handle is not None:  # what was acknowledged goes out before we stop
             self._flush_handle.cancel()
             self._flush()
+        while self._walk_handle is not None:  # every round, without waiting between them
+            self._walk_handle.cancel()
+            self._walk(slice_s=float("inf"))
         await self.backend.close()
 
     @property
@@ -145,19 +154,24 @@ class Hub:
     # -- fan-out -----------------------------------------------------------------------------
 
     def _deliver(self, events: Sequence[StoredEvent]) -> None:
-        """The backend's sink: gather events for the next fan-out.
+        """The backend's sink: route events to their views' logs and have them written.
 
-        A fan-out costs one write per subscriber however many events it carries, so when the
-        last one took a while and ended only just now, the next waits until as long again has
-        passed (at most ``max_coalesce``) and carries what arrived meanwhile. With few
-        subscribers, or a slow trickle of events, it runs at once; with many subscribers and
-        a steady rate it keeps the writes per second, and so the latency, bounded."""
+        While a pass is under way the events join it at once: the members it has not reached
+        yet get them in the same write. When the hub is idle, a fan-out that took a while and
+        ended only just now makes the next wait until as long again has passed (at most
+        ``max_coalesce``), carrying what arrives meanwhile: fewer writes per second for the
+        same events. ``max_coalesce=0`` never waits (latency first)."""
         if not events:
+            return
+        if self._dirty:  # a pass is under way (its next slice is due): join it
+            if self._flush_handle is not None:
+                self._flush_handle.cancel()
+                self._flush()
+            self._fan_out(events)
             return
         self._outbox.extend(events)
         if len(self._outbox) >= _OUTBOX_MAX and self._flush_handle is not None:
             self._flush_handle.cancel()  # enough company: go now rather than wait
-            self._flush_handle = None
             self._flush()
             return
         if self._flush_handle is None:
@@ -173,14 +187,11 @@ class Hub:
     def _flush(self) -> None:
         self._flush_handle = None
         events, self._outbox = self._outbox, []
-        started = time.perf_counter()
-        self._fan_out(events)
-        self._last_cost = time.perf_counter() - started
-        assert self._loop is not None
-        self._last_end = self._loop.time()
+        if events:
+            self._fan_out(events)
 
     def _fan_out(self, events: Sequence[StoredEvent]) -> None:
-        """Route a batch of events to views; one write per subscriber."""
+        """Route a batch of events to views' logs, then go on with the pass."""
         touched: dict[View, list[bytes]] = {}
         routes = self.routes.cached
         for event in events:
@@ -199,14 +210,56 @@ class Hub:
         self._dispatched = max(self._dispatched, events[-1].position)
         if self.history.waiting:
             self.history.reached(self._dispatched)
-        deliveries = written = 0
+        dirty = self._dirty
         for view, chunks in touched.items():
-            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            writes = view.send(data, self)
-            deliveries += writes * len(chunks)
-            written += writes * len(data)
+            view.append(chunks[0] if len(chunks) == 1 else b"".join(chunks), len(chunks), self)
+            dirty[view] = None
+        if self._walk_handle is None:  # else the slice that is due carries them
+            self._walk()
+
+    def _walk(self, slice_s: float | None = None) -> None:
+        """Write the views' logs for at most ``slice_s`` (``write_slice``), then let the loop
+        read (publishes, new subscribers) before the next slice.
+
+        A round takes every view with unwritten bytes through one pass. When bytes arrived
+        during it for members it had already passed, the next round follows at once, or, with
+        ``max_coalesce``, after as long as this one took (at most that): those members then
+        get one write for more events."""
+        self._walk_handle = None
+        loop = self._loop
+        assert loop is not None
+        if not self._round_started:
+            self._round_started = loop.time()
+        dirty, again = self._dirty, self._again
+        deadline = time.perf_counter() + (self.write_slice if slice_s is None else slice_s)
+        deliveries = written = 0
+        while dirty:
+            view = next(iter(dirty))
+            ended, n, size = view.flush(deadline)
+            deliveries += n
+            written += size
+            if ended is Pass.CUT:
+                break
+            del dirty[view]
+            if ended is Pass.AGAIN:
+                again[view] = None
         self.deliveries += deliveries
         self.bytes_written += written
+        if dirty:
+            self._walk_handle = loop.call_soon(self._walk)
+            return
+        now = loop.time()
+        took, self._round_started = now - self._round_started, 0.0
+        if again:
+            dirty.update(again)
+            again.clear()
+            delay = min(took, self.max_coalesce)
+            if delay < _IMMEDIATE:
+                self._walk_handle = loop.call_soon(self._walk)
+            else:
+                self._walk_handle = loop.call_later(delay, self._walk)
+        else:
+            self._last_cost, self._last_end = took, now
 
     def _gap(self, gap: Gap) -> None:
         """The backend's follower missed events: tell every subscriber, after what came
@@ -219,7 +272,10 @@ class Hub:
         unnamed = live_gap_notice(None, gap.missed)  # for who may not see that event
         first = gap.first
         for view in tuple(self.views.by_key.values()):
-            view.send(named if first is not None and view.wants(first) else unnamed, self)
+            view.append(named if first is not None and view.wants(first) else unnamed, 0, self)
+            self._dirty[view] = None
+        if self._walk_handle is None:
+            self._walk()
 
     def _beat(self) -> None:
         for view in tuple(self.views.by_key.values()):

@@ -29,6 +29,7 @@ from urllib.parse import urlencode
 import httpx
 
 from .auth import mint_token
+from .errors import HubClientError, HubRefused, HubUnavailable
 
 log = logging.getLogger("ssehub.publisher")
 
@@ -37,30 +38,6 @@ _Client = TypeVar("_Client", httpx.Client, httpx.AsyncClient)
 _RETRIED_STATUSES = frozenset({502, 503, 504})
 # Failures after which the hub may or may not have the event: the same id makes a retry safe.
 _RETRIED_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
-
-
-class HubClientError(Exception):
-    """The hub did not accept a request. ``status`` is ``None`` when no answer came."""
-
-    status: int | None
-
-    def __init__(self, status: int | None, reason: str) -> None:
-        super().__init__(reason if status is None else f"{status}: {reason}")
-        self.status = status
-        self.reason = reason
-
-
-class HubRefused(HubClientError):
-    """The hub answered with a 4xx: retrying the same request would not help."""
-
-    status: int
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(status, reason)
-
-
-class HubUnavailable(HubClientError):
-    """The hub answered 5xx, or could not be reached, on every attempt."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -145,6 +145,14 @@ class Settings:
         "Unsent bytes past which a slow subscriber is closed (it resumes later).",
         "streams",
     )
+    coalesce: float = _opt(
+        0.005,
+        "Seconds at most a fan-out waits to gather more events when the previous one ended "
+        "just now (as long as that one took): fewer writes for a steady stream to many "
+        "subscribers; 0 never waits (latency first). Events that arrive during a fan-out "
+        "always join it.",
+        "streams",
+    )
     dispatch_timeout: float = _opt(
         30.0,
         "Seconds a subscriber may leave sent bytes unread before it is closed; 0: never.",
@@ -231,6 +239,8 @@ def _validate(s: Settings) -> None:
         if isinstance(value, bool) or not isinstance(value, int | float):
             continue
         check_number(f.name, value)
+    if s.coalesce > 0.1:
+        raise InvalidSetting("coalesce", f"must be at most 0.1 s, got {s.coalesce}")
     if s.port > 65535:
         raise InvalidSetting("port", f"must be 0-65535, got {s.port}")
     if s.workers < 1:

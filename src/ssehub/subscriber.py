@@ -66,6 +66,7 @@ class Subscriber:
         "key",
         "phase",
         "selectors",
+        "sent",
         "stream",
         "write",
     )
@@ -89,6 +90,7 @@ class Subscriber:
         self.phase = Phase.NEW
         self.held: list[bytes] = []
         self.held_size = 0
+        self.sent = 0  # LIVE: the offset in its view's log written to it so far
 
     @property
     def live(self) -> bool:

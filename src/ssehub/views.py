@@ -3,8 +3,10 @@ and the set of views, indexed by their selectors for routing."""
 
 from __future__ import annotations
 
+import bisect
+import enum
 import logging
-from collections.abc import Callable
+import time
 from typing import Protocol
 
 from .events import StoredEvent
@@ -16,6 +18,14 @@ from .topics import TopicMatcher
 log = logging.getLogger("ssehub.hub")
 
 
+class Pass(enum.Enum):
+    """How a ``View.flush`` ended."""
+
+    DONE = "done"  # every live member has the whole log
+    AGAIN = "again"  # the pass ended, but bytes arrived during it for members it had passed
+    CUT = "cut"  # the deadline came first; the next flush goes on from where this one stopped
+
+
 class _Dropper(Protocol):
     max_buffer: int
 
@@ -23,11 +33,25 @@ class _Dropper(Protocol):
 
 
 class View:
-    """Subscribers with equal selectors and claims: they share one buffer per fan-out."""
+    """Subscribers with equal selectors and claims: they share one log of framed bytes.
+
+    Appends go to the log; a *pass* walks the live members in order and writes each, in one
+    ``write``, everything from its offset (``Subscriber.sent``) to the log's end. A pass may be
+    cut into slices so the loop can read publishes meanwhile: what arrives before a slice is
+    carried by the rest of the pass, and the members already written get it from the next
+    pass. An event therefore waits for at most one pass, never for one pass to end and
+    another to reach it. Members at the same offset share the same joined bytes.
+    """
 
     __slots__ = (
-        "_writes",
+        "_chunks",
+        "_counts",
+        "_cursor",
+        "_offsets",
+        "_order",
+        "_pass_end",
         "allowed",
+        "end",
         "frame",
         "heartbeat",
         "live",
@@ -42,7 +66,14 @@ class View:
         self.matcher = matcher
         self.live: dict[Subscriber, None] = {}
         self.waiting: dict[Subscriber, None] = {}  # replaying: live bytes are held for them
-        self._writes: tuple[Callable[[bytes], None], ...] | None = None
+        self.end = 0  # bytes ever appended: the offset a member has when it has everything
+        # The log since the last complete pass: chunks, where each starts, events in each.
+        self._chunks: list[bytes] = []
+        self._offsets: list[int] = []
+        self._counts: list[int] = []
+        self._order: tuple[Subscriber, ...] | None = None  # live members, in pass order
+        self._cursor = 0  # the next member of the pass in progress
+        self._pass_end = 0  # the log's end when the pass in progress began
 
     def wants(self, event: StoredEvent) -> bool:
         """Whether this view's subscribers receive ``event`` (topics, then privacy)."""
@@ -53,15 +84,16 @@ class View:
     def may_see(self, topics: tuple[str, ...]) -> bool:
         return self.allowed is not None and self.matcher.match_any(self.allowed, topics)
 
-    def send(self, data: bytes, hub: _Dropper) -> int:
-        """Write ``data`` to every live member; hold it for replaying ones. Returns writes."""
+    def append(self, data: bytes, events: int, hub: _Dropper) -> None:
+        """Add ``data`` (``events`` events) for every member: live ones get it from the next
+        ``flush``, replaying ones hold it now."""
         if self.frame is not None:
             data = self.frame(data)  # once for the view; held bytes are framed already
-        writes = self._writes
-        if writes is None:
-            writes = self._writes = tuple(s.write for s in self.live)
-        for write in writes:
-            write(data)
+        if self.live:
+            self._offsets.append(self.end)
+            self._chunks.append(data)
+            self._counts.append(events)
+        self.end += len(data)
         if self.waiting:
             for sub in tuple(self.waiting):
                 sub.held.append(data)
@@ -69,15 +101,60 @@ class View:
                 if sub.held_size > hub.max_buffer:
                     log.info("dropping a subscriber whose replay fell behind the live stream")
                     hub.drop_slow(sub)
-        return len(writes)
+
+    def flush(self, deadline: float) -> tuple[Pass, int, int]:
+        """Go on with the pass in progress until every live member is written or ``deadline``
+        (``time.perf_counter``) passes. Returns how it ended, deliveries and bytes written."""
+        order = self._order
+        if order is None:  # members changed: a new pass; offsets say who needs what
+            order = self._order = tuple(self.live)
+            self._cursor = 0
+        end = self.end
+        if self._cursor == 0:
+            self._pass_end = end
+        shared: dict[int, tuple[bytes, int]] = {}
+        at, count = self._cursor, len(order)
+        deliveries = written = writes = 0
+        while at < count:
+            sub = order[at]
+            at += 1
+            sent = sub.sent
+            if sent == end:
+                continue
+            got = shared.get(sent)
+            if got is None:
+                got = shared[sent] = self._since(sent)
+            sub.sent = end
+            sub.write(got[0])
+            deliveries += got[1]
+            written += len(got[0])
+            writes += 1
+            if not writes & 31 and time.perf_counter() >= deadline:
+                break
+        if at < count:
+            self._cursor = at
+            return Pass.CUT, deliveries, written
+        self._cursor = 0
+        if self._pass_end != self.end:
+            return Pass.AGAIN, deliveries, written
+        self._chunks, self._offsets, self._counts = [], [], []
+        return Pass.DONE, deliveries, written
+
+    def _since(self, offset: int) -> tuple[bytes, int]:
+        """The log from ``offset`` (a chunk's start) to its end, and the events in it."""
+        first = bisect.bisect_left(self._offsets, offset)
+        chunks = self._chunks
+        if first == len(chunks) - 1:
+            return chunks[first], self._counts[first]
+        return b"".join(chunks[first:]), sum(self._counts[first:])
 
     def beat(self) -> None:
         heartbeat = self.heartbeat
         for sub in self.live:
-            sub.write(heartbeat)
+            sub.write(heartbeat)  # between whole chunks of the log, so never inside an event
 
     def changed(self) -> None:
-        self._writes = None
+        self._order = None
 
 
 class Views:
@@ -110,6 +187,7 @@ class Views:
             view = self.by_key[sub.key]
             del view.waiting[sub]
             sub.phase = Phase.LIVE
+            sub.sent = view.end  # what was appended while it replayed, it held
             view.live[sub] = None
             view.changed()
 

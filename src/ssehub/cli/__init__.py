@@ -10,12 +10,11 @@ import socket
 import sys
 from typing import Any
 
-import httpx
 import jwt
 import rich_click as click
 from jwt.algorithms import get_default_algorithms
 
-from ..publisher import HubClientError
+from ..errors import HubClientError
 from ..settings import Settings
 from .bench_command import bench
 from .group import debug_option, main
@@ -125,6 +124,8 @@ def publish(
     from ..client import publish as send
 
     body = sys.stdin.read().removesuffix("\n") if data is None else data
+    import httpx  # here, not at the top: serve never loads it
+
     try:
         got = asyncio.run(
             send(
@@ -191,6 +192,8 @@ def subscribe(
                 seen += 1
                 if count is not None and seen >= count:
                     return
+
+    import httpx  # here, not at the top: serve never loads it
 
     try:
         asyncio.run(run())

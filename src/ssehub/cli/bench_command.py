@@ -8,10 +8,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-import httpx
 import rich_click as click
 
-from ..publisher import HubClientError
+from ..errors import HubClientError
 from .group import debug_option
 from .reach import hub_url, unreachable, url_option
 
@@ -235,6 +234,8 @@ def _check_bench_options(
 def _check_hub(url: str, topic: str, token: str) -> None:
     """One publish before the load: an unreachable hub, a refused token or topic is then one
     line now rather than a run of errors."""
+    import httpx  # here, not at the top: serve never loads it
+
     from ..client import HubRefused, publish
 
     try:

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import httpx
 import rich_click as click
 
-from ..publisher import HubClientError
+from ..errors import HubClientError
+
+if TYPE_CHECKING:
+    import httpx
 from .options import DEFAULT_URL
 
 
@@ -57,6 +59,8 @@ def root_reason(exc: BaseException) -> str:
 
 def unreachable(url: str, exc: httpx.HTTPError | HubClientError) -> click.ClickException:
     """One line for a hub that did not answer, or answered with a server error."""
+    import httpx  # here, not at the top: serve never loads it
+
     if isinstance(exc, HubClientError):  # a 5xx with the hub's reason, or no answer
         said = f"answered {exc}" if exc.status is not None else f"could not be reached: {exc}"
         return click.ClickException(f"the hub at {url} {said}")

@@ -20,6 +20,7 @@ from h2.exceptions import ProtocolError, StreamClosedError
 from ..app import App, OpenedStream, Response
 from ..contract import HistoryUnavailable, Replay
 from ..errors import field_value
+from .h2_data import send_data
 from .http import NO_CONTENT
 
 if TYPE_CHECKING:
@@ -174,20 +175,16 @@ class H2Stream:
     def _send(self, data: bytes) -> None:
         """Hand ``data`` to h2 as one DATA frame when the windows allow, else backlog it."""
         conn = self.conn
-        h2 = conn.h2
         try:
-            window = h2.local_flow_control_window(self.id)
+            if send_data(conn.h2, self.id, data):
+                self.sent += len(data)
+                conn.arm()
+                return
         except (StreamClosedError, ProtocolError):
             conn.forget(self)
             return
-        size = len(data)
-        if size <= window and size <= h2.max_outbound_frame_size:
-            h2.send_data(self.id, data)
-            self.sent += size
-            conn.arm()
-            return
         self.backlog.append(data)
-        self.backlog_size += size
+        self.backlog_size += len(data)
         self.pump()
 
     def pump(self) -> None:

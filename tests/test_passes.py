@@ -1,0 +1,180 @@
+"""Passes cut into slices: events that arrive during a pass join it for the members it has not
+reached, and every member still gets every event once, in order, whoever comes and goes."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+from ssehub import Event, Hub, MemoryBackend
+from ssehub.subscriber import Subscriber
+from ssehub.topics import TopicMatcher
+from ssehub.views import Pass, View
+
+from .test_hub import FakeStream, attach, new_hub
+
+
+async def sliced_hub() -> Hub:
+    """A hub whose every slice ends after 32 writes: a pass over hundreds of subscribers
+    takes many loop iterations, as one over tens of thousands of sockets does."""
+    hub = new_hub(MemoryBackend(history_size=1000))
+    hub.write_slice = 0.0
+    await hub.start()
+    return hub
+
+
+async def iterations(n: int) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+async def first_slice_written(stream: FakeStream) -> None:
+    """Yield to the loop, one iteration at a time, until ``stream`` has its first event."""
+    for _ in range(100):
+        if len(stream.writes) >= 2:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the pass never began")
+
+
+def test_an_event_arriving_during_a_pass_joins_it_for_members_not_yet_written() -> None:
+    async def go() -> None:
+        hub = await sliced_hub()
+        streams = [await attach(hub, ["a"]) for _ in range(400)]
+        first = hub.publish(Event(("a",), "one", id="one"))
+        await first_slice_written(streams[0])  # the pass has begun
+        assert len(streams[-1].writes) == 1  # ... and has not reached the last member
+        second = hub.publish(Event(("a",), "two", id="two"))
+        await asyncio.gather(first, second)
+        await iterations(40)
+        assert streams[0].writes[1:] == [streams[0].writes[1], streams[0].writes[2]]
+        assert streams[0].ids() == ["one", "two"]
+        # The last member got both in its one write: "two" did not wait for another pass.
+        assert len(streams[-1].writes) == 2
+        assert streams[-1].ids() == ["one", "two"]
+        for stream in streams:
+            assert stream.ids() == ["one", "two"]
+        assert hub.deliveries == 800
+        await hub.close()
+
+    asyncio.run(go())
+
+
+def test_every_member_gets_every_event_once_in_order_while_members_come_and_go() -> None:
+    async def go() -> None:
+        rng = random.Random(12)
+        hub = await sliced_hub()
+        stay = [await attach(hub, ["a"]) for _ in range(300)]
+        leaving: list[tuple[Subscriber, FakeStream]] = []
+        for _ in range(40):
+            stream = FakeStream()
+            sub = Subscriber(stream, ("a",), None)
+            await hub.subscribe(sub, None, lambda replay: b":\n")
+            leaving.append((sub, stream))
+        left: list[FakeStream] = []
+        joined: list[FakeStream] = []
+        published: list[str] = []
+        futures = []
+        for i in range(60):
+            published.append(f"e{i}")
+            futures.append(hub.publish(Event(("a",), f"data {i}", id=f"e{i}")))
+            if i % 7 == 3:
+                sub, stream = leaving.pop(rng.randrange(len(leaving)))
+                hub.detach(sub)
+                left.append(stream)
+            if i % 9 == 5:
+                joined.append(await attach(hub, ["a"]))
+            await iterations(rng.randrange(4))
+        await asyncio.gather(*futures)
+        await iterations(100)
+        for stream in stay + [stream for _, stream in leaving]:
+            assert stream.ids() == published
+        for stream in left:
+            ids = stream.ids()
+            assert ids == published[: len(ids)]  # what it got, from the start, in order
+        assert any(len(stream.ids()) < len(published) for stream in left)
+        for stream in joined:
+            ids = stream.ids()
+            assert ids, "a member that joined before later publishes got none of them"
+            start = published.index(ids[0])
+            assert ids == published[start:]  # a contiguous, ordered run to the end
+        await hub.close()
+
+    asyncio.run(go())
+
+
+def test_members_leaving_mid_pass_are_never_written_again_and_others_miss_nothing() -> None:
+    async def go() -> None:
+        hub = await sliced_hub()
+        subscribers: list[tuple[Subscriber, FakeStream]] = []
+        for _ in range(200):
+            stream = FakeStream()
+            sub = Subscriber(stream, ("a",), None)
+            await hub.subscribe(sub, None, lambda replay: b":\n")
+            subscribers.append((sub, stream))
+        first = hub.publish(Event(("a",), "one", id="one"))
+        await first_slice_written(subscribers[0][1])
+        # Leave: one already written in this pass, one not yet reached.
+        for sub, _ in (subscribers[1], subscribers[-1]):
+            hub.detach(sub)
+        writes_then = [len(stream.writes) for _, stream in subscribers]
+        second = hub.publish(Event(("a",), "two", id="two"))
+        await asyncio.gather(first, second)
+        await iterations(40)
+        for index, (_, stream) in enumerate(subscribers):
+            if index in (1, len(subscribers) - 1):
+                assert len(stream.writes) == writes_then[index]
+            else:
+                assert stream.ids() == ["one", "two"]
+        await hub.close()
+
+    asyncio.run(go())
+
+
+def test_close_writes_what_was_accepted_even_mid_pass() -> None:
+    async def go() -> None:
+        hub = await sliced_hub()
+        streams = [await attach(hub, ["a"]) for _ in range(300)]
+        await hub.publish(Event(("a",), "one", id="one"))
+        assert len(streams[-1].writes) == 1  # the pass is still going
+        await hub.close()
+        for stream in streams:
+            assert stream.ids() == ["one"]
+
+    asyncio.run(go())
+
+
+class _Member:
+    """Enough of a subscriber for a view's pass: its offset and its writes."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+
+class _NoDrops:
+    max_buffer = 1 << 20
+
+    def drop_slow(self, sub: Subscriber) -> None:
+        raise AssertionError("nobody is slow here")
+
+
+def test_view_pass_states_and_shared_bytes() -> None:
+    view = View((frozenset({"a"}), None, None), TopicMatcher())
+    members = [_Member() for _ in range(64)]
+    for member in members:
+        view.live[member] = None  # type: ignore[index]
+    view.changed()
+    view.append(b"A", 1, _NoDrops())
+    assert view.flush(deadline=0.0) == (Pass.CUT, 32, 32)  # cut after 32 writes
+    view.append(b"B", 1, _NoDrops())
+    assert view.flush(deadline=float("inf")) == (Pass.AGAIN, 64, 64)  # 32 x "AB"
+    assert all(m.writes == [b"AB"] for m in members[32:])
+    assert view.flush(deadline=float("inf")) == (Pass.DONE, 32, 32)  # the first 32 get "B"
+    assert all(m.writes == [b"A", b"B"] for m in members[:32])
+    shared = {id(m.writes[-1]) for m in members[:32]}
+    assert len(shared) == 1  # members at one offset share one bytes object
+    assert view.flush(deadline=float("inf")) == (Pass.DONE, 0, 0)  # nothing left
