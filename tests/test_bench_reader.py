@@ -63,7 +63,12 @@ async def _counted(reader: NativeReader, events: int) -> None:
 
 
 async def _read(
-    hub: HubProcess, topic: str, subscribers: int, published: int, options: bench.Options
+    hub: HubProcess,
+    topic: str,
+    subscribers: int,
+    published: int,
+    options: bench.Options,
+    size: int = 30,
 ) -> tuple[int, list[float], float]:
     """Connect ``subscribers`` with the C reader, publish ``published`` timestamped events,
     wait until all arrived; the reader's (events, samples, seconds since the first publish)."""
@@ -76,7 +81,7 @@ async def _read(
         await reader.count()  # answered after start: counting is on
         first = time.monotonic_ns()
         for _ in range(published):
-            answer = hub.publish(topic, f"{time.monotonic_ns():020d}" + "x" * 30)
+            answer = hub.publish(topic, f"{time.monotonic_ns():020d}" + "x" * size)
             assert answer.status_code == 200
         await _counted(reader, published * subscribers)
         events, samples, _ = await reader.stop()
@@ -105,6 +110,19 @@ def test_counts_exactly_what_was_published_over_h2(h2_hub: HubProcess) -> None:
     assert events == 5 * 6
     assert 1 <= len(samples) <= 5 * 6
     assert all(0 <= sample <= elapsed_ms for sample in samples)
+
+
+def test_h2_windows_are_replenished(
+    h2_hub: HubProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Built with windows of 20,000 bytes per stream and 65,536 per connection, the reader
+    gets 200 KB on each of two streams only if its WINDOW_UPDATEs are right."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("CC", shlex.join([*_cc, "-DSTREAM_WINDOW=20000", "-DCONN_WINDOW=1"]))
+    events, _, _ = asyncio.run(
+        _read(h2_hub, "urn:reader:windows", 2, 40, _options(2, "2"), size=5000)
+    )
+    assert events == 2 * 40
 
 
 @pytest.mark.parametrize(

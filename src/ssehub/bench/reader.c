@@ -46,8 +46,13 @@
 #define MAX_HEAD 16384          /* a response head split over reads is gathered up to this */
 #define MAX_REQUEST 8192
 #define MAX_PENDING 1024        /* requests not answered yet: stays under the hub's backlog */
+#ifndef STREAM_WINDOW /* HTTP/2 windows, wide open: the load measures the hub, not our reading */
 #define STREAM_WINDOW (1u << 24)
-#define CONN_WINDOW (1u << 30)
+#endif
+#ifndef CONN_WINDOW
+#define CONN_WINDOW (1u << 30) /* added to the connection's initial 65,535 */
+#endif
+#define CONN_WINDOW_TOTAL (65535u + CONN_WINDOW)
 #define CTL_MAX 16384           /* a non-DATA frame's payload, kept whole (default frame size) */
 #define STDIN_ID UINT32_MAX
 #ifndef NAP_US
@@ -493,7 +498,7 @@ static void h2_frame(struct conn *c, struct h2 *h)
             window_update(c->fd, h->id, s->consumed);
             s->consumed = 0;
         }
-        if (h->consumed >= CONN_WINDOW / 2) {
+        if (h->consumed >= CONN_WINDOW_TOTAL / 2) {
             window_update(c->fd, 0, h->consumed);
             h->consumed = 0;
         }
@@ -660,12 +665,17 @@ static void open_conn(unsigned i)
         memcpy(o, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 24);
         o += 24;
         o += frame_head(o, 18, F_SETTINGS, 0, 0);
-        static const unsigned char settings[18] = {
-            0, 1, 0, 0, 0, 0,                     /* HEADER_TABLE_SIZE 0: no dynamic table */
-            0, 2, 0, 0, 0, 0,                     /* ENABLE_PUSH 0 */
-            0, 4, STREAM_WINDOW >> 24, 0, 0, 0};  /* INITIAL_WINDOW_SIZE */
-        memcpy(o, settings, 18);
-        o += 18;
+        static const uint32_t settings[3][2] = {
+            {1, 0},             /* HEADER_TABLE_SIZE 0: the hub's header blocks use no dynamic table */
+            {2, 0},             /* ENABLE_PUSH 0 */
+            {4, STREAM_WINDOW}, /* INITIAL_WINDOW_SIZE */
+        };
+        for (int k = 0; k < 3; k++) {
+            o[0] = 0;
+            o[1] = (unsigned char)settings[k][0];
+            put32(o + 2, settings[k][1]);
+            o += 6;
+        }
         o += frame_head(o, 4, F_WINDOW_UPDATE, 0, 0);
         put32(o, CONN_WINDOW);
         o += 4;
