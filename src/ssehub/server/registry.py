@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -14,6 +15,8 @@ from ..settings import Settings
 from .connection import Registered
 
 log = logging.getLogger("ssehub")
+
+_SWEEP_SLICE = 0.0005  # seconds of deadline checks before the loop may run again
 
 
 class ConnectionRegistry:
@@ -29,7 +32,7 @@ class ConnectionRegistry:
         # most) so no reset overtakes the answer; bounded apart, as they are not counted above.
         self.lingering: set[Registered] = set()
         self._all_closed: asyncio.Event | None = None  # set by drain() to hear the last close
-        self._sweep: asyncio.TimerHandle | None = None
+        self._sweep: asyncio.Handle | None = None
 
     def __len__(self) -> int:
         return len(self.connections)
@@ -91,14 +94,26 @@ class ConnectionRegistry:
 
     def start_sweep(self) -> None:
         """Once a second, every connection checks its own deadlines: one float each, no
-        timer object per connection."""
+        timer object per connection. A check may cost system calls (``tcpinfo``), so the
+        round goes in slices, letting the loop (and the hub's passes) run between them: ten
+        thousand checks at once would stall every stream for tens of milliseconds."""
         loop = asyncio.get_running_loop()
+        due: list[Registered] = []
 
         def sweep() -> None:
-            now = loop.time()
-            for conn in list(self.connections):
-                conn.check(now)
-            self._sweep = loop.call_later(1.0, sweep)
+            if not due:
+                due.extend(self.connections)
+            now, connections = loop.time(), self.connections
+            deadline = time.perf_counter() + _SWEEP_SLICE
+            checked = 0
+            while due:
+                conn = due.pop()
+                if conn in connections:  # not gone since the round began
+                    conn.check(now)
+                checked += 1
+                if not checked & 63 and time.perf_counter() >= deadline:
+                    break
+            self._sweep = loop.call_soon(sweep) if due else loop.call_later(1.0, sweep)
 
         self._sweep = loop.call_later(1.0, sweep)
 
