@@ -30,8 +30,11 @@ class StreamConnection:
         "_conn",
         "_ends_at",
         "_expiry",
+        "_looked",
+        "_seen",
         "_starting",
         "_stuck_since",
+        "_unsent",
         "sub",
     )
 
@@ -48,6 +51,9 @@ class StreamConnection:
         self._ends_at = 0.0  # the write timeout's deadline, set once live: never before the head
         self._stuck_since = 0.0
         self._acked = 0
+        self._looked = 0.0  # when the kernel was last asked about progress
+        self._seen = 0  # the subscriber's log offset then
+        self._unsent = 0  # and the bytes not yet delivered then
         conn.transport.set_write_buffer_limits(high=_REPLAY_HIGH_WATER)
         self._starting: asyncio.Task[None] | None = conn.spawn(self._start(opened, expires_at))
 
@@ -124,9 +130,15 @@ class StreamConnection:
             self.end("reached --write-timeout; it resumes with Last-Event-ID")
             return
         timeout = conn.app.settings.dispatch_timeout
-        if not timeout:
+        if not timeout or now - self._looked < timeout / 4:
+            return  # a few looks per timeout: each costs system calls, for every stream
+        sub = self.sub
+        if sub.live and sub.sent == self._seen and not self._unsent:
+            self._looked = now  # nothing written since a look found everything delivered
             return
+        self._looked, self._seen = now, sub.sent
         unsent, acked = progress(conn.transport)
+        self._unsent = unsent
         if unsent and acked == self._acked:  # bytes waiting, none taken since last look
             if not self._stuck_since:
                 self._stuck_since = now

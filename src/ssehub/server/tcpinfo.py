@@ -27,6 +27,8 @@ def progress(transport: asyncio.Transport) -> tuple[int, int]:
     try:
         queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
         unsent += int.from_bytes(queued, "little")
+        if not unsent:
+            return 0, 0  # all delivered: how much was acknowledged does not matter
         info = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 256)
     except OSError:
         return unsent, 0
