@@ -1,10 +1,11 @@
 """The engine: publish batching, the subscription index, fan-out, replay and backpressure.
 
 Hot path (``_deliver``): events arrive from the backend in batches; each matching *view*
-(subscribers with the same selectors and claims) gets the batch's bytes joined once, and every
-member's transport gets those same bytes in one ``write``. No task, queue or await per
-subscriber; a member whose unsent bytes pass the bound is dropped by its face (see
-``server``), never slowing the rest.
+(subscribers with the same selectors and claims) appends the batch's bytes, joined once, to
+its log, and a *pass* writes every live member what it lacks of the log in one ``write``.
+Passes go in slices of half a millisecond so publishes are read meanwhile, and what arrives
+during a pass joins it. No task, queue or await per subscriber; a member whose unsent bytes
+pass the bound is dropped by its face (see ``server``), never slowing the rest.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from .events import Event, StoredEvent
 from .history import History
 from .mercure import field_problem, live_gap_notice
 from .settings import DEFAULTS
+from .sse import HEARTBEAT
 from .subscriber import Phase, Subscriber, SubscriberClosed
 from .topics import TopicMatcher
 from .views import Pass, View, Views
@@ -278,8 +280,14 @@ class Hub:
             self._walk()
 
     def _beat(self) -> None:
+        """A comment for every stream, as one more chunk of each view's log: the passes
+        write it (with events, where some are due), never one long walk of its own."""
+        dirty = self._dirty
         for view in tuple(self.views.by_key.values()):
-            view.beat()
+            view.append(HEARTBEAT, 0, self)
+            dirty[view] = None
+        if self._walk_handle is None:
+            self._walk()
         assert self._loop is not None
         self._beat_handle = self._loop.call_later(self.heartbeat, self._beat)
 

@@ -11,7 +11,6 @@ from typing import Protocol
 
 from .events import StoredEvent
 from .routes import RouteIndex
-from .sse import HEARTBEAT
 from .subscriber import Phase, Subscriber, SubscriberClosed, ViewKey
 from .topics import TopicMatcher
 
@@ -53,7 +52,6 @@ class View:
         "allowed",
         "end",
         "frame",
-        "heartbeat",
         "live",
         "matcher",
         "selectors",
@@ -62,7 +60,6 @@ class View:
 
     def __init__(self, key: ViewKey, matcher: TopicMatcher) -> None:
         self.selectors, self.allowed, self.frame = key
-        self.heartbeat = HEARTBEAT if self.frame is None else self.frame(HEARTBEAT)
         self.matcher = matcher
         self.live: dict[Subscriber, None] = {}
         self.waiting: dict[Subscriber, None] = {}  # replaying: live bytes are held for them
@@ -147,11 +144,6 @@ class View:
         if first == len(chunks) - 1:
             return chunks[first], self._counts[first]
         return b"".join(chunks[first:]), sum(self._counts[first:])
-
-    def beat(self) -> None:
-        heartbeat = self.heartbeat
-        for sub in self.live:
-            sub.write(heartbeat)  # between whole chunks of the log, so never inside an event
 
     def changed(self) -> None:
         self._order = None
