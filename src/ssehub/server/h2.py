@@ -79,6 +79,7 @@ class H2Protocol(asyncio.Protocol):
         "_flush_handle",
         "address",
         "app",
+        "armed",
         "closed",
         "draining",
         "h2",
@@ -102,6 +103,7 @@ class H2Protocol(asyncio.Protocol):
         self.requests = H2Requests(self)
         self.waiting: dict[H2Stream, None] = {}  # streams with a backlog, in order
         self._flush_handle: asyncio.Handle | None = None
+        self.armed = False  # a flush is due this iteration: a stream need not ask again
         self.paused = False
         self.closed = False
         self.draining = False
@@ -130,6 +132,7 @@ class H2Protocol(asyncio.Protocol):
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
+            self.armed = False
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
@@ -237,10 +240,12 @@ class H2Protocol(asyncio.Protocol):
     def arm(self) -> None:
         if self._flush_handle is None and not self.closed:
             self._flush_handle = self.loop.call_soon(self.flush)
+            self.armed = True
 
     def flush(self) -> None:
         """One transport write with every frame h2 has queued since the last one."""
         self._flush_handle = None
+        self.armed = False
         data = self.h2.data_to_send()
         if data and not self.closed and not self.transport.is_closing():
             self.transport.write(data)

@@ -28,7 +28,7 @@ def send_data(h2: H2Connection, stream_id: int, data: bytes) -> bool:
     flow-control windows or the peer's frame size do not allow it now. Raises
     ``StreamClosedError`` when the stream is over."""
     stream = h2.streams.get(stream_id)
-    if stream is None or stream.closed:
+    if stream is None:
         raise StreamClosedError(stream_id)
     size = len(data)
     if (
@@ -41,7 +41,7 @@ def send_data(h2: H2Connection, stream_id: int, data: bytes) -> bool:
         not _FAST
         or stream.state_machine.state not in _SENDABLE
         or h2.state_machine.state is ConnectionState.CLOSED
-    ):  # what only h2 should judge (it raises): let it
+    ):  # what only h2 should judge (it raises on a closed or ended stream): let it
         h2.send_data(stream_id, data)
         return True
     out = h2._data_to_send

@@ -40,6 +40,7 @@ class H2Link(Protocol):
     h2: H2Connection
     address: str | None
     paused: bool  # the transport is over its high-water mark: stream writes wait
+    armed: bool  # a flush is due this iteration (``arm`` was called)
     closed: bool
     draining: bool
     streams: dict[int, H2Stream]  # answers being sent and event streams
@@ -178,7 +179,8 @@ class H2Stream:
         try:
             if send_data(conn.h2, self.id, data):
                 self.sent += len(data)
-                conn.arm()
+                if not conn.armed:  # once per connection per fan-out, not once per stream
+                    conn.arm()
                 return
         except (StreamClosedError, ProtocolError):
             conn.forget(self)
