@@ -146,16 +146,18 @@ class Settings:
         "streams",
     )
     coalesce: float = _opt(
-        0.005,
-        "Seconds at most a fan-out waits to gather more events when the previous one ended "
-        "just now (as long as that one took): fewer writes for a steady stream to many "
-        "subscribers; 0 never waits (latency first). Events that arrive during a fan-out "
-        "always join it.",
+        0.0,
+        "Latency first (0) or throughput first (seconds, e.g. 0.005): events that arrive "
+        "during a fan-out always join it; with a value, the next round of writes to "
+        "subscribers already passed waits as long as the last round took, at most this long, "
+        "so each of their writes carries more events. Capacity is the same; at a steady rate "
+        "it trades that much latency for CPU (a third less at 1,000 subscribers, 1,000/s).",
         "streams",
     )
     dispatch_timeout: float = _opt(
         30.0,
-        "Seconds a subscriber may leave sent bytes unread before it is closed; 0: never.",
+        "Seconds a subscriber may leave sent bytes unread before it is closed (its progress is"
+        " looked at four times per timeout, so within about 1.5x); 0: never.",
         "streams",
     )
     # -- history ----------------------------------------------------------------------------
