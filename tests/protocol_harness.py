@@ -270,7 +270,7 @@ async def shut_down(conn: Connection) -> None:
     """SIGTERM: the server behind ``conn`` drains every connection and stops its hub, as
     ``serve`` does (instead of ``close_server``)."""
     app, registry = cast(tuple[App, ConnectionRegistry], conn.server)
-    await registry.drain(cast(asyncio.Server, _Listener()), app.close())
+    await registry.drain(cast(asyncio.Server, _Listener()), app.close(), app.hub.settle)
 
 
 # -- requests -------------------------------------------------------------------------------------

@@ -108,17 +108,23 @@ class Hub:
         if self.heartbeat > 0:
             self._beat_handle = self._loop.call_later(self.heartbeat, self._beat)
 
-    async def close(self) -> None:
-        """Stop heartbeats, wait for publishes in flight, close the backend."""
-        if self._beat_handle is not None:
-            self._beat_handle.cancel()
+    async def settle(self) -> None:
+        """Wait for the publishes in flight, then write everything accepted to the streams
+        (every round, without waiting between them): a shutdown does this before it ends
+        the streams, so no acknowledged event misses a subscriber still connected."""
         await self.commits.wait_idle()
-        if self._flush_handle is not None:  # what was acknowledged goes out before we stop
+        if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush()
-        while self._walk_handle is not None:  # every round, without waiting between them
+        while self._walk_handle is not None:
             self._walk_handle.cancel()
             self._walk(slice_s=float("inf"))
+
+    async def close(self) -> None:
+        """Stop heartbeats, wait for publishes in flight and write them, close the backend."""
+        if self._beat_handle is not None:
+            self._beat_handle.cancel()
+        await self.settle()
         await self.backend.close()
 
     @property

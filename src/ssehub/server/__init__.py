@@ -66,7 +66,7 @@ async def serve(
     try:
         await stop.wait()
     finally:
-        await registry.drain(server, app.close())
+        await registry.drain(server, app.close(), app.hub.settle)
         registry.stop_sweep()
         if ticking is not None:
             ticking.cancel()

@@ -302,5 +302,9 @@ class H2Protocol(asyncio.Protocol):
             self.forget(stream)
         self.transport.close()
 
+    @property
+    def streaming(self) -> bool:
+        return True  # its streams may be event streams: ended after the events are written
+
     def abort(self) -> None:
         self.transport.abort()

@@ -157,5 +157,9 @@ class HttpProtocol(asyncio.Protocol):
         else:
             self.close()
 
+    @property
+    def streaming(self) -> bool:
+        return self.stream is not None
+
     def abort(self) -> None:
         self.transport.abort()

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from ..errors import HubError
@@ -123,16 +123,34 @@ class ConnectionRegistry:
 
     # -- shutdown ------------------------------------------------------------------------------
 
-    async def drain(self, server: asyncio.Server, until_idle: Coroutine[Any, Any, None]) -> None:
+    async def drain(
+        self,
+        server: asyncio.Server,
+        until_idle: Coroutine[Any, Any, None],
+        settle: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         """Stop accepting, let publishes in flight finish and be answered (``until_idle``),
-        end every stream cleanly; whatever is still open at the deadline is cut."""
+        end every stream cleanly; whatever is still open at the deadline is cut.
+
+        Request connections stop reading first; then ``settle`` writes every accepted event
+        to the streams, which end only after that: a subscriber connected at shutdown gets
+        every event a publisher heard was accepted."""
         loop = asyncio.get_running_loop()
         timeout = self.settings.shutdown_timeout
         log.info("draining: %d connections, %gs at most", len(self.connections), timeout)
-        server.close()
-        for conn in list(self.connections):
-            conn.drain_close()
         deadline = loop.time() + timeout
+        server.close()
+        later = []
+        for conn in list(self.connections):
+            if conn.streaming:
+                later.append(conn)
+            else:
+                conn.drain_close()
+        if settle is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(settle(), max(deadline - loop.time(), 0.0))
+        for conn in later:
+            conn.drain_close()
         self._all_closed = asyncio.Event()
         if not self.connections:
             self._all_closed.set()
