@@ -93,8 +93,8 @@ class _Publisher:
             self.pubs.append(pub)
 
     def send(self, pub: _Pub, n: int) -> None:
-        if n <= 0 or pub.transport is None:
-            return
+        if n <= 0 or pub.transport is None or pub.transport.is_closing():
+            return  # the target closed this connection: its publishes are simply not made
         pub.transport.write(b"".join(self.request() for _ in range(n)))
         pub.in_flight += n
         self.sent += n
