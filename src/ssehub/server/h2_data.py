@@ -17,9 +17,9 @@ from h2.connection import ConnectionState, H2Connection
 from h2.exceptions import StreamClosedError
 from h2.stream import StreamState
 
-_HEAD = struct.Struct(">HBBBL")  # length (24 bits: 16 + 8), type, flags, stream id
+FRAME_HEAD = struct.Struct(">HBBBL")  # a frame header: length (24 bits: 16 + 8), type, flags, id
+FAST = hasattr(H2Connection(), "_data_to_send")  # h2 4.x: frames may be queued directly
 _DATA = 0x0
-_FAST = hasattr(H2Connection(), "_data_to_send")
 _SENDABLE = frozenset({StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE})
 
 
@@ -38,14 +38,14 @@ def send_data(h2: H2Connection, stream_id: int, data: bytes) -> bool:
     ):
         return False
     if (
-        not _FAST
+        not FAST
         or stream.state_machine.state not in _SENDABLE
         or h2.state_machine.state is ConnectionState.CLOSED
     ):  # what only h2 should judge (it raises on a closed or ended stream): let it
         h2.send_data(stream_id, data)
         return True
     out = h2._data_to_send
-    out += _HEAD.pack(size >> 8, size & 0xFF, _DATA, 0, stream_id)
+    out += FRAME_HEAD.pack(size >> 8, size & 0xFF, _DATA, 0, stream_id)
     out += data
     stream.outbound_flow_control_window -= size
     h2.outbound_flow_control_window -= size

@@ -21,6 +21,7 @@ from ..app import App, OpenedStream, Response
 from ..contract import HistoryUnavailable, Replay
 from ..errors import field_value
 from .h2_data import send_data
+from .h2_heads import Fields, send_headers
 from .http import NO_CONTENT
 
 if TYPE_CHECKING:
@@ -70,13 +71,27 @@ def send_head(
     end: bool,
 ) -> None:
     """HEADERS for a response on ``stream_id``."""
+    key = (status, tuple(headers), length)
+    fields = _fields.get(key)
+    if fields is None:
+        fields = _fields[key] = _head_fields(status, headers, length)
+        if len(_fields) > _KEEP:
+            _fields.clear()
+    send_headers(conn.h2, stream_id, fields, end)
+    conn.arm()
+
+
+_KEEP = 256  # response heads kept at most (every event stream's is the same, or nearly)
+_fields: dict[tuple[int, tuple[tuple[str, str], ...], int | None], Fields] = {}
+
+
+def _head_fields(status: int, headers: list[tuple[str, str]], length: int | None) -> Fields:
     fields = [(b":status", b"%d" % status), (b"server", b"ssehub")]
     # HTTP/2 field names are lower case; the one place a header reaches this wire.
     fields.extend((n.lower().encode(), field_value(v).encode()) for n, v in headers)
     if length is not None:
         fields.append((b"content-length", b"%d" % length))
-    conn.h2.send_headers(stream_id, fields, end_stream=end)
-    conn.arm()
+    return tuple(fields)
 
 
 def answer(conn: H2Link, stream_id: int, response: Response) -> None:
