@@ -8,9 +8,11 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.events import DataReceived, Event, ResponseReceived
+from h2.settings import SettingCodes
 
 from ssehub import Event as HubEvent
 from ssehub import Settings
@@ -151,5 +153,101 @@ def test_h2c_preface_split_over_reads_still_picks_http2() -> None:
         assert isinstance(handed(h1_side), HttpProtocol)
         await until(lambda: b"".join(h1_side.writes).startswith(b"HTTP/1.1 200 OK"))
         await app.close()
+
+    asyncio.run(go())
+
+
+def _request(client: H2Connection, path: str, *extra: tuple[str, str]) -> int:
+    stream_id = client.get_next_available_stream_id()
+    headers = [(":method", "GET"), (":path", path), (":scheme", "http"), (":authority", "x")]
+    client.send_headers(stream_id, [*headers, *extra], end_stream=True)
+    return stream_id
+
+
+@pytest.mark.parametrize("table_size", [0, 4096], ids=["no-hpack-table", "hpack-table"])
+def test_a_hundred_streams_opened_in_one_read_are_live_with_their_heads_in_its_write(
+    table_size: int,
+) -> None:
+    """A subscribe with nothing to replay starts at once: every stream of the read is live
+    when it returns, and their heads go out in its one write, before any event."""
+
+    async def go() -> None:
+        settings = Settings(
+            publisher_jwt_key=KEY, subscriber_jwt_key=KEY, anonymous=True, heartbeat=0
+        )
+        app = await build(settings)
+        hub = app.hub
+        protocol = H2Protocol(app, ConnectionRegistry(settings))
+        transport = RecordingTransport()
+        protocol.connection_made(transport)  # type: ignore[arg-type]
+        client = H2Connection(H2Configuration(client_side=True, header_encoding=None))
+        client.initiate_connection()
+        client.update_settings({SettingCodes.HEADER_TABLE_SIZE: table_size})
+        client.receive_data(b"".join(transport.writes))  # the hub's SETTINGS
+        transport.writes.clear()
+        streams = [_request(client, HUB + "?topic=t") for _ in range(100)]
+        protocol.data_received(client.data_to_send())
+        assert hub.subscriber_count == 100
+        assert sum(len(view.live) for view in hub.views.by_key.values()) == 100
+        assert len(transport.writes) == 1
+        events = client.receive_data(transport.writes.pop())
+        heads = {e.stream_id: dict(e.headers) for e in events if isinstance(e, ResponseReceived)}
+        assert sorted(heads) == streams
+        for head in heads.values():
+            assert head[b":status"] == b"200"
+            assert head[b"content-type"] == b"text/event-stream; charset=utf-8"
+        first = {e.stream_id: e.data for e in events if isinstance(e, DataReceived)}
+        assert sorted(first) == streams  # the opening comment on each
+
+        await hub.publish(HubEvent(("t",), "to all", id="e1"))
+        await until(lambda: bool(transport.writes) and protocol._flush_handle is None)
+        frames = [
+            e
+            for data in transport.writes
+            for e in client.receive_data(data)
+            if isinstance(e, DataReceived)
+        ]
+        assert sorted(e.stream_id for e in frames) == streams
+        assert {e.data for e in frames} == {b"id: e1\ndata: to all\n\n"}
+        await hub.close()
+
+    asyncio.run(go())
+
+
+def test_a_stream_with_last_event_id_is_replayed_beside_one_that_starts_at_once() -> None:
+    async def go() -> None:
+        settings = Settings(
+            publisher_jwt_key=KEY, subscriber_jwt_key=KEY, anonymous=True, heartbeat=0
+        )
+        app = await build(settings)
+        hub = app.hub
+        for n in (1, 2):
+            await hub.publish(HubEvent(("t",), f"past {n}", id=f"p{n}"))
+        protocol = H2Protocol(app, ConnectionRegistry(settings))
+        transport = RecordingTransport()
+        protocol.connection_made(transport)  # type: ignore[arg-type]
+        client = H2Connection(H2Configuration(client_side=True, header_encoding=None))
+        client.initiate_connection()
+        fresh = _request(client, HUB + "?topic=t")
+        resumed = _request(client, HUB + "?topic=t", ("last-event-id", "p1"))
+        protocol.data_received(client.data_to_send())
+        await until(lambda: hub.subscriber_count == 2 and protocol._flush_handle is None)
+        await hub.publish(HubEvent(("t",), "live", id="l1"))
+        await until(lambda: protocol._flush_handle is None)
+        await asyncio.sleep(0.01)
+        body: dict[int, bytes] = {fresh: b"", resumed: b""}
+        heads = {}
+        for data in transport.writes:
+            for e in client.receive_data(data):
+                if isinstance(e, ResponseReceived):
+                    heads[e.stream_id] = dict(e.headers)
+                elif isinstance(e, DataReceived):
+                    body[e.stream_id] += e.data
+        assert b"last-event-id" not in heads[fresh]
+        assert heads[resumed][b"last-event-id"] == b"p1"
+        assert b"past" not in body[fresh] and b"id: l1\n" in body[fresh]
+        assert b"id: p1\n" not in body[resumed]
+        assert body[resumed].index(b"id: p2\n") < body[resumed].index(b"id: l1\n")
+        await hub.close()
 
     asyncio.run(go())

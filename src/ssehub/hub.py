@@ -337,6 +337,20 @@ class Hub:
             self.detach(sub)
             raise
 
+    def subscribe_now(self, sub: Subscriber, preamble: Preamble) -> None:
+        """``subscribe`` for a subscriber with no Last-Event-ID, without a task: it has no
+        replay to wait for, and nothing is held for it between its join and its going live
+        (nothing runs in between), so it writes its preamble and is live at once. Raises
+        ``SubscriberClosed`` when ``sub`` was closed before it could start."""
+        self.views.join(sub)
+        self.subscriptions_total += 1
+        try:
+            sub.write(preamble(None))
+        except BaseException:
+            self.detach(sub)
+            raise
+        self.views.go_live(sub)
+
     def drop_slow(self, sub: Subscriber) -> None:
         """Close a subscriber that cannot keep up; it resumes later from history."""
         self.slow_dropped += 1

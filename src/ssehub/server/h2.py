@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import cast
+from collections.abc import Coroutine
+from typing import Any, cast
 
 from h2.config import H2Configuration
 from h2.connection import H2Connection
@@ -194,7 +195,10 @@ class H2Protocol(asyncio.Protocol):
         settings = self.app.settings
         if settings.write_timeout:
             stream.ends_at = self.loop.time() + settings.write_timeout
-        stream.starting = self.registry.spawn(stream.run(opened))
+        stream.start(opened)
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        return self.registry.spawn(work)
 
     def _window(self, stream_id: int) -> None:
         if stream_id:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, Protocol
 
 from h2.errors import ErrorCodes
 from h2.exceptions import ProtocolError, StreamClosedError
@@ -27,6 +28,7 @@ from .http import NO_CONTENT
 if TYPE_CHECKING:
     from h2.connection import H2Connection
 
+    from ..hub import Preamble
     from ..subscriber import Subscriber
 
 log = logging.getLogger("ssehub.server")
@@ -58,6 +60,8 @@ class H2Link(Protocol):
     def settled(self) -> None: ...
 
     def open(self, stream_id: int, opened: OpenedStream) -> None: ...
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]: ...
 
     def goaway(self, code: ErrorCodes = ErrorCodes.NO_ERROR) -> None: ...
 
@@ -256,19 +260,37 @@ class H2Stream:
 
     # -- a subscriber's stream -----------------------------------------------------------------
 
-    async def run(self, opened: OpenedStream) -> None:
+    def start(self, opened: OpenedStream) -> None:
+        """Subscribe: at once when there is nothing to replay (no task, and the head goes out
+        with the connection's next write), else in a task that may wait for history."""
+        if opened.last_event_id is not None:
+            self.starting = self.conn.spawn(self._run(opened))
+            return
+        assert self.sub is not None
+        try:
+            self.conn.app.hub.subscribe_now(self.sub, self._preamble(opened))
+        except (ConnectionResetError, ProtocolError):  # it left (SubscriberClosed too)
+            self.conn.forget(self)
+            return
+        self._started(opened)
+
+    def _preamble(self, opened: OpenedStream) -> Preamble:
+        """What the hub calls once the replay is known: the head, then the first bytes."""
+
+        def preamble(replay: Replay | None) -> bytes:
+            start = opened.head(replay)
+            send_head(self.conn, self.id, 200, start.headers, None, False)
+            return start.first
+
+        return preamble
+
+    async def _run(self, opened: OpenedStream) -> None:
         """Subscribe (replay, then live); refuse with 503 if history is unavailable."""
         sub = self.sub
         assert sub is not None
         conn = self.conn
-
-        def preamble(replay: Replay | None) -> bytes:
-            start = opened.head(replay)
-            send_head(conn, self.id, 200, start.headers, None, False)
-            return start.first
-
         try:
-            await conn.app.hub.subscribe(sub, opened.last_event_id, preamble)
+            await conn.app.hub.subscribe(sub, opened.last_event_id, self._preamble(opened))
         except (ConnectionResetError, StreamClosedError):  # it left (SubscriberClosed too)
             return
         except HistoryUnavailable as exc:  # raised before the stream's head was written
@@ -281,8 +303,11 @@ class H2Stream:
             return
         finally:
             self.starting = None
+        self._started(opened)
+
+    def _started(self, opened: OpenedStream) -> None:
         if opened.expires is not None and not self.closed:
-            self.expiry = conn.loop.call_later(opened.expires, self._expired)
+            self.expiry = self.conn.loop.call_later(opened.expires, self._expired)
 
     def _expired(self) -> None:
         log.info("closing a subscriber whose token expired")
