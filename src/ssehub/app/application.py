@@ -24,6 +24,7 @@ from ..mercure import (
     HUB_PATH,
     METADATA_PATH,
     RESUMED_HEADER,
+    Subscription,
     check_publish_1,
     parse_publish,
     parse_subscribe,
@@ -45,6 +46,7 @@ from .streams import OpenedStream
 log = logging.getLogger("ssehub.app")
 
 Answer = Response | DeferredPublish | OpenedStream
+_WANTED_KEPT = 1024  # parsed subscribe queries kept (each a few hundred bytes)
 _Handler = Callable[[Request, Headers], Answer]
 
 
@@ -80,6 +82,7 @@ class App:
         self.subscriptions = Subscriptions(hub) if settings.subscriptions else None
         self._subscriber_ids: dict[Subscriber, str] = {}
         self._template_costs: dict[Subscriber, tuple[str, int]] = {}  # owner, expressions
+        self._wanted_cache: dict[tuple[str, str | None], tuple[Subscription, int]] = {}
         self.open_connections: Callable[[], int] | None = None  # set by a face that counts
         self.metrics = Metrics(hub, self._extra_metrics)
         self._demo = DemoPage(settings)
@@ -211,17 +214,7 @@ class App:
     def _subscribe(self, request: Request, cors: Headers) -> OpenedStream:
         headers = request.headers
         settings = self.settings
-        wanted = parse_subscribe(
-            request.query, headers.get("last-event-id"), settings.max_topics, settings.dialects
-        )
-        cost = 0  # template expressions; 1.0 matchers have none
-        if wanted.dialect == DIALECT_1:
-            base = dialects.base_url(settings)
-            check_matchers(wanted.matchers, settings.max_template_length, base)
-        else:
-            cost = check_selectors(
-                wanted.topics, settings.max_template_length, settings.max_template_expressions
-            )
+        wanted, cost = self._wanted(request.query, headers.get("last-event-id"))
         found = dialects.find(settings, headers, request.query, wanted.dialect)
         if found is None and wanted.dialect == DIALECT_1 and not settings.anonymous:
             raise unauthorized(
@@ -274,6 +267,29 @@ class App:
             opened,
             RESUMED_HEADER[wanted.dialect],
         )
+
+    def _wanted(self, query: str, last_event_id: str | None) -> tuple[Subscription, int]:
+        """The subscription a query asks for and its template expressions (1.0 matchers have
+        none), or the 400 saying why not. A pure function of its arguments and the settings,
+        so kept: every tab of a page, every stream of a load, asks the same."""
+        key = (query, last_event_id)
+        found = self._wanted_cache.get(key)
+        if found is not None:
+            return found
+        settings = self.settings
+        wanted = parse_subscribe(query, last_event_id, settings.max_topics, settings.dialects)
+        cost = 0
+        if wanted.dialect == DIALECT_1:
+            base = dialects.base_url(settings)
+            check_matchers(wanted.matchers, settings.max_template_length, base)
+        else:
+            cost = check_selectors(
+                wanted.topics, settings.max_template_length, settings.max_template_expressions
+            )
+        if len(self._wanted_cache) >= _WANTED_KEPT:
+            self._wanted_cache.clear()
+        found = self._wanted_cache[key] = wanted, cost
+        return found
 
     def stream_closed(self, sub: Subscriber) -> None:
         """A stream ended: announce the end of its subscriptions."""
