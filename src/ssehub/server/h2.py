@@ -42,6 +42,7 @@ from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes, Settings
 
 from ..app import App, OpenedStream
+from .h2_decoder import KeptDecoder
 from .h2_requests import MAX_RESETS, RESET_WINDOW, H2Requests
 from .h2_stream import H2Stream
 from .registry import ConnectionRegistry
@@ -68,6 +69,7 @@ def _machine(max_head_size: int) -> H2Connection:
             SettingCodes.ENABLE_PUSH: 0,
         },
     )
+    h2.decoder = KeptDecoder(h2.decoder)  # a client's repeated requests are decoded once
     return h2
 
 

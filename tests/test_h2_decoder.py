@@ -1,0 +1,54 @@
+"""The HPACK decoder that keeps the header lists of blocks leaving no trace in its table: it
+decodes every sequence of blocks as hpack's own does."""
+
+from __future__ import annotations
+
+import pytest
+from hpack import Decoder, Encoder, NeverIndexedHeaderTuple, OversizedHeaderListError
+
+from ssehub.server.h2_decoder import KeptDecoder
+
+REQUEST = [
+    (b":method", b"GET"),
+    (b":path", b"/.well-known/mercure?topic=a"),
+    (b":scheme", b"http"),
+    (b":authority", b"hub.test"),
+    (b"accept", b"text/event-stream"),
+]
+
+
+def _without_indexing(headers: list[tuple[bytes, bytes]]) -> bytes:
+    """A block as a client with no dynamic table of its own sends it."""
+    return Encoder().encode([NeverIndexedHeaderTuple(n, v) for n, v in headers])
+
+
+def test_a_block_that_leaves_no_trace_is_kept_and_decodes_the_same() -> None:
+    ours, theirs = KeptDecoder(Decoder()), Decoder()
+    block = _without_indexing(REQUEST)
+    for _ in range(3):
+        assert ours.decode(block, raw=True) == theirs.decode(block, raw=True)
+    assert len(ours._kept) == 1
+
+
+def test_blocks_that_use_the_table_are_decoded_every_time_like_hpack() -> None:
+    """An indexing client's blocks fill the table and then refer to it; a block without
+    indexing in between must not be answered from before the table changed."""
+    ours, theirs = KeptDecoder(Decoder()), Decoder()
+    encoder = Encoder()
+    plain = _without_indexing(REQUEST)
+    blocks = [plain]
+    for n in range(4):
+        blocks.append(encoder.encode([*REQUEST, (b"x-n", b"%d" % n)]))
+        blocks.append(plain)
+    for block in blocks:
+        assert ours.decode(block, raw=True) == theirs.decode(block, raw=True)
+    assert list(ours._kept) == [(plain, True, 4096, ours.max_header_list_size, 4096)]
+
+
+def test_a_kept_block_is_still_held_to_a_lower_header_list_limit() -> None:
+    ours = KeptDecoder(Decoder())
+    block = _without_indexing(REQUEST)
+    ours.decode(block)
+    ours.max_header_list_size = 50
+    with pytest.raises(OversizedHeaderListError):
+        ours.decode(block)
