@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from h2.config import H2Configuration
 from h2.connection import H2Connection
-from h2.events import DataReceived, Event, ResponseReceived
+from h2.errors import ErrorCodes
+from h2.events import ConnectionTerminated, DataReceived, Event, ResponseReceived
 from h2.settings import SettingCodes
 
 from ssehub import Event as HubEvent
@@ -249,5 +250,53 @@ def test_a_stream_with_last_event_id_is_replayed_beside_one_that_starts_at_once(
         assert b"id: p1\n" not in body[resumed]
         assert body[resumed].index(b"id: p2\n") < body[resumed].index(b"id: l1\n")
         await hub.close()
+
+    asyncio.run(go())
+
+
+MALFORMED = {
+    "upper-case name": [("X-Upper", "v")],
+    "connection-specific": [("connection", "keep-alive")],
+    "pseudo-header after a field": [("accept", "*/*"), (":foo", "bar")],
+    "newline in a value": [("accept", "a\nb")],
+}
+
+
+@pytest.mark.parametrize("extra", MALFORMED.values(), ids=MALFORMED.keys())
+def test_a_malformed_request_after_good_ones_ends_the_connection_with_protocol_error(
+    extra: list[tuple[str, str]],
+) -> None:
+    """The hub checks received headers itself (once per distinct list): a list it has not
+    seen is checked even after good ones were kept, and refusing it is GOAWAY(PROTOCOL_ERROR),
+    as h2 does when it checks them."""
+
+    async def go() -> None:
+        settings = Settings(
+            publisher_jwt_key=KEY, subscriber_jwt_key=KEY, anonymous=True, heartbeat=0
+        )
+        app = await build(settings)
+        protocol = H2Protocol(app, ConnectionRegistry(settings))
+        transport = RecordingTransport()
+        protocol.connection_made(transport)  # type: ignore[arg-type]
+        config = H2Configuration(
+            client_side=True,
+            header_encoding=None,
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+        )
+        client = H2Connection(config)
+        client.initiate_connection()
+        for _ in range(2):
+            _request(client, HUB + "?topic=t")
+        protocol.data_received(client.data_to_send())
+        assert app.hub.subscriber_count == 2 and not transport.closing
+        _request(client, HUB + "?topic=t", *extra)
+        protocol.data_received(client.data_to_send())
+        assert transport.closing
+        events = [e for data in transport.writes for e in client.receive_data(data)]
+        ended = [e for e in events if isinstance(e, ConnectionTerminated)]
+        assert [e.error_code for e in ended] == [ErrorCodes.PROTOCOL_ERROR]
+        assert app.hub.subscriber_count == 0
+        await app.close()
 
     asyncio.run(go())

@@ -32,10 +32,12 @@ from h2.errors import ErrorCodes
 from h2.events import (
     ConnectionTerminated,
     DataReceived,
+    Event,
     RemoteSettingsChanged,
     RequestReceived,
     StreamEnded,
     StreamReset,
+    TrailersReceived,
     WindowUpdated,
 )
 from h2.exceptions import ProtocolError
@@ -43,7 +45,7 @@ from h2.settings import SettingCodes, Settings
 
 from ..app import App, OpenedStream
 from .h2_decoder import KeptDecoder
-from .h2_requests import MAX_RESETS, RESET_WINDOW, H2Requests
+from .h2_requests import MAX_RESETS, RESET_WINDOW, H2Requests, MalformedHeaders, check_headers
 from .h2_stream import H2Stream
 from .registry import ConnectionRegistry
 
@@ -60,7 +62,11 @@ _HIGH_WATER = 256 * 1024  # transport bytes unsent past which stream writes wait
 
 def _machine(max_head_size: int) -> H2Connection:
     """A server-side h2 state machine with our SETTINGS."""
-    h2 = H2Connection(H2Configuration(client_side=False, header_encoding=None))
+    # Received headers are checked by H2Requests (check_headers), once per distinct list.
+    config = H2Configuration(
+        client_side=False, header_encoding=None, validate_inbound_headers=False
+    )
+    h2 = H2Connection(config)
     h2.local_settings = Settings(
         client=False,
         initial_values={
@@ -146,15 +152,27 @@ class H2Protocol(asyncio.Protocol):
             log.info("closing an HTTP/2 connection: %s", exc)
             self._shut()  # h2 has queued a GOAWAY saying why
             return
+        try:
+            self._events(events)
+        except MalformedHeaders as exc:  # what h2 raises when it checks them itself
+            log.info("closing an HTTP/2 connection: %s", exc)
+            self.goaway(ErrorCodes.PROTOCOL_ERROR)
+            return
+        self.flush()
+
+    def _events(self, events: list[Event]) -> None:
         for event in events:
             if self.closed:
                 return  # a refusal or the peer's GOAWAY ended it: h2 sends nothing more
             if isinstance(event, RequestReceived):
                 self._deadline = 0.0
                 if self.draining:
+                    check_headers(event.headers or [])
                     self.h2.reset_stream(event.stream_id, ErrorCodes.REFUSED_STREAM)
                 else:
                     self.requests.received(event)
+            elif isinstance(event, TrailersReceived):
+                check_headers(event.headers or [], trailers=True)
             elif isinstance(event, DataReceived):
                 self.requests.body(event)
             elif isinstance(event, StreamEnded):
@@ -168,7 +186,6 @@ class H2Protocol(asyncio.Protocol):
             elif isinstance(event, ConnectionTerminated):
                 self._shut()
                 return
-        self.flush()
 
     def eof_received(self) -> bool | None:
         return None

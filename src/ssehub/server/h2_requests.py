@@ -8,6 +8,8 @@ import logging
 from typing import TYPE_CHECKING
 
 from h2.errors import ErrorCodes
+from h2.exceptions import ProtocolError
+from h2.utilities import HeaderValidationFlags, validate_headers
 
 from ..app import DeferredPublish, OpenedStream, Request, Response, error_response
 from ..errors import HubError
@@ -25,6 +27,37 @@ away (ENHANCE_YOUR_CALM): opening and resetting streams at once is free for the 
 costs the hub a subscribe each (the "rapid reset" attack). A tab closing its EventSource
 resets one."""
 RESET_WINDOW = 10.0
+
+
+_REQUEST = HeaderValidationFlags(
+    is_client=False, is_trailer=False, is_response_header=False, is_push_promise=False
+)
+_TRAILERS = _REQUEST._replace(is_trailer=True)
+_KEEP = 256  # header lists known valid, kept at most
+_valid: set[tuple[object, ...]] = set()
+
+
+class MalformedHeaders(ProtocolError):
+    """A received header list h2's checks refuse: the connection ends with PROTOCOL_ERROR, as
+    when h2 runs them itself."""
+
+
+def check_headers(headers: list[tuple[bytes, bytes]], trailers: bool = False) -> None:
+    """h2's checks of a received header list (RFC 9113 8.2 and 8.3: pseudo-headers, case,
+    connection-specific fields, characters), which h2 is configured not to run itself: run
+    once per distinct list and kept, since a client's requests repeat. Raises
+    ``MalformedHeaders`` for a malformed one."""
+    key = (*headers, trailers)
+    if key in _valid:
+        return
+    try:
+        for _ in validate_headers(headers, _TRAILERS if trailers else _REQUEST):
+            pass
+    except ProtocolError as exc:
+        raise MalformedHeaders(str(exc)) from exc
+    if len(_valid) >= _KEEP:
+        _valid.clear()
+    _valid.add(key)
 
 
 class _Incoming:
@@ -92,6 +125,7 @@ class H2Requests:
         self._resets_since = 0.0
 
     def received(self, event: RequestReceived) -> None:
+        check_headers(event.headers or [])
         conn = self._conn
         stream_id = event.stream_id
         settings = conn.app.settings
