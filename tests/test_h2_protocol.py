@@ -12,7 +12,13 @@ import pytest
 from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.errors import ErrorCodes
-from h2.events import ConnectionTerminated, DataReceived, Event, ResponseReceived
+from h2.events import (
+    ConnectionTerminated,
+    DataReceived,
+    Event,
+    ResponseReceived,
+    StreamReset,
+)
 from h2.settings import SettingCodes
 
 from ssehub import Event as HubEvent
@@ -298,5 +304,43 @@ def test_a_malformed_request_after_good_ones_ends_the_connection_with_protocol_e
         assert [e.error_code for e in ended] == [ErrorCodes.PROTOCOL_ERROR]
         assert app.hub.subscriber_count == 0
         await app.close()
+
+    asyncio.run(go())
+
+
+def test_a_stream_that_fails_to_start_is_reset_and_the_rest_of_its_read_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def go() -> None:
+        settings = Settings(
+            publisher_jwt_key=KEY, subscriber_jwt_key=KEY, anonymous=True, heartbeat=0
+        )
+        app = await build(settings)
+        hub = app.hub
+        real = hub.subscribe_now
+        starts = 0
+
+        def flaky(sub: Any, preamble: Any) -> None:
+            nonlocal starts
+            starts += 1
+            if starts == 2:
+                raise RuntimeError("a fault of the hub's")
+            real(sub, preamble)
+
+        hub.subscribe_now = flaky  # type: ignore[method-assign]
+        protocol = H2Protocol(app, ConnectionRegistry(settings))
+        transport = RecordingTransport()
+        protocol.connection_made(transport)  # type: ignore[arg-type]
+        client = H2Connection(H2Configuration(client_side=True, header_encoding=None))
+        client.initiate_connection()
+        streams = [_request(client, HUB + "?topic=t") for _ in range(3)]
+        protocol.data_received(client.data_to_send())
+        assert hub.subscriber_count == 2 and not transport.closing
+        events = [e for data in transport.writes for e in client.receive_data(data)]
+        reset = [e.stream_id for e in events if isinstance(e, StreamReset)]
+        heads = [e.stream_id for e in events if isinstance(e, ResponseReceived)]
+        assert reset == [streams[1]] and heads == [streams[0], streams[2]]
+        assert "a stream failed to start" in caplog.text
+        await hub.close()
 
     asyncio.run(go())

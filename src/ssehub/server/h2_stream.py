@@ -272,6 +272,10 @@ class H2Stream:
         except (ConnectionResetError, ProtocolError):  # it left (SubscriberClosed too)
             self.conn.forget(self)
             return
+        except Exception:  # a fault of the hub's: this stream ends, not the whole read
+            log.exception("a stream failed to start")
+            self.reset(ErrorCodes.INTERNAL_ERROR)
+            return
         self._started(opened)
 
     def _preamble(self, opened: OpenedStream) -> Preamble:
