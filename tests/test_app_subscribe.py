@@ -65,3 +65,16 @@ class _NoStream:
 
     async def drain(self) -> None:
         pass
+
+
+def test_a_long_query_is_answered_but_not_kept() -> None:
+    async def go() -> None:
+        settings = Settings(publisher_jwt_key=KEY, subscriber_jwt_key=KEY, anonymous=True)
+        app = await build(settings)
+        topic = "urn:" + "x" * 3000
+        opened = app.handle(_get(f"topic={topic}"))
+        assert isinstance(opened, OpenedStream) and opened.selectors == (topic,)
+        assert not app._wanted_cache
+        await app.close()
+
+    asyncio.run(go())

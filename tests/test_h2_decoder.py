@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from hpack import Decoder, Encoder, NeverIndexedHeaderTuple, OversizedHeaderListError
 
+from ssehub.server import h2_decoder
 from ssehub.server.h2_decoder import KeptDecoder
 
 REQUEST = [
@@ -23,16 +24,21 @@ def _without_indexing(headers: list[tuple[bytes, bytes]]) -> bytes:
 
 
 def test_a_block_that_leaves_no_trace_is_kept_and_decodes_the_same() -> None:
+    h2_decoder._kept.clear()
     ours, theirs = KeptDecoder(Decoder()), Decoder()
     block = _without_indexing(REQUEST)
     for _ in range(3):
         assert ours.decode(block, raw=True) == theirs.decode(block, raw=True)
-    assert len(ours._kept) == 1
+    assert len(h2_decoder._kept) == 1
+    other = KeptDecoder(Decoder())  # another connection's decoder finds it kept
+    assert other.decode(block, raw=True) == theirs.decode(block, raw=True)
+    assert len(h2_decoder._kept) == 1
 
 
 def test_blocks_that_use_the_table_are_decoded_every_time_like_hpack() -> None:
     """An indexing client's blocks fill the table and then refer to it; a block without
     indexing in between must not be answered from before the table changed."""
+    h2_decoder._kept.clear()
     ours, theirs = KeptDecoder(Decoder()), Decoder()
     encoder = Encoder()
     plain = _without_indexing(REQUEST)
@@ -42,7 +48,7 @@ def test_blocks_that_use_the_table_are_decoded_every_time_like_hpack() -> None:
         blocks.append(plain)
     for block in blocks:
         assert ours.decode(block, raw=True) == theirs.decode(block, raw=True)
-    assert list(ours._kept) == [(plain, True, 4096, ours.max_header_list_size, 4096)]
+    assert list(h2_decoder._kept) == [(plain, True, 4096, ours.max_header_list_size, 4096)]
 
 
 def test_a_kept_block_is_still_held_to_a_lower_header_list_limit() -> None:
@@ -52,3 +58,11 @@ def test_a_kept_block_is_still_held_to_a_lower_header_list_limit() -> None:
     ours.max_header_list_size = 50
     with pytest.raises(OversizedHeaderListError):
         ours.decode(block)
+
+
+def test_a_large_block_is_decoded_every_time_not_kept() -> None:
+    h2_decoder._kept.clear()
+    ours = KeptDecoder(Decoder())
+    block = _without_indexing([*REQUEST, (b"cookie", b"c" * 8000)])
+    assert ours.decode(block) == Decoder().decode(block)
+    assert not h2_decoder._kept

@@ -46,7 +46,8 @@ from .streams import OpenedStream
 log = logging.getLogger("ssehub.app")
 
 Answer = Response | DeferredPublish | OpenedStream
-_WANTED_KEPT = 1024  # parsed subscribe queries kept (each a few hundred bytes)
+_WANTED_KEPT = 1024  # parsed subscribe queries kept
+_WANTED_SMALL = 2048  # characters: a longer query is parsed every time (the cache stays small)
 _Handler = Callable[[Request, Headers], Answer]
 
 
@@ -286,9 +287,11 @@ class App:
             cost = check_selectors(
                 wanted.topics, settings.max_template_length, settings.max_template_expressions
             )
-        if len(self._wanted_cache) >= _WANTED_KEPT:
-            self._wanted_cache.clear()
-        found = self._wanted_cache[key] = wanted, cost
+        found = wanted, cost
+        if len(query) + len(last_event_id or "") <= _WANTED_SMALL:
+            if len(self._wanted_cache) >= _WANTED_KEPT:
+                self._wanted_cache.clear()
+            self._wanted_cache[key] = found
         return found
 
     def stream_closed(self, sub: Subscriber) -> None:

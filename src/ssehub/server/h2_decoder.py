@@ -4,8 +4,8 @@ Decoding a request's header block in pure Python costs about 40 us (a fifth of a
 subscribe). A client that opens many streams sends the same request again and again; when
 that block neither reads nor writes the dynamic table (static indexes and literals "without
 indexing", as a client with no table of its own sends), its header list depends on its bytes
-alone, and is kept. A block decoded while the table holds entries, or that adds to it or
-resizes it, is decoded every time, as hpack would.
+alone (and the decoder's limits), and is kept, for every connection. A block decoded while the
+table holds entries, or that adds to it or resizes it, is decoded every time, as hpack would.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from collections.abc import Iterable
 
 from hpack import Decoder, HeaderTuple
 
-_KEEP = 32  # blocks kept per connection: its distinct requests
+_KEEP = 256  # blocks kept, for every connection: what a block decodes to is no connection's
+_SMALL = 2048  # bytes: larger blocks are decoded every time (the cache stays under ~2 MB)
+_kept: dict[tuple[bytes, bool, int, int, int], list[HeaderTuple]] = {}
 
 
 class KeptDecoder(Decoder):
@@ -25,21 +27,20 @@ class KeptDecoder(Decoder):
         self.max_allowed_table_size = like.max_allowed_table_size
         self.header_table.maxsize = like.header_table.maxsize
         self.header_table.resized = like.header_table.resized
-        self._kept: dict[tuple[bytes, bool, int, int, int], list[HeaderTuple]] = {}
 
     def decode(self, data: bytes, raw: bool = False) -> Iterable[HeaderTuple]:
         table = self.header_table
-        if table.dynamic_entries or type(data) is not bytes:
+        if table.dynamic_entries or type(data) is not bytes or len(data) > _SMALL:
             return super().decode(data, raw)
         size = table.maxsize
         # The limits a block is checked against are part of what it decodes to.
         key = (data, raw, size, self.max_header_list_size, self.max_allowed_table_size)
-        kept = self._kept.get(key)
+        kept = _kept.get(key)
         if kept is not None:
             return list(kept)
         headers = list(super().decode(data, raw))
         if not table.dynamic_entries and table.maxsize == size:  # it left no trace
-            if len(self._kept) >= _KEEP:
-                self._kept.clear()
-            self._kept[key] = headers
+            if len(_kept) >= _KEEP:
+                _kept.clear()
+            _kept[key] = headers
         return list(headers)

@@ -42,6 +42,7 @@ _RESPONSE = HeaderValidationFlags(
     is_client=False, is_trailer=False, is_response_header=True, is_push_promise=False
 )
 _KEEP = 256  # field lists (and blocks) kept at most: heads differ by CORS origin, Last-Event-ID
+_SMALL = 8192  # at most this bound on its block for a head to be kept (~2 KB of fields)
 
 Checked = tuple[HeaderTuple | tuple[bytes, bytes], ...]
 _checked: dict[Fields, tuple[Checked, int]] = {}  # and the bound on the block's size
@@ -57,10 +58,12 @@ def _check(fields: Fields) -> tuple[Checked, int]:
     if found is None:
         normal = normalize_outbound_headers(fields, _RESPONSE)
         checked = tuple(validate_outbound_headers(normal, _RESPONSE))
-        found = checked, sum(4 * (len(name) + len(value)) + 11 for name, value in checked)
-        _checked[fields] = found
-        if len(_checked) > _KEEP:
-            _checked.clear()
+        bound = sum(4 * (len(name) + len(value)) + 11 for name, value in checked)
+        found = checked, bound
+        if bound <= _SMALL:  # a long one (an echoed Last-Event-ID) is checked every time
+            _checked[fields] = found
+            if len(_checked) > _KEEP:
+                _checked.clear()
     return found
 
 
@@ -82,9 +85,11 @@ def send_headers(h2: H2Connection, stream_id: int, fields: Fields, end: bool) ->
     if table.maxsize == 0 and not table.resized:  # the block depends on the fields alone
         block = _blocks.get(fields)
         if block is None:
-            block = _blocks[fields] = encoder.encode(checked)  # changes no state
-            if len(_blocks) > _KEEP:
-                _blocks.clear()
+            block = encoder.encode(checked)  # changes no state
+            if bound <= _SMALL:
+                _blocks[fields] = block
+                if len(_blocks) > _KEEP:
+                    _blocks.clear()
     # The steps send_headers takes, in its order: the state machines judge, then the
     # block is encoded (which changes a dynamic table), then queued.
     h2.state_machine.process_input(ConnectionInputs.SEND_HEADERS)

@@ -34,6 +34,7 @@ _REQUEST = HeaderValidationFlags(
 )
 _TRAILERS = _REQUEST._replace(is_trailer=True)
 _KEEP = 256  # header lists known valid, kept at most
+_SMALL = 2048  # bytes of names and values: a longer list is not kept
 _valid: set[tuple[object, ...]] = set()
 
 
@@ -55,6 +56,8 @@ def check_headers(headers: list[tuple[bytes, bytes]], trailers: bool = False) ->
             pass
     except ProtocolError as exc:
         raise MalformedHeaders(str(exc)) from exc
+    if sum(len(name) + len(value) for name, value in headers) > _SMALL:
+        return  # checked every time: the set stays small
     if len(_valid) >= _KEEP:
         _valid.clear()
     _valid.add(key)

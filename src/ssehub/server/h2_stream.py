@@ -78,14 +78,17 @@ def send_head(
     key = (status, tuple(headers), length)
     fields = _fields.get(key)
     if fields is None:
-        fields = _fields[key] = _head_fields(status, headers, length)
-        if len(_fields) > _KEEP:
-            _fields.clear()
+        fields = _head_fields(status, headers, length)
+        if sum(len(n) + len(v) for n, v in fields) <= _SMALL:  # not an echoed long id
+            _fields[key] = fields
+            if len(_fields) > _KEEP:
+                _fields.clear()
     send_headers(conn.h2, stream_id, fields, end)
     conn.arm()
 
 
 _KEEP = 256  # response heads kept at most (every event stream's is the same, or nearly)
+_SMALL = 2048  # bytes of names and values: a longer head is not kept
 _fields: dict[tuple[int, tuple[tuple[str, str], ...], int | None], Fields] = {}
 
 
