@@ -1,9 +1,10 @@
 """What opening an HTTP/2 subscriber stream costs the hub, in process CPU time (steady on a
 busy machine): connections of 100 streams each, opened as the C reader of ``load.py --http 2``
-opens them (one read: the preface, SETTINGS with no HPACK table, 100 HEADERS), through
-``H2Protocol`` on a transport that only counts, until every stream is live.
+opens them (one read: the preface, SETTINGS with the default HPACK table as browsers keep, 100
+HEADERS), through ``H2Protocol`` on a transport that only counts, until every stream is live.
+``--table 0`` is a client that keeps no HPACK table (the hub's heads are then one cached block).
 
-    python benchmarks/h2_connect.py [--connections 195] [--streams 100]
+    python benchmarks/h2_connect.py [--connections 195] [--streams 100] [--table 4096]
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def _literal(name: bytes, value: bytes) -> bytes:
     return b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value
 
 
-def opening(streams: int) -> bytes:
+def opening(streams: int, table: int) -> bytes:
     """What a C reader connection sends first: preface, SETTINGS, WINDOW_UPDATE, HEADERS."""
     block = b"".join(
         _literal(n, v)
@@ -47,7 +48,7 @@ def opening(streams: int) -> bytes:
         )
     )
     out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-    out += _frame(0x4, 0, 0, struct.pack(">HLHLHL", 1, 0, 2, 0, 4, 1 << 20))
+    out += _frame(0x4, 0, 0, struct.pack(">HLHLHL", 1, table, 2, 0, 4, 1 << 20))
     out += _frame(0x8, 0, 0, struct.pack(">L", 1 << 30))
     for n in range(streams):
         out += _frame(0x1, 0x5, 2 * n + 1, block)  # END_STREAM | END_HEADERS
@@ -84,7 +85,7 @@ class CountingTransport:
         pass
 
 
-async def measure(connections: int, streams: int) -> None:
+async def measure(connections: int, streams: int, table: int) -> None:
     settings = Settings(
         anonymous=True,
         heartbeat=0,
@@ -94,7 +95,7 @@ async def measure(connections: int, streams: int) -> None:
     )
     app = await build(settings)
     registry = ConnectionRegistry(settings)
-    hello = opening(streams)
+    hello = opening(streams, table)
     total = connections * streams
     transports = []
     started = time.process_time()
@@ -121,8 +122,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--connections", type=int, default=195)
     parser.add_argument("--streams", type=int, default=100)
+    parser.add_argument("--table", type=int, default=4096, help="SETTINGS_HEADER_TABLE_SIZE")
     args = parser.parse_args()
-    uvloop.run(measure(args.connections, args.streams))
+    uvloop.run(measure(args.connections, args.streams, args.table))
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes, Settings
 
 from ..app import App, OpenedStream
-from .h2_decoder import KeptDecoder
+from .h2_hpack import KeptDecoder, KeptEncoder
 from .h2_requests import MAX_RESETS, RESET_WINDOW, H2Requests, MalformedHeaders, check_headers
 from .h2_stream import H2Stream
 from .registry import ConnectionRegistry
@@ -76,6 +76,7 @@ def _machine(max_head_size: int) -> H2Connection:
         },
     )
     h2.decoder = KeptDecoder(h2.decoder)  # a client's repeated requests are decoded once
+    h2.encoder = KeptEncoder(h2.encoder)  # and the same response head encoded once
     return h2
 
 

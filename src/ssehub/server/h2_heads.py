@@ -1,18 +1,15 @@
-"""Response HEADERS written straight into h2's outgoing buffer, from a checked field list and,
-where the peer keeps no HPACK table, a cached header block.
+"""Response HEADERS written straight into h2's outgoing buffer, from a field list checked once.
 
 ``H2Connection.send_headers`` costs about 90 us a response: h2 lowercases, strips and checks
-every field through a chain of generators, HPACK-encodes them (Huffman-coding every literal),
-builds frame objects and walks the stream's state machine. Every event stream's head is the
-same few fields, so that was a third of an HTTP/2 subscribe. Here a field list is normalised
-and checked by h2's own functions once and kept; a peer whose SETTINGS_HEADER_TABLE_SIZE is 0
-(no dynamic table: the encoder's output depends on the fields alone) gets the same header
-block each time, encoded once; any other peer has its block encoded by h2's encoder (the
-table's state matters there). The frame is a 9-byte header and the block, and h2's connection
-and stream state machines take the same steps as in ``send_headers``, so h2 stays the judge
-of what may follow (DATA, END_STREAM, resets). Like ``h2_data`` it relies on h2 4.x's
-``_data_to_send``, and falls back to ``send_headers`` without it, for a block larger than one
-frame, or on a stream h2 does not know.
+every field through a chain of generators, HPACK-encodes them, builds frame objects and walks
+the stream's state machine. Every event stream's head is the same few fields, so that was a
+third of an HTTP/2 subscribe. Here a field list is normalised and checked by h2's own
+functions once and kept, and encoded by h2's encoder (``h2_hpack.KeptEncoder`` keeps the
+block of a repeated head while the table is unchanged). The frame is a 9-byte header and the
+block, and h2's connection and stream state machines take the same steps as in
+``send_headers``, so h2 stays the judge of what may follow (DATA, END_STREAM, resets). Like
+``h2_data`` it relies on h2 4.x's ``_data_to_send``, and falls back to ``send_headers``
+without it, for a block that may need more than one frame, or on a stream h2 does not know.
 """
 
 from __future__ import annotations
@@ -41,12 +38,11 @@ _END_HEADERS = 0x4
 _RESPONSE = HeaderValidationFlags(
     is_client=False, is_trailer=False, is_response_header=True, is_push_promise=False
 )
-_KEEP = 256  # field lists (and blocks) kept at most: heads differ by CORS origin, Last-Event-ID
+_KEEP = 256  # field lists kept at most: heads differ by CORS origin, Last-Event-ID
 _SMALL = 8192  # at most this bound on its block for a head to be kept (~2 KB of fields)
 
 Checked = tuple[HeaderTuple | tuple[bytes, bytes], ...]
 _checked: dict[Fields, tuple[Checked, int]] = {}  # and the bound on the block's size
-_blocks: dict[Fields, bytes] = {}  # header blocks for a peer with no dynamic table
 
 
 def _check(fields: Fields) -> tuple[Checked, int]:
@@ -79,23 +75,12 @@ def send_headers(h2: H2Connection, stream_id: int, fields: Fields, end: bool) ->
     if bound > h2.max_outbound_frame_size:  # it may need CONTINUATION frames
         h2.send_headers(stream_id, fields, end_stream=end)
         return
-    encoder = h2.encoder
-    table = encoder.header_table
-    block = None
-    if table.maxsize == 0 and not table.resized:  # the block depends on the fields alone
-        block = _blocks.get(fields)
-        if block is None:
-            block = encoder.encode(checked)  # changes no state
-            if bound <= _SMALL:
-                _blocks[fields] = block
-                if len(_blocks) > _KEEP:
-                    _blocks.clear()
     # The steps send_headers takes, in its order: the state machines judge, then the
-    # block is encoded (which changes a dynamic table), then queued.
+    # block is encoded (which may change the dynamic table), then queued. The block is
+    # h2's encoder's (``h2_hpack.KeptEncoder`` keeps a repeated head's).
     h2.state_machine.process_input(ConnectionInputs.SEND_HEADERS)
     stream.state_machine.process_input(StreamInputs.SEND_HEADERS)
-    if block is None:
-        block = encoder.encode(checked)
+    block = h2.encoder.encode(checked)
     size = len(block)
     flags = _END_HEADERS | _END_STREAM if end else _END_HEADERS
     out = h2._data_to_send
