@@ -83,9 +83,10 @@ def find_token(
     found = None
     if header is not None:
         scheme, _, token = header.strip().partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = token.strip()
+        if not token or scheme.lower() != "bearer":
             raise unauthorized("Authorization header must be 'Bearer <token>'", "invalid_request")
-        found = Token(token.strip(), Carrier.HEADER)
+        found = Token(token, Carrier.HEADER)
     elif query:
         found = Token(query, Carrier.QUERY)
     else:
