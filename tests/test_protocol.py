@@ -15,7 +15,9 @@ from typing import Any, ParamSpec, cast
 import pytest
 
 from ssehub.app import App
+from ssehub.errors import field_value
 from ssehub.events import Event
+from ssehub.server.http import head
 from ssehub.settings import Settings
 
 from .backends import failing, intercept_since
@@ -692,3 +694,23 @@ async def test_refused_subscription_keeps_the_connection() -> None:
     assert "anonymous" in one_line(body)
     assert conn.hub.subscriber_count == 0
     await close_server(conn)
+
+
+@pytest.mark.parametrize("length", [10, 1000])  # a head line made once and remembered, or not
+def test_a_header_value_cannot_split_the_head(length: int) -> None:
+    hostile = ("v\r\nSet-Cookie: x=1\x00\x7f\tend" + "z" * length)[:length]
+    for _ in range(2):
+        made = head(401, [("WWW-Authenticate", hostile), ("Link", "é")], 0, keep_alive=True)
+        lines = made.split(b"\r\n")
+        assert lines[:2] == [b"HTTP/1.1 401 Unauthorized", b"Server: ssehub"]
+        assert lines[2] == ("WWW-Authenticate: " + field_value(hostile)).encode()
+        assert lines[3:] == [
+            "Link: é".encode(),
+            b"Content-Length: 0",
+            b"Connection: keep-alive",
+            b"",
+            b"",
+        ]
+        cleaned = field_value(hostile)
+        assert not set(cleaned) & set("\r\n\x00\x7f")
+        assert ("\t" in cleaned) == ("\t" in hostile)  # a tab may stay
