@@ -74,15 +74,14 @@ def settle(settings: Settings, claims: Claims | None, found: Found, dialect: str
     off, a 0.x token on a 1.0 request, and a 1.0 token in the query string."""
     if claims is None or found is None:
         return dialect or DIALECT_0
-    carrier = found.where
     if claims.dialect not in settings.dialects:
         raise unauthorized(
-            f"token from the {carrier} is a Mercure {claims.dialect} token, and that dialect "
+            f"token from the {found.where} is a Mercure {claims.dialect} token, and that dialect "
             "is turned off on this hub (--dialects)"
         )
     if dialect == DIALECT_1 and claims.dialect != DIALECT_1:
         raise unauthorized(
-            f"token from the {carrier} is not an RFC 9068 access token (typ at+jwt with "
+            f"token from the {found.where} is not an RFC 9068 access token (typ at+jwt with "
             "authorization_details): Mercure 1.0 requests need one"
         )
     if claims.dialect == DIALECT_1 and found.carrier is Carrier.QUERY:
