@@ -10,6 +10,7 @@ import pytest
 
 from ssehub import Event, Hub, MemoryBackend, StoredEvent
 from ssehub.backends import EARLIEST, REPLAY_PAGE, Replay, transient
+from ssehub.commits import HubBusy
 from ssehub.settings import DEFAULTS
 from ssehub.sse import Decoder
 from ssehub.subscriber import Phase, Subscriber, SubscriberClosed
@@ -353,5 +354,47 @@ def test_a_burst_of_publishes_goes_to_the_store_in_bounded_batches() -> None:
         assert sum(backend.batches) == 10_000
         assert max(backend.batches) <= 4096  # one transaction, one Redis script: bounded
         assert hub.commits.pending_bytes == 0
+
+    asyncio.run(go())
+
+
+class _SlowBroadcasts(MemoryBackend):
+    """Each broadcast takes a while (a Redis round trip under load, say); counts the calls."""
+
+    def __init__(self) -> None:
+        super().__init__(history_size=10)
+        self.calls = 0
+        self.gate = asyncio.Event()
+
+    async def broadcast(self, events: Sequence[Event]) -> list[StoredEvent]:
+        self.calls += 1
+        await self.gate.wait()
+        return await super().broadcast(events)
+
+
+def test_a_flood_of_announcements_is_one_task_bounded_and_in_order() -> None:
+    async def go() -> None:
+        backend = _SlowBroadcasts()
+        hub = new_hub(backend)
+        await hub.start()
+        stream = await attach(hub, ["t"])
+        before = len(asyncio.all_tasks())
+        asked = [hub.announce(Event(("t",), "n0", id="n0"))]
+        await asyncio.sleep(0)  # the announcer starts, and waits in the slow broadcast
+        asked += [hub.announce(Event(("t",), f"n{i}", id=f"n{i}")) for i in range(1, 10_501)]
+        assert len(asyncio.all_tasks()) <= before + 1  # one announcer, not a task each
+        refused = [f for f in asked if f.done() and isinstance(f.exception(), HubBusy)]
+        assert len(refused) == 500  # 10,000 wait at most
+        backend.gate.set()
+        sent = await asyncio.gather(*(f for f in asked if f not in refused))
+        assert [s[0].data for s in sent] == [f"n{i}" for i in range(10_001)]
+        assert backend.calls == 2  # the first alone, then everything asked meanwhile
+
+        def data() -> list[str]:
+            return [e.data for e in Decoder().feed(b"".join(stream.writes[1:]))]
+
+        await until(lambda: len(data()) == 10_001, "every notice on the stream")
+        assert data() == [f"n{i}" for i in range(10_001)]
+        await hub.close()
 
     asyncio.run(go())

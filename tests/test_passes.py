@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 
 from ssehub import Event, Hub, MemoryBackend
 from ssehub.subscriber import Subscriber
@@ -178,3 +179,43 @@ def test_view_pass_states_and_shared_bytes() -> None:
     shared = {id(m.writes[-1]) for m in members[:32]}
     assert len(shared) == 1  # members at one offset share one bytes object
     assert view.flush(deadline=float("inf")) == (Pass.DONE, 0, 0)  # nothing left
+
+
+class SlowStream(FakeStream):
+    """A write that costs 10 us, like a socket's: a round over 200 takes 2 ms."""
+
+    def write(self, data: bytes) -> None:
+        started = time.perf_counter()
+        while time.perf_counter() - started < 10e-6:
+            pass
+        super().write(data)
+
+
+def test_throughput_first_waits_before_the_next_round_and_still_delivers_everything() -> None:
+    async def go() -> None:
+        hub = Hub(MemoryBackend(history_size=1000), heartbeat=0, max_coalesce=0.05)
+        hub.write_slice = 0.0
+        await hub.start()
+        streams: list[FakeStream] = []
+        for _ in range(200):
+            stream = SlowStream()
+            await hub.subscribe(Subscriber(stream, ("a",), None), None, lambda replay: b":\n")
+            streams.append(stream)
+        first = hub.publish(Event(("a",), "one", id="one"))
+        await first_slice_written(streams[0])
+        await hub.publish(Event(("a",), "two", id="two"))  # joins the pass under way
+        for _ in range(100):  # the pass ends; members it had passed wait for a round
+            if isinstance(hub._walk_handle, asyncio.TimerHandle):
+                break
+            await asyncio.sleep(0)
+        assert isinstance(hub._walk_handle, asyncio.TimerHandle)
+        assert streams[0].ids() == ["one"] and streams[-1].ids() == ["one", "two"]
+        await first
+        for _ in range(200):
+            if all(s.ids() == ["one", "two"] for s in streams):
+                break
+            await asyncio.sleep(0.005)
+        assert all(s.ids() == ["one", "two"] for s in streams)
+        await hub.close()
+
+    asyncio.run(go())

@@ -3,6 +3,7 @@ event a publisher heard was accepted, before its stream ends cleanly."""
 
 from __future__ import annotations
 
+import resource
 import socket
 import time
 
@@ -13,6 +14,9 @@ EVENTS = 40
 
 
 def test_events_accepted_before_sigterm_reach_every_open_stream() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < SUBSCRIBERS + 100:  # this process's sockets
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(SUBSCRIBERS + 100, hard), hard))
     hub = start_hub(
         "--anonymous", "--no-demo", "--max-connections", "5000", "--max-connections-per-ip", "0"
     )

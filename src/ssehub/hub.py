@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from .budgets import Budget
-from .commits import CommitChain
+from .commits import CommitChain, HubBusy
 from .contract import (
     Backend,
     Gap,
@@ -39,6 +39,7 @@ log = logging.getLogger("ssehub.hub")
 
 _IMMEDIATE = 0.0005  # a fan-out cheaper than this never waits for company
 _OUTBOX_MAX = 4096  # events gathered for one fan-out at most
+_MAX_ANNOUNCING = 10_000  # notices (subscription events) waiting to be announced at most
 _SLICE = 0.0005  # seconds of writing before the loop may read again (publishes, connects)
 
 Preamble = Callable[[Replay | None], bytes]
@@ -93,7 +94,9 @@ class Hub:
         self._walk_handle: asyncio.Handle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._beat_handle: asyncio.TimerHandle | None = None
-        self._announcing: set[asyncio.Task[list[StoredEvent]]] = set()
+        self._announce_queue: list[tuple[tuple[Event, ...], asyncio.Future[list[StoredEvent]]]] = []
+        self._announce_waiting = 0  # events in the queue
+        self._announcer: asyncio.Task[None] | None = None
         self.history = History(backend)  # what resuming subscribers missed, page by page
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -113,6 +116,8 @@ class Hub:
         (every round, without waiting between them): a shutdown does this before it ends
         the streams, so no acknowledged event misses a subscriber still connected."""
         await self.commits.wait_idle()
+        if self._announcer is not None:
+            await self._announcer
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush()
@@ -148,16 +153,49 @@ class Hub:
             raise InvalidEvent(problem)
         return self.commits.publish(event)
 
-    def announce(self, *events: Event) -> asyncio.Task[list[StoredEvent]]:
+    def announce(self, *events: Event) -> asyncio.Future[list[StoredEvent]]:
         """Deliver ``events`` to matching subscribers on every node without keeping them in
         history (``Backend.broadcast``): notices about the moment, such as subscription
-        events, that must never evict other topics' history."""
-        if self._loop is None:
+        events, that must never evict other topics' history.
+
+        One task announces, in order, whatever was asked meanwhile in one broadcast; at most
+        ``_MAX_ANNOUNCING`` events wait (a flood of subscribes would otherwise make a task
+        each): past that the future fails with ``HubBusy`` and the notice is not sent."""
+        loop = self._loop
+        if loop is None:
             raise RuntimeError("Hub.start() has not been awaited")
-        task = self._loop.create_task(self.backend.broadcast(events))
-        self._announcing.add(task)  # the loop keeps only a weak reference
-        task.add_done_callback(self._announcing.discard)
-        return task
+        future: asyncio.Future[list[StoredEvent]] = loop.create_future()
+        if self._announce_waiting + len(events) > _MAX_ANNOUNCING:
+            future.set_exception(
+                HubBusy(f"hub busy: {self._announce_waiting} notices wait to be announced")
+            )
+            return future
+        self._announce_queue.append((events, future))
+        self._announce_waiting += len(events)
+        if self._announcer is None:
+            self._announcer = loop.create_task(self._announce_all())
+        return future
+
+    async def _announce_all(self) -> None:
+        try:
+            while self._announce_queue:
+                batch, self._announce_queue = self._announce_queue, []
+                events = [event for asked, _ in batch for event in asked]
+                self._announce_waiting -= len(events)
+                try:
+                    stored = await self.backend.broadcast(events)
+                except Exception as exc:  # each asker hears of it (subscriptions log it)
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                at = 0
+                for asked, future in batch:
+                    if not future.done():
+                        future.set_result(stored[at : at + len(asked)])
+                    at += len(asked)
+        finally:
+            self._announcer = None
 
     # -- fan-out -----------------------------------------------------------------------------
 

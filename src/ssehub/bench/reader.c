@@ -397,8 +397,9 @@ static int hpack_int(const unsigned char **p, const unsigned char *end, int bits
     return 0;
 }
 
-/* The :status of a response header block into out ("?" when it cannot be read). Our SETTINGS
- * set the peer's dynamic table to 0, so the first field is a static index or a literal, and a
+/* The :status of a response header block into out ("?" when it cannot be read). We keep no
+ * HPACK table of our own: a 200 is always the static index 8, another status a literal the
+ * first time (later maybe an index into the table we do not keep: "?", still not a 200). A
  * Huffman-coded status holds digits only: '0'-'2' are 5-bit codes 0-2, '3'-'9' 6-bit 25-31. */
 static void h2_status(const unsigned char *p, const unsigned char *end, char out[4])
 {
@@ -666,7 +667,7 @@ static void open_conn(unsigned i)
         o += 24;
         o += frame_head(o, 18, F_SETTINGS, 0, 0);
         static const uint32_t settings[3][2] = {
-            {1, 0},             /* HEADER_TABLE_SIZE 0: the hub's header blocks use no dynamic table */
+            {1, 4096},          /* HEADER_TABLE_SIZE: the default, a table as browsers keep */
             {2, 0},             /* ENABLE_PUSH 0 */
             {4, STREAM_WINDOW}, /* INITIAL_WINDOW_SIZE */
         };

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import signal
 import socket
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from .negotiate import protocol_factory, tls_context
 from .protocol import HttpProtocol
 from .registry import ConnectionRegistry
 
+_SPARE_FILES = 64  # the store, the listening sockets, logs: files that are not connections
 log = logging.getLogger("ssehub")
 
 __all__ = ["ConnectionRegistry", "HttpProtocol", "run", "serve"]
@@ -74,6 +76,7 @@ async def serve(
 
 def run(settings: Settings, started: Callable[[list[socket.socket]], None] | None = None) -> None:
     """Serve until interrupted; with ``workers > 1``, that many processes share the port."""
+    open_files_for(settings.max_connections)
     if settings.workers == 1:
         _run_one(settings, started, clock=True)
         return
@@ -112,6 +115,25 @@ def run(settings: Settings, started: Callable[[list[socket.socket]], None] | Non
         raise ConfigError(first)
     if worst:
         raise SystemExit(worst)
+
+
+def open_files_for(connections: int) -> None:
+    """Raise the soft limit on open files toward the hard one so ``--max-connections`` can be
+    reached (a common soft limit, 1,024, would refuse sockets far below it), and say so when
+    even the hard limit is lower."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + _SPARE_FILES
+    if hard != resource.RLIM_INFINITY:
+        wanted = min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    if hard != resource.RLIM_INFINITY and hard < connections + _SPARE_FILES:
+        log.warning(
+            "open files are limited to %d (ulimit -Hn): fewer than --max-connections %d",
+            hard,
+            connections,
+        )
 
 
 def _run_one(
