@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 import pytest
 
 from ssehub.backends import EARLIEST, Backend, Replay
-from ssehub.contract import Appended
+from ssehub.contract import Appended, new_event_id
 from ssehub.events import Event, StoredEvent
 
 from .backends import make_backend, store_url
@@ -83,6 +84,24 @@ def test_order_positions_and_generated_ids(url: str) -> None:
         assert ids(await hub.delivered(4)) == ids(everything)
         assert hub.backend.last_id == second[0].id
         assert first[2].wire == b"id: custom:1\ndata: data custom:1\n\n"
+
+
+def test_generated_ids_are_random_uuid_urns() -> None:
+    made = [new_event_id() for _ in range(2000)]
+    assert len(set(made)) == len(made)
+    for event_id in made:
+        assert event_id.startswith("urn:uuid:")
+        parsed = uuid.UUID(event_id.removeprefix("urn:uuid:"))
+        assert str(parsed) == event_id.removeprefix("urn:uuid:")  # canonical: lower case, dashes
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
+    # Every bit uuid4 leaves random is random here too: each varies over the ids made.
+    values = [uuid.UUID(event_id[9:]).int for event_id in made]
+    fixed = (0xF000 << 64) | (0xC000 << 48)  # version and the variant's top bits
+    varying = 0
+    for value in values:
+        varying |= value ^ values[0]
+    assert varying == ((1 << 128) - 1) & ~fixed
 
 
 def test_since_an_id_replays_what_followed(url: str) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import pytest
 
 from ssehub.backends import EARLIEST
-from ssehub.backends.memory import MemoryBackend
+from ssehub.backends.memory import MemoryBackend, _footprint
 from ssehub.events import Event, StoredEvent
 
 
@@ -145,6 +145,27 @@ def test_history_max_bytes_counts_everything_history_holds(
 
     held = asyncio.run(go())
     assert held < bound * 1.2, f"history holds {held >> 10} KiB over a {bound >> 10} KiB bound"
+
+
+def test_bytes_held_stay_exact_through_trims_and_releases() -> None:
+    """Each event's footprint is measured once, on append: what a trim takes off is what
+    that event added, however many slots were trimmed and released before it."""
+
+    async def go() -> None:
+        backend = MemoryBackend(history_size=37, history_max_bytes=20_000)
+        await backend.start(lambda batch: None)
+        for i in range(500):
+            # Sizes vary, so a footprint taken off for the wrong slot shows in the total.
+            batch = [
+                Event(("t" * (i % 7 + 1),), "é" * (i % 50), id=f"{i}-{j}") for j in range(i % 4)
+            ]
+            await backend.append(batch)
+            retained = (await backend.since(EARLIEST, upto=10**9, limit=10**9)).events
+            assert backend._bytes == sum(map(_footprint, retained))
+            assert backend._bytes <= backend.history_max_bytes
+        assert 0 < backend.retained <= 37
+
+    asyncio.run(go())
 
 
 class _Counted(list[StoredEvent]):

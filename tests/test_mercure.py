@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ssehub.errors import HubError
 from ssehub.events import Event
-from ssehub.mercure import FORM, parse_publish, parse_subscribe, query_token
+from ssehub.mercure import FORM, _fields, parse_publish, parse_subscribe, query_token
 
 
 def form(*pairs: tuple[str, str]) -> bytes:
@@ -65,6 +67,33 @@ def test_publish_refusals(body: bytes, content_type: str | None, status: int, wo
     assert caught.value.status == status
     assert word in caught.value.reason
     assert "\n" not in caught.value.reason
+
+
+# Form text as clients send it and as they should not: separators, escapes (valid, cut short,
+# not UTF-8 once decoded), plus signs and text that needs no escape, wide characters included.
+_piece = st.sampled_from(["&", "=", "+", "%", "%2", "%41", "%2B", "%26", "%C3%A9", "%FF", "%E2%82"])
+_form_text = st.lists(_piece | st.text(max_size=6) | st.text().map(quote), max_size=12).map("".join)
+
+
+@settings(max_examples=500)
+@given(_form_text)
+def test_form_fields_read_as_parse_qsl_reads_them(text: str) -> None:
+    try:
+        expected = parse_qsl(text, keep_blank_values=True, errors="strict", max_num_fields=1000)
+    except UnicodeDecodeError:
+        with pytest.raises(HubError, match="not UTF-8"):
+            _fields(text, "form")
+        return
+    assert _fields(text, "form") == expected
+    assert _fields(text, "form") == expected  # the second reading of a short field is cached
+
+
+def test_form_field_bound() -> None:
+    assert len(_fields("&".join(["a=1"] * 1000), "form")) == 1000
+    with pytest.raises(HubError, match="more than 1000 fields"):
+        _fields("&".join(["a=1"] * 1001), "form")
+    with pytest.raises(HubError, match="more than 1000 fields"):
+        _fields("&" * 1000, "form")  # parse_qsl counts separators, not the fields they part
 
 
 def test_subscribe_query_and_header_precedence() -> None:

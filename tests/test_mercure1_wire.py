@@ -9,10 +9,12 @@ import pytest
 
 from ssehub.access_tokens import DETAIL_TYPE, DetailsError, grants, mint_access_token
 from ssehub.auth import DIALECT_0, DIALECT_1, Authenticator
+from ssehub.dialects import resources
 from ssehub.errors import HubError
 from ssehub.events import Event
 from ssehub.mercure import check_publish_1, parse_publish, parse_subscribe, request_dialect
 from ssehub.routes import RouteIndex
+from ssehub.settings import Settings
 from ssehub.tokens import Carrier, Token
 from ssehub.topics import (
     TopicMatcher,
@@ -284,3 +286,18 @@ def test_aud_may_be_a_list_and_0x_tokens_stay_0x() -> None:
     legacy = jwt.encode({"mercure": {"subscribe": ["*"]}}, KEY, algorithm="HS256")
     sub = _auth().subscriber(Token(legacy, Carrier.COOKIE), False, resource=(RESOURCE,))
     assert sub is not None and sub.dialect == DIALECT_0 and sub.subscribe == ("*",)
+
+
+@pytest.mark.parametrize("length", [9, 1000])  # remembered, and too long to be remembered
+def test_resources_are_the_url_reached(length: int) -> None:
+    settings = Settings(publisher_jwt_key=KEY)
+    host = "h" * (length - 5) + ":8080"
+    urls = (f"http://{host}/.well-known/mercure", f"https://{host}/.well-known/mercure")
+    for _ in range(2):  # the second answer may come from the cache: the same
+        assert resources(settings, {"host": f" {host} "}) == urls
+        https = {"host": host, "x-forwarded-proto": "HTTPS"}
+        assert resources(settings, https) == urls[::-1]
+    assert resources(settings, {"host": host + "/x"}) == ()
+    assert resources(settings, {}) == ()
+    named = Settings(publisher_jwt_key=KEY, resource=RESOURCE)
+    assert resources(named, {"host": host}) == (RESOURCE,)

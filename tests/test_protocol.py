@@ -14,8 +14,10 @@ from typing import Any, ParamSpec, cast
 
 import pytest
 
-from ssehub.app import App
+from ssehub.app import App, DeferredPublish
+from ssehub.errors import field_value
 from ssehub.events import Event
+from ssehub.server.http import head
 from ssehub.settings import Settings
 
 from .backends import failing, intercept_since
@@ -122,6 +124,42 @@ async def test_pipelined_publishes_are_answered_in_order(chunk: int) -> None:
     await until(lambda: conn.transport.lost, "the connection to close")
     assert conn.transport.after_close == []
     assert [e.id for e in await sub.next_events(3)] == ["p1", "p2", "p3"]
+    await close_server(conn)
+
+
+@in_loop
+async def test_a_stream_behind_an_answer_ready_at_once_starts() -> None:
+    """A subscribe pipelined behind a request answered at once (not a publish) waited for a
+    callback that no answer would make: neither the answer nor the stream ever came."""
+    conn = await make_protocol(hub_settings())
+    conn.send(HEALTH + subscribe("t"))
+    await until(lambda: conn.hub.subscriber_count == 1, "the stream to start")
+    health, stream = bytes(conn.transport.buffer).split(b"HTTP/1.1 ", 2)[1:]
+    assert health.startswith(b"200 OK\r\n") and health.endswith(b"\r\n\r\nok\n")
+    assert stream.startswith(b"200 OK\r\n") and b"text/event-stream" in stream
+    await close_server(conn)
+
+
+@in_loop
+async def test_a_pipeline_of_publishes_wakes_once_per_answer_ready(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Answers leave in order, so only the first one not ready has a callback: 64 pipelined
+    publishes stored in one batch are written in one go, not woken 64 times."""
+    conn = await make_protocol(hub_settings())
+    woken = 0
+    when_done = DeferredPublish.when_done
+
+    def counted(self: DeferredPublish, callback: Callable[[], None]) -> None:
+        nonlocal woken
+        woken += 1
+        when_done(self, callback)
+
+    monkeypatch.setattr(DeferredPublish, "when_done", counted)
+    conn.send(b"".join(publish("t", str(i), id=f"p{i}") for i in range(64)))
+    answers = await conn.answers(64)
+    assert [body for _, _, body in answers] == [f"p{i}".encode() for i in range(64)]
+    assert woken == 1
     await close_server(conn)
 
 
@@ -692,3 +730,23 @@ async def test_refused_subscription_keeps_the_connection() -> None:
     assert "anonymous" in one_line(body)
     assert conn.hub.subscriber_count == 0
     await close_server(conn)
+
+
+@pytest.mark.parametrize("length", [10, 1000])  # a head line made once and remembered, or not
+def test_a_header_value_cannot_split_the_head(length: int) -> None:
+    hostile = ("v\r\nSet-Cookie: x=1\x00\x7f\tend" + "z" * length)[:length]
+    for _ in range(2):
+        made = head(401, [("WWW-Authenticate", hostile), ("Link", "é")], 0, keep_alive=True)
+        lines = made.split(b"\r\n")
+        assert lines[:2] == [b"HTTP/1.1 401 Unauthorized", b"Server: ssehub"]
+        assert lines[2] == ("WWW-Authenticate: " + field_value(hostile)).encode()
+        assert lines[3:] == [
+            "Link: é".encode(),
+            b"Content-Length: 0",
+            b"Connection: keep-alive",
+            b"",
+            b"",
+        ]
+        cleaned = field_value(hostile)
+        assert not set(cleaned) & set("\r\n\x00\x7f")
+        assert ("\t" in cleaned) == ("\t" in hostile)  # a tab may stay

@@ -359,3 +359,14 @@ def test_remembered_tokens_are_bounded_by_size() -> None:
         assert auth.subscriber(Token(token, Carrier.COOKIE), anonymous=False) is not None
     assert total > 2 * (4 << 20)
     assert 0 < auth.cached_chars <= 4 << 20
+
+
+@pytest.mark.parametrize("size", [100, 5000])  # a header read once and kept, or every time
+def test_an_authorization_header_reads_the_same_every_time(size: int) -> None:
+    token = "t" * size
+    for _ in range(2):
+        assert find_token(f" Bearer  {token} ", None, None) == Token(token, Carrier.HEADER)
+        for bad in (f"Basic {token}", "Bearer ", "Bearer"):
+            with pytest.raises(HubError, match="must be 'Bearer <token>'") as refused:
+                find_token(bad + " " * (size - len(bad)), None, None)
+            assert refused.value.status == 401

@@ -100,17 +100,30 @@ class Authenticator:
         A token that verified once is remembered (bounded, first in first out) with its time
         window: a publisher reusing one token pays for the signature once, not per publish.
         Failures are never cached, so every refusal keeps its exact reason."""
+        claims = self._remembered(token, keys, resource)
+        return self._verify_new(token, carrier, keys, resource) if claims is None else claims
+
+    def _remembered(self, token: str, keys: KeySet, resource: tuple[str, ...]) -> Claims | None:
+        """The claims of ``token`` if it verified before and is still within its window."""
         cache_key = (token, id(keys), keys.generation, resource)
         cached = self._verified.get(cache_key)
-        if cached is not None:
-            claims, valid_from = cached
-            now = time.time()
-            if now + self.leeway >= valid_from and (
-                claims.expires is None or now - self.leeway < claims.expires
-            ):
-                return claims
-            del self._verified[cache_key]
-            self._verified_chars -= len(token)
+        if cached is None:
+            return None
+        claims, valid_from = cached
+        now = time.time()
+        if now + self.leeway >= valid_from and (
+            claims.expires is None or now - self.leeway < claims.expires
+        ):
+            return claims
+        del self._verified[cache_key]
+        self._verified_chars -= len(token)
+        return None
+
+    def _verify_new(
+        self, token: str, carrier: str, keys: KeySet, resource: tuple[str, ...]
+    ) -> Claims:
+        """Verify ``token`` (it is not remembered) and remember it."""
+        cache_key = (token, id(keys), keys.generation, resource)
         claims, valid_from = self._verify(token, carrier, keys, resource)
         verified = self._verified
         while verified and (
@@ -240,13 +253,21 @@ class Authenticator:
                 "parameter or the cookie",
                 None,
             )
-        claims = self.verify(found.value, found.where, self.publisher_keys, resource)
-        grant = "mercure.publish" if claims.dialect == DIALECT_0 else "a publish grant"
-        if not claims.publish:
-            raise forbidden(f"token from the {found.where} has no {grant}")
+        keys = self.publisher_keys
+        # Once per publish: where the token came from is only worded when it is new.
+        claims = self._remembered(found.value, keys, resource)
+        if claims is None:
+            claims = self._verify_new(found.value, found.where, keys, resource)
+        allowed = claims.publish
+        if not allowed:
+            raise forbidden(f"token from the {found.where} has no {_publish_grant(claims)}")
+        match = self.matcher.match
         for topic in topics:
-            if not any(self.matcher.match(s, topic) for s in claims.publish):
-                raise forbidden(f"{grant} does not cover topic {topic!r}")
+            for selector in allowed:
+                if match(selector, topic):
+                    break
+            else:
+                raise forbidden(f"{_publish_grant(claims)} does not cover topic {topic!r}")
         return claims
 
     def subscriber(
@@ -268,6 +289,11 @@ class Authenticator:
         if self.subscriber_keys is None:
             raise unauthorized("this hub has no subscriber key and cannot verify tokens")
         return self.verify(found.value, found.where, self.subscriber_keys, resource)
+
+
+def _publish_grant(claims: Claims) -> str:
+    """What grants publishing, in the words of the token's dialect."""
+    return "mercure.publish" if claims.dialect == DIALECT_0 else "a publish grant"
 
 
 def _header_alg(token: str) -> str:

@@ -13,7 +13,7 @@ from .settings import DEFAULTS
 
 log = logging.getLogger("ssehub.hub")
 
-_Batch = list[tuple[Event, asyncio.Future[StoredEvent]]]
+_Batch = list[tuple[Event, asyncio.Future[StoredEvent], int]]  # an event, its answer, its cost
 _OVERHEAD = 256  # an event, its future and its place in a batch, roughly
 _MAX_BATCH = 4096  # events in one append at most (one transaction, one Redis script)
 
@@ -67,7 +67,7 @@ class CommitChain:
             )
         self.pending_bytes += cost
         future: asyncio.Future[StoredEvent] = loop.create_future()
-        self._pending.append((event, future))
+        self._pending.append((event, future, cost))
         if not self._committing:
             self._committing = True
             loop.call_soon(self._next)
@@ -95,13 +95,13 @@ class CommitChain:
 
     async def _commit(self, batch: _Batch) -> None:
         started = time.perf_counter()
-        cost = sum(_cost(event) for event, _ in batch)
+        cost = sum([cost for _, _, cost in batch])
         try:
-            stored = await self.backend.append([event for event, _ in batch])
+            stored = await self.backend.append([event for event, _, _ in batch])
         except Exception as exc:  # every publisher of the batch hears about it
             self.failures += len(batch)
             log.warning("backend refused a batch of %d events: %s", len(batch), exc)
-            for _, future in batch:
+            for _, future, _ in batch:
                 if not future.done():
                     future.set_exception(exc)
         else:
@@ -110,7 +110,7 @@ class CommitChain:
             repeats = stored.repeats if isinstance(stored, Appended) else 0
             self.published += len(stored) - repeats
             self.repeated += repeats
-            for (_, future), accepted in zip(batch, stored, strict=True):
+            for (_, future, _), accepted in zip(batch, stored, strict=True):
                 if not future.done():
                     future.set_result(accepted)
         finally:

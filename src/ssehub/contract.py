@@ -7,8 +7,8 @@ it from here, never the reverse.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -166,8 +166,14 @@ def broadcast_locally(
 
 
 def new_event_id() -> str:
-    """A unique IRI for an event whose publisher gave no id."""
-    return f"urn:uuid:{uuid.uuid4()}"
+    """A unique IRI for an event whose publisher gave no id: a random (version 4) UUID URN,
+    ``uuid.uuid4()``'s bits formatted here, at half its cost (one per publish)."""
+    h = os.urandom(16).hex()
+    return f"urn:uuid:{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+
+
+# RFC 9562's variant: the top two bits of the 17th hex digit are 10, the other two random.
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
 
 __all__ = [

@@ -9,6 +9,7 @@ either off. Nothing here reads sockets or HTTP framing: a face passes header val
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 
 import jwt
 
@@ -34,11 +35,22 @@ def resources(settings: Settings, headers: Mapping[str, str]) -> tuple[str, ...]
     tells in X-Forwarded-Proto first)."""
     if settings.resource:
         return (settings.resource,)
-    host = headers.get("host", "").strip()
+    host, proto = headers.get("host", ""), headers.get("x-forwarded-proto", "")
+    if len(host) + len(proto) <= _CACHED_HOST:
+        return _hub_urls(host, proto)
+    return _hub_urls.__wrapped__(host, proto)
+
+
+_CACHED_HOST = 300  # a DNS name and a port fit; a longer Host is rare, and not kept
+
+
+@lru_cache(maxsize=256)  # asked on every publish, and a hub is reached by a few names
+def _hub_urls(host: str, proto: str) -> tuple[str, ...]:
+    host = host.strip()
     if not host or any(c in host for c in "/?#@ \\"):
         return ()
     schemes = ["http", "https"]
-    if headers.get("x-forwarded-proto", "").strip().lower() == "https":
+    if proto.strip().lower() == "https":
         schemes.reverse()
     return tuple(f"{scheme}://{host}{HUB_PATH}" for scheme in schemes)
 
@@ -62,15 +74,14 @@ def settle(settings: Settings, claims: Claims | None, found: Found, dialect: str
     off, a 0.x token on a 1.0 request, and a 1.0 token in the query string."""
     if claims is None or found is None:
         return dialect or DIALECT_0
-    carrier = found.where
     if claims.dialect not in settings.dialects:
         raise unauthorized(
-            f"token from the {carrier} is a Mercure {claims.dialect} token, and that dialect "
+            f"token from the {found.where} is a Mercure {claims.dialect} token, and that dialect "
             "is turned off on this hub (--dialects)"
         )
     if dialect == DIALECT_1 and claims.dialect != DIALECT_1:
         raise unauthorized(
-            f"token from the {carrier} is not an RFC 9068 access token (typ at+jwt with "
+            f"token from the {found.where} is not an RFC 9068 access token (typ at+jwt with "
             "authorization_details): Mercure 1.0 requests need one"
         )
     if claims.dialect == DIALECT_1 and found.carrier is Carrier.QUERY:

@@ -19,7 +19,9 @@ def one_line(text: str, limit: int = _MAX_REASON) -> str:
 
 def field_value(value: str) -> str:
     """A response header value: control characters, CR and LF above all, become spaces."""
-    return _CONTROL.sub(" ", value) if _CONTROL.search(value) else value
+    if value.isprintable():  # no control character is printable: the common case, cheaply
+        return value
+    return _CONTROL.sub(" ", value)
 
 
 class HubError(Exception):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urljoin, urlsplit
+from functools import lru_cache
+from urllib.parse import unquote, urljoin, urlsplit
 
 from .errors import HubError
 from .events import Event
@@ -103,12 +104,40 @@ def _has_control(text: str) -> bool:
 
 
 def _fields(text: str, what: str) -> list[tuple[str, str]]:
+    """``parse_qsl(text, keep_blank_values=True, errors="strict")`` with its field bound, at
+    a fraction of its cost: it runs on every publish body, whose fields are mostly plain."""
+    if not text:
+        return []
+    if text.count("&") >= _MAX_FIELDS:
+        raise HubError(400, f"{what} has more than {_MAX_FIELDS} fields")
+    fields = []
     try:
-        return parse_qsl(text, keep_blank_values=True, errors="strict", max_num_fields=_MAX_FIELDS)
+        for field in text.split("&"):
+            if field:
+                name, _, value = field.partition("=")
+                fields.append((_unquote(name), _unquote(value)))
     except UnicodeDecodeError:
         raise HubError(400, f"{what} holds percent-encoded bytes that are not UTF-8") from None
-    except ValueError:
-        raise HubError(400, f"{what} has more than {_MAX_FIELDS} fields") from None
+    return fields
+
+
+def _unquote(text: str) -> str:
+    """A form field's name or value: ``+`` is a space, ``%XX`` a UTF-8 byte (strictly)."""
+    if "+" in text:
+        text = text.replace("+", " ")
+    if "%" not in text:
+        return text
+    if len(text) <= _CACHED_LENGTH:
+        return _unquote_short(text)
+    return unquote(text, errors="strict")
+
+
+_CACHED_LENGTH = 256  # names and topics: the same few come again on every publish
+
+
+@lru_cache(maxsize=1024)
+def _unquote_short(text: str) -> str:
+    return unquote(text, errors="strict")
 
 
 def parse_publish(body: bytes, content_type: str | None) -> Event:
@@ -139,9 +168,9 @@ def parse_publish(body: bytes, content_type: str | None) -> Event:
             retry = value
     if not topics:
         raise HubError(400, "missing topic: a publish needs at least one topic field")
-    if any(not t for t in topics):
+    if not all(topics):
         raise HubError(400, "empty topic: every topic field needs a value")
-    if any(_has_control(t) for t in topics):
+    if any(map(_CONTROL.search, topics)):
         # Never a valid IRI, and the selector marks of 1.0 matchers start with NUL.
         raise HubError(400, "bad topic: a topic must not contain control characters")
     problem = field_problem(event_id, event_type)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from functools import lru_cache
 
 from .errors import HubError, one_line
 from .settings import DEFAULTS
@@ -82,10 +83,7 @@ def find_token(
     """The token and its carrier, by the spec's precedence: header, then query, then cookie."""
     found = None
     if header is not None:
-        scheme, _, token = header.strip().partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise unauthorized("Authorization header must be 'Bearer <token>'", "invalid_request")
-        found = Token(token.strip(), Carrier.HEADER)
+        found = _header_token(header) if len(header) <= _CACHED_HEADER else _bearer(header)
     elif query:
         found = Token(query, Carrier.QUERY)
     else:
@@ -95,6 +93,21 @@ def find_token(
     if found is not None and len(found.value) > MAX_TOKEN:
         raise unauthorized(f"token from the {found.where} is longer than {MAX_TOKEN} characters")
     return found
+
+
+def _bearer(header: str) -> Token:
+    """The token of an ``Authorization: Bearer`` header."""
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    if not token or scheme.lower() != "bearer":
+        raise unauthorized("Authorization header must be 'Bearer <token>'", "invalid_request")
+    return Token(token, Carrier.HEADER)
+
+
+# A publisher sends the same header with every publish: read once, its Token is reused (a
+# frozen value). Only headers of a usual token's size are kept, 64 of them.
+_CACHED_HEADER = 2048
+_header_token = lru_cache(maxsize=64)(_bearer)
 
 
 __all__ = ["COOKIE", "MAX_TOKEN", "Carrier", "Token", "find_token", "forbidden", "unauthorized"]

@@ -203,7 +203,7 @@ class App:
         claims = self.auth.publisher(found, event.topics, resource=resource)
         if dialects.settle(settings, claims, found, None) == DIALECT_1:
             check_publish_1(event, dialects.base_url(settings))
-        longest = max(len(topic) for topic in event.topics)
+        longest = max(map(len, event.topics))
         if longest > self.settings.max_topic_length:
             raise HubError(
                 400,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from array import array
 from bisect import bisect_right
 from collections.abc import Sequence
 from sys import getsizeof
@@ -37,6 +38,8 @@ class MemoryBackend:
         self.history_max_bytes = history_max_bytes
         self._bytes = 0
         self._history: list[StoredEvent] = []
+        # Each event's footprint, slot for slot: measured once on append, not again on trim.
+        self._footprints = array("q")
         self._head = 0  # slots before it are trimmed, awaiting release
         self._by_id: dict[str, StoredEvent] = {}
         self._position = 0
@@ -76,9 +79,11 @@ class MemoryBackend:
             new.append(stored)
             batch[stored.id] = stored
             if self.history_size:
+                footprint = _footprint(stored)
                 self._history.append(stored)
+                self._footprints.append(footprint)
                 self._by_id[stored.id] = stored
-                self._bytes += _footprint(stored)
+                self._bytes += footprint
         self._trim(now)
         if self._sink is not None and new:
             self._sink(new)
@@ -115,7 +120,7 @@ class MemoryBackend:
         return Replay(events, found, more)
 
     def _trim(self, now: float) -> None:
-        history, by_id = self._history, self._by_id
+        history, by_id, footprints = self._history, self._by_id, self._footprints
         excess = self.retained - self.history_size
         oldest = now - self.history_max_age if self.history_max_age else None
         head = self._head
@@ -126,14 +131,15 @@ class MemoryBackend:
         ):
             gone = history[head]
             history[head] = _TRIMMED  # its memory goes now, its slot with the next release
+            self._bytes -= footprints[head]
             head += 1
             excess -= 1
-            self._bytes -= _footprint(gone)
             # A later event may reuse a publisher's id; only forget the id if it is this one.
             if by_id.get(gone.id) is gone:
                 del by_id[gone.id]
         if head > len(history) // 2:  # release trimmed slots in bulk: amortized O(1) each
             del history[:head]
+            del footprints[:head]
             head = 0
         self._head = head
 
@@ -145,8 +151,9 @@ def _position(event: StoredEvent) -> int:
     return event.position
 
 
-# The event object (with its position and time) and its entries in the deque and the id index.
-_OVERHEAD = StoredEvent.__basicsize__ + 16 + 32 + 24 + 8 + 64
+# The event object (with its position and time), its entries in the history list, the
+# footprints array and the id index.
+_OVERHEAD = StoredEvent.__basicsize__ + 16 + 32 + 24 + 8 + 8 + 64
 
 
 def _footprint(event: StoredEvent) -> int:
@@ -154,7 +161,7 @@ def _footprint(event: StoredEvent) -> int:
     wire, id, type and each topic, at their real size, wide characters included), its topic
     tuple and the object itself with its index entries."""
     size = _OVERHEAD + getsizeof(event.data) + getsizeof(event.wire) + getsizeof(event.id)
-    size += getsizeof(event.topics) + sum(getsizeof(topic) for topic in event.topics)
+    size += getsizeof(event.topics) + sum(map(getsizeof, event.topics))
     if event.type is not None:
         size += getsizeof(event.type)
     return size

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from http import HTTPStatus
 
 from ..app.answers import Response
@@ -20,6 +21,22 @@ def text(raw: bytes) -> str:
         return raw.decode("latin-1")
 
 
+def _first_line(status: int) -> bytes:
+    """The status line and the Server header."""
+    return f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n".encode("latin-1") + _SERVER
+
+
+def _header(name: str, value: str) -> bytes:
+    # The one place a header reaches the wire: nothing a request carried may split it.
+    return f"{name}: {field_value(value)}\r\n".encode()  # UTF-8 ids survive
+
+
+_FIRST_LINES = {int(status): _first_line(status) for status in HTTPStatus}
+# The same few headers start most answers (content type, Link, CORS): each line made once.
+_line = lru_cache(maxsize=256)(_header)
+_CACHED_VALUE = 256  # characters; a longer value (a reason, a long id) is made every time
+
+
 def head(
     status: int,
     headers: list[tuple[str, str]],
@@ -27,10 +44,12 @@ def head(
     keep_alive: bool,
 ) -> bytes:
     """A response head; without a content length the body runs until the connection closes."""
-    lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n".encode("latin-1"), _SERVER]
+    first = _FIRST_LINES.get(status)
+    if first is None:
+        first = _first_line(status)
+    lines = [first]
     for name, value in headers:
-        # The one place a header reaches the wire: nothing a request carried may split it.
-        lines.append(f"{name}: {field_value(value)}\r\n".encode())  # UTF-8 ids survive
+        lines.append(_line(name, value) if len(value) <= _CACHED_VALUE else _header(name, value))
     if content_length is not None and status not in NO_CONTENT:
         lines.append(b"Content-Length: %d\r\n" % content_length)
     lines.append(b"Connection: keep-alive\r\n\r\n" if keep_alive else b"Connection: close\r\n\r\n")

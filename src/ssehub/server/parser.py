@@ -5,6 +5,7 @@ keeps one endless header or body from growing without bound."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 
 import httptools
 
@@ -13,6 +14,17 @@ from ..errors import HubError
 from .connection import Connection
 from .flow import PIPELINE_FULL
 from .http import text
+
+
+def _parse_target(url: bytes) -> tuple[str, str]:
+    """A request target's path and query, as text."""
+    parsed = httptools.parse_url(url)
+    return text(parsed.path or b"/"), text(parsed.query or b"")
+
+
+# Publishers send every request to the same URL: parsed once (up to 256 URLs of 256 bytes).
+_CACHED_URL = 256
+_target = lru_cache(maxsize=256)(_parse_target)
 
 
 class _Refused(Exception):
@@ -177,11 +189,12 @@ class RequestParser:
         assert parser is not None
         if parser.should_upgrade():  # refused itself, not answered as if it had not asked
             self._stop(HubError(400, "protocol upgrades are not supported"))
-        parsed = httptools.parse_url(self._url or b"/")
+        url = self._url or b"/"
+        path, query = _target(url) if len(url) <= _CACHED_URL else _parse_target(url)
         request = Request(
             parser.get_method().decode("ascii", "replace"),
-            text(parsed.path or b"/"),
-            text(parsed.query or b""),
+            path,
+            query,
             self._headers,
             b"".join(self._body),
             parser.should_keep_alive(),

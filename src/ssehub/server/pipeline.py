@@ -18,7 +18,7 @@ _SHUTTING_DOWN = HubError(503, "the hub is shutting down; try again soon", (("Re
 class RequestPipeline:
     """Parses one connection's requests and answers them in order; freed when it streams."""
 
-    __slots__ = ("_conn", "_eof", "_inflight", "_reader")
+    __slots__ = ("_conn", "_eof", "_inflight", "_reader", "_waiting")
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
@@ -27,6 +27,9 @@ class RequestPipeline:
         # on each of thousands of idle connections.
         self._inflight: list[tuple[Response | DeferredPublish, bool]] = []  # answer, keep-alive
         self._reader = RequestParser(conn, self._owed)
+        # The one answer a callback waits for: the first in line not ready yet. Answers leave
+        # in order, so the others need none (a pipeline of 64 publishes woke 64 times).
+        self._waiting: DeferredPublish | None = None
 
     def _owed(self) -> bool:
         return bool(self._inflight)
@@ -64,7 +67,11 @@ class RequestPipeline:
         while queue and conn.state is State.REQUESTS:
             request = queue[0]
             if app.is_stream(request) and self._inflight:
-                return  # answer earlier pipelined requests first
+                # Answer earlier pipelined requests first: what is ready goes now (no callback
+                # would ever send an answer that was ready), the rest calls back when it is.
+                self.flush()
+                if self._inflight or conn.state is not State.REQUESTS:
+                    return
             queue.pop(0)
             answer = app.handle(request)
             if isinstance(answer, OpenedStream):
@@ -77,8 +84,6 @@ class RequestPipeline:
                 queue.clear()
                 reader.refusal = None
             self._inflight.append((answer, request.keep_alive))
-            if isinstance(answer, DeferredPublish) and not answer.done():
-                answer.when_done(self._answered)
         if reader.refusal is not None and not queue and conn.state is State.REQUESTS:
             # What the parser refused came after every queued request: its answer comes last.
             self._inflight.append((error_response(reader.refusal), False))
@@ -101,6 +106,9 @@ class RequestPipeline:
             front, front_keep_alive = inflight[0]
             if isinstance(front, DeferredPublish):
                 if not front.done():
+                    if self._waiting is not front:
+                        self._waiting = front
+                        front.when_done(self._answered)
                     break
                 front = front.response()
             out.append(encode(front, front_keep_alive))
