@@ -14,7 +14,6 @@ import jwt
 import rich_click as click
 from jwt.algorithms import get_default_algorithms
 
-from ..errors import HubClientError
 from ..settings import Settings
 from .bench_command import bench
 from .group import debug_option, main
@@ -25,7 +24,7 @@ from .options import (
     settings_options,
     shown_store,
 )
-from .reach import unreachable, url_option
+from .reach import reaching, url_option
 
 main.add_command(bench)
 
@@ -120,13 +119,10 @@ def publish(
     retry: int | None,
 ) -> None:
     """Publish one update to any Mercure hub and print its id."""
-    from ..client import HubRefused
     from ..client import publish as send
 
     body = sys.stdin.read().removesuffix("\n") if data is None else data
-    import httpx  # here, not at the top: serve never loads it
-
-    try:
+    with reaching(url):
         got = asyncio.run(
             send(
                 url,
@@ -139,10 +135,6 @@ def publish(
                 retry=retry,
             )
         )
-    except HubRefused as refused:
-        raise click.ClickException(f"the hub refused: {refused}") from None
-    except (httpx.HTTPError, HubClientError) as exc:
-        raise unreachable(url, exc) from None
     click.echo(got)
 
 
@@ -168,7 +160,7 @@ def subscribe(
 ) -> None:
     """Print events as JSON lines (id, type, data; a gap as {"gap": …}), reconnecting and
     resuming until interrupted."""
-    from ..client import Gap, HubRefused, NotAStream
+    from ..client import Gap, NotAStream
     from ..client import subscribe as listen
 
     async def run() -> None:
@@ -193,18 +185,13 @@ def subscribe(
                 if count is not None and seen >= count:
                     return
 
-    import httpx  # here, not at the top: serve never loads it
-
     try:
-        asyncio.run(run())
-    except HubRefused as refused:
-        raise click.ClickException(f"the hub refused: {refused}") from None
+        with reaching(url):
+            asyncio.run(run())
     except NotAStream as exc:
         raise click.ClickException(
             f"{url} answered {exc}, not an event stream: is --url the hub's /.well-known/mercure?"
         ) from None
-    except httpx.HTTPError as exc:
-        raise unreachable(url, exc) from None
     except KeyboardInterrupt:
         pass
 

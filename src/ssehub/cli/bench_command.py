@@ -10,9 +10,8 @@ from typing import Any
 
 import rich_click as click
 
-from ..errors import HubClientError
 from .group import debug_option
-from .reach import hub_url, unreachable, url_option
+from .reach import hub_url, reaching, url_option
 
 
 @click.command()
@@ -234,13 +233,7 @@ def _check_bench_options(
 def _check_hub(url: str, topic: str, token: str) -> None:
     """One publish before the load: an unreachable hub, a refused token or topic is then one
     line now rather than a run of errors."""
-    import httpx  # here, not at the top: serve never loads it
+    from ..client import publish
 
-    from ..client import HubRefused, publish
-
-    try:
+    with reaching(url, refused="the hub refused the bench's publish"):
         asyncio.run(publish(url, topic, "ssehub bench: checking the hub", token=token))
-    except HubRefused as refused:
-        raise click.ClickException(f"the hub refused the bench's publish: {refused}") from None
-    except (httpx.HTTPError, HubClientError) as exc:
-        raise unreachable(url, exc) from None

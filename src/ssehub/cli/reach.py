@@ -3,14 +3,15 @@ answer or answers with a server error."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import rich_click as click
 
-from ..errors import HubClientError
+from ..errors import HubClientError, HubRefused
 
 if TYPE_CHECKING:
     import httpx
@@ -57,9 +58,23 @@ def root_reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+@contextlib.contextmanager
+def reaching(url: str, refused: str = "the hub refused") -> Iterator[None]:
+    """What reaching the hub at ``url`` may raise, as one line for the command: its refusal
+    (a 4xx, worded ``refused: reason``), its trouble (a 5xx) or its silence."""
+    import httpx  # here, not at the top: serve never loads it
+
+    try:
+        yield
+    except HubRefused as exc:
+        raise click.ClickException(f"{refused}: {exc}") from None
+    except (httpx.HTTPError, HubClientError) as exc:
+        raise unreachable(url, exc) from None
+
+
 def unreachable(url: str, exc: httpx.HTTPError | HubClientError) -> click.ClickException:
     """One line for a hub that did not answer, or answered with a server error."""
-    import httpx  # here, not at the top: serve never loads it
+    import httpx
 
     if isinstance(exc, HubClientError):  # a 5xx with the hub's reason, or no answer
         said = f"answered {exc}" if exc.status is not None else f"could not be reached: {exc}"
