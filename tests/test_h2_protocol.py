@@ -23,7 +23,7 @@ from h2.settings import SettingCodes
 
 from ssehub import Event as HubEvent
 from ssehub import Settings
-from ssehub.app import build
+from ssehub.app import App, build
 from ssehub.server.h2 import H2Protocol
 from ssehub.server.negotiate import PREFACE, protocol_factory
 from ssehub.server.protocol import HttpProtocol
@@ -73,6 +73,17 @@ def handed(transport: RecordingTransport) -> asyncio.BaseProtocol | None:
     return transport.protocol
 
 
+ANONYMOUS = Settings(publisher_jwt_key=KEY, subscriber_jwt_key=KEY, anonymous=True, heartbeat=0)
+
+
+def connected(app: App) -> tuple[H2Protocol, RecordingTransport]:
+    """An HTTP/2 connection of ``app``'s server on a recording transport."""
+    protocol = H2Protocol(app, ConnectionRegistry(app.settings))
+    transport = RecordingTransport()
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    return protocol, transport
+
+
 async def until(done: Callable[[], bool]) -> None:
     for _ in range(1000):
         if done():
@@ -83,14 +94,9 @@ async def until(done: Callable[[], bool]) -> None:
 
 def test_fan_out_over_ten_streams_is_one_write_with_one_data_frame_each() -> None:
     async def go() -> None:
-        settings = Settings(
-            publisher_jwt_key=KEY, subscriber_jwt_key=KEY, anonymous=True, heartbeat=0
-        )
-        app = await build(settings)
+        app = await build(ANONYMOUS)
         hub = app.hub
-        protocol = H2Protocol(app, ConnectionRegistry(settings))
-        transport = RecordingTransport()
-        protocol.connection_made(transport)  # type: ignore[arg-type]
+        protocol, transport = connected(app)
         client = H2Connection(H2Configuration(client_side=True, header_encoding=None))
         client.initiate_connection()
         streams = []
@@ -179,14 +185,9 @@ def test_a_hundred_streams_opened_in_one_read_are_live_with_their_heads_in_its_w
     when it returns, and their heads go out in its one write, before any event."""
 
     async def go() -> None:
-        settings = Settings(
-            publisher_jwt_key=KEY, subscriber_jwt_key=KEY, anonymous=True, heartbeat=0
-        )
-        app = await build(settings)
+        app = await build(ANONYMOUS)
         hub = app.hub
-        protocol = H2Protocol(app, ConnectionRegistry(settings))
-        transport = RecordingTransport()
-        protocol.connection_made(transport)  # type: ignore[arg-type]
+        protocol, transport = connected(app)
         client = H2Connection(H2Configuration(client_side=True, header_encoding=None))
         client.initiate_connection()
         client.update_settings({SettingCodes.HEADER_TABLE_SIZE: table_size})
@@ -223,16 +224,11 @@ def test_a_hundred_streams_opened_in_one_read_are_live_with_their_heads_in_its_w
 
 def test_a_stream_with_last_event_id_is_replayed_beside_one_that_starts_at_once() -> None:
     async def go() -> None:
-        settings = Settings(
-            publisher_jwt_key=KEY, subscriber_jwt_key=KEY, anonymous=True, heartbeat=0
-        )
-        app = await build(settings)
+        app = await build(ANONYMOUS)
         hub = app.hub
         for n in (1, 2):
             await hub.publish(HubEvent(("t",), f"past {n}", id=f"p{n}"))
-        protocol = H2Protocol(app, ConnectionRegistry(settings))
-        transport = RecordingTransport()
-        protocol.connection_made(transport)  # type: ignore[arg-type]
+        protocol, transport = connected(app)
         client = H2Connection(H2Configuration(client_side=True, header_encoding=None))
         client.initiate_connection()
         fresh = _request(client, HUB + "?topic=t")
@@ -277,13 +273,8 @@ def test_a_malformed_request_after_good_ones_ends_the_connection_with_protocol_e
     as h2 does when it checks them."""
 
     async def go() -> None:
-        settings = Settings(
-            publisher_jwt_key=KEY, subscriber_jwt_key=KEY, anonymous=True, heartbeat=0
-        )
-        app = await build(settings)
-        protocol = H2Protocol(app, ConnectionRegistry(settings))
-        transport = RecordingTransport()
-        protocol.connection_made(transport)  # type: ignore[arg-type]
+        app = await build(ANONYMOUS)
+        protocol, transport = connected(app)
         config = H2Configuration(
             client_side=True,
             header_encoding=None,
@@ -312,10 +303,7 @@ def test_a_stream_that_fails_to_start_is_reset_and_the_rest_of_its_read_goes_on(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     async def go() -> None:
-        settings = Settings(
-            publisher_jwt_key=KEY, subscriber_jwt_key=KEY, anonymous=True, heartbeat=0
-        )
-        app = await build(settings)
+        app = await build(ANONYMOUS)
         hub = app.hub
         real = hub.subscribe_now
         starts = 0
@@ -328,9 +316,7 @@ def test_a_stream_that_fails_to_start_is_reset_and_the_rest_of_its_read_goes_on(
             real(sub, preamble)
 
         hub.subscribe_now = flaky  # type: ignore[method-assign]
-        protocol = H2Protocol(app, ConnectionRegistry(settings))
-        transport = RecordingTransport()
-        protocol.connection_made(transport)  # type: ignore[arg-type]
+        protocol, transport = connected(app)
         client = H2Connection(H2Configuration(client_side=True, header_encoding=None))
         client.initiate_connection()
         streams = [_request(client, HUB + "?topic=t") for _ in range(3)]

@@ -24,6 +24,14 @@ async def sliced_hub() -> Hub:
     return hub
 
 
+async def member(hub: Hub, stream: FakeStream | None = None) -> tuple[Subscriber, FakeStream]:
+    """A subscriber of "a" whose ``Subscriber`` the test keeps, to detach it."""
+    stream = stream or FakeStream()
+    sub = Subscriber(stream, ("a",), None)
+    await hub.subscribe(sub, None, lambda replay: b":\n")
+    return sub, stream
+
+
 async def iterations(n: int) -> None:
     for _ in range(n):
         await asyncio.sleep(0)
@@ -66,12 +74,7 @@ def test_every_member_gets_every_event_once_in_order_while_members_come_and_go()
         rng = random.Random(12)
         hub = await sliced_hub()
         stay = [await attach(hub, ["a"]) for _ in range(300)]
-        leaving: list[tuple[Subscriber, FakeStream]] = []
-        for _ in range(40):
-            stream = FakeStream()
-            sub = Subscriber(stream, ("a",), None)
-            await hub.subscribe(sub, None, lambda replay: b":\n")
-            leaving.append((sub, stream))
+        leaving = [await member(hub) for _ in range(40)]
         left: list[FakeStream] = []
         joined: list[FakeStream] = []
         published: list[str] = []
@@ -107,12 +110,7 @@ def test_every_member_gets_every_event_once_in_order_while_members_come_and_go()
 def test_members_leaving_mid_pass_are_never_written_again_and_others_miss_nothing() -> None:
     async def go() -> None:
         hub = await sliced_hub()
-        subscribers: list[tuple[Subscriber, FakeStream]] = []
-        for _ in range(200):
-            stream = FakeStream()
-            sub = Subscriber(stream, ("a",), None)
-            await hub.subscribe(sub, None, lambda replay: b":\n")
-            subscribers.append((sub, stream))
+        subscribers = [await member(hub) for _ in range(200)]
         first = hub.publish(Event(("a",), "one", id="one"))
         await first_slice_written(subscribers[0][1])
         # Leave: one already written in this pass, one not yet reached.
@@ -196,11 +194,7 @@ def test_throughput_first_waits_before_the_next_round_and_still_delivers_everyth
         hub = Hub(MemoryBackend(history_size=1000), heartbeat=0, max_coalesce=0.05)
         hub.write_slice = 0.0
         await hub.start()
-        streams: list[FakeStream] = []
-        for _ in range(200):
-            stream = SlowStream()
-            await hub.subscribe(Subscriber(stream, ("a",), None), None, lambda replay: b":\n")
-            streams.append(stream)
+        streams = [(await member(hub, SlowStream()))[1] for _ in range(200)]
         first = hub.publish(Event(("a",), "one", id="one"))
         await first_slice_written(streams[0])
         await hub.publish(Event(("a",), "two", id="two"))  # joins the pass under way
