@@ -14,6 +14,7 @@ import ssl
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 import httpx
@@ -126,6 +127,19 @@ async def fan_out_on_one_connection(client: httpx.AsyncClient, base: str, token:
     assert await asyncio.wait_for(asyncio.gather(*streams), 10) == ["over h2"] * 5
     metrics = await client.get(base + "/metrics")
     assert metric(metrics.text, "ssehub_connections") == 1
+
+
+NEXT_HOPS = (
+    "performance.getEntriesByType('navigation')"
+    ".concat(performance.getEntriesByType('resource'))"
+    ".map((e) => e.nextHopProtocol)"
+)
+
+
+def next_hop_protocols(page: Any) -> list[str]:
+    """The protocol every request of a Chromium page went over ("h2", "http/1.1")."""
+    protocols: list[str] = page.evaluate(NEXT_HOPS)
+    return protocols
 
 
 def test_h2_over_tls(tls_hub: HubProcess, certificate: tuple[Path, Path]) -> None:
@@ -368,12 +382,7 @@ def test_ten_eventsources_in_chromium_share_one_tls_connection(
             metrics = page.evaluate("fetch('/metrics').then((r) => r.text())")
             assert metric(metrics, "ssehub_subscribers") == 10
             assert metric(metrics, "ssehub_connections") == 1  # all of it over one connection
-            protocols = page.evaluate(
-                "performance.getEntriesByType('navigation')"
-                ".concat(performance.getEntriesByType('resource'))"
-                ".map((e) => e.nextHopProtocol)"
-            )
-            assert set(protocols) == {"h2"}
+            assert set(next_hop_protocols(page)) == {"h2"}
         finally:
             browser.close()
 
@@ -531,12 +540,7 @@ def test_demo_page_over_https_in_chromium(certificate: tuple[Path, Path]) -> Non
                     "document.getElementById('feed').innerText.includes('hello over https')",
                     timeout=20_000,
                 )
-                protocols = page.evaluate(
-                    "performance.getEntriesByType('navigation')"
-                    ".concat(performance.getEntriesByType('resource'))"
-                    ".map((e) => e.nextHopProtocol)"
-                )
-                assert set(protocols) == {"h2"}
+                assert set(next_hop_protocols(page)) == {"h2"}
             finally:
                 browser.close()
     finally:
