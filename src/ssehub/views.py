@@ -133,6 +133,10 @@ class View:
             return Pass.CUT, deliveries, written
         self._cursor = 0
         if self._pass_end != self.end:
+            # Every member now has the log up to where this pass began: what lies before it
+            # is nobody's any more (under a steady stream no pass ever finds nothing new).
+            done = bisect.bisect_left(self._offsets, self._pass_end)
+            del self._chunks[:done], self._offsets[:done], self._counts[:done]
             return Pass.AGAIN, deliveries, written
         self._chunks, self._offsets, self._counts = [], [], []
         return Pass.DONE, deliveries, written
