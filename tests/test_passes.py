@@ -10,7 +10,7 @@ import time
 from ssehub import Event, Hub, MemoryBackend
 from ssehub.subscriber import Subscriber
 from ssehub.topics import TopicMatcher
-from ssehub.views import Pass, View
+from ssehub.views import GONE, Pass, View
 
 from .test_hub import FakeStream, attach, new_hub
 
@@ -233,3 +233,49 @@ def test_under_a_steady_stream_the_log_keeps_only_what_a_member_lacks() -> None:
     while view.flush(deadline=float("inf"))[0] is not Pass.DONE:
         pass
     assert all(b"".join(m.writes) == b"".join(sent) for m in members)
+
+
+class _Looked(_Member):
+    """A member that counts how often a pass looks at its offset."""
+
+    def __init__(self) -> None:
+        self.looks = 0
+        self._sent = 0
+        self.writes: list[bytes] = []
+
+    @property
+    def sent(self) -> int:
+        self.looks += 1
+        return self._sent
+
+    @sent.setter
+    def sent(self, value: int) -> None:
+        self._sent = value
+
+
+def test_members_coming_and_going_do_not_start_the_pass_again() -> None:
+    """A connect or a disconnect during a pass over many members must not make the pass walk
+    every member again: who joined has everything so far, who left is never written."""
+    view = View((frozenset({"a"}), None, None), TopicMatcher())
+    members = [_Looked() for _ in range(64)]
+    for member in members:
+        view.live[member] = None  # type: ignore[index]
+    view.changed()
+    view.append(b"A", 1, _NoDrops())
+    assert view.flush(deadline=0.0)[0] is Pass.CUT  # 32 written
+    newcomer = _Looked()
+    newcomer.sent = view.end
+    view.live[newcomer] = None  # type: ignore[index]
+    view.changed()
+    gone = members[40]
+    del view.live[gone]  # type: ignore[arg-type]
+    gone.sent = GONE
+    view.changed()
+    looks_before = [m.looks for m in members[:32]]
+    assert view.flush(deadline=float("inf")) == (Pass.DONE, 31, 31)
+    assert [m.looks for m in members[:32]] == looks_before  # not walked again
+    assert gone.writes == [] and newcomer.writes == []
+    assert all(m.writes == [b"A"] for m in members if m is not gone)
+    view.append(b"B", 1, _NoDrops())  # the next pass has the members as they are now
+    assert view.flush(deadline=float("inf")) == (Pass.DONE, 64, 64)
+    assert newcomer.writes == [b"B"] and gone.writes == []

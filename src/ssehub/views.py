@@ -6,6 +6,7 @@ from __future__ import annotations
 import bisect
 import enum
 import logging
+import sys
 import time
 from typing import Protocol
 
@@ -15,6 +16,9 @@ from .subscriber import Phase, Subscriber, SubscriberClosed, ViewKey
 from .topics import TopicMatcher
 
 log = logging.getLogger("ssehub.hub")
+
+
+GONE = sys.maxsize  # the offset of a member that left: past any log's end, so never written
 
 
 class Pass(enum.Enum):
@@ -49,6 +53,7 @@ class View:
         "_offsets",
         "_order",
         "_pass_end",
+        "_stale",
         "allowed",
         "end",
         "frame",
@@ -68,7 +73,8 @@ class View:
         self._chunks: list[bytes] = []
         self._offsets: list[int] = []
         self._counts: list[int] = []
-        self._order: tuple[Subscriber, ...] | None = None  # live members, in pass order
+        self._order: tuple[Subscriber, ...] = ()  # the live members of this pass, in order
+        self._stale = False  # members changed since the pass began
         self._cursor = 0  # the next member of the pass in progress
         self._pass_end = 0  # the log's end when the pass in progress began
 
@@ -102,13 +108,12 @@ class View:
     def flush(self, deadline: float) -> tuple[Pass, int, int]:
         """Go on with the pass in progress until every live member is written or ``deadline``
         (``time.perf_counter``) passes. Returns how it ended, deliveries and bytes written."""
-        order = self._order
-        if order is None:  # members changed: a new pass; offsets say who needs what
-            order = self._order = tuple(self.live)
-            self._cursor = 0
         end = self.end
-        if self._cursor == 0:
+        if self._cursor == 0:  # a new pass: with the members as they are now
+            if self._stale:
+                self._order, self._stale = tuple(self.live), False
             self._pass_end = end
+        order = self._order
         shared: dict[int, tuple[bytes, int]] = {}
         at, count = self._cursor, len(order)
         deliveries = written = writes = 0
@@ -116,7 +121,7 @@ class View:
             sub = order[at]
             at += 1
             sent = sub.sent
-            if sent == end:
+            if sent >= end:  # it has everything, or it left (GONE)
                 continue
             got = shared.get(sent)
             if got is None:
@@ -150,7 +155,10 @@ class View:
         return b"".join(chunks[first:]), sum(self._counts[first:])
 
     def changed(self) -> None:
-        self._order = None
+        """Members came or went: the next pass takes them as they are. The pass under way
+        goes on (who joined has everything so far; who left is ``GONE``) rather than begin
+        again over every member for each connect or disconnect."""
+        self._stale = True
 
 
 class Views:
@@ -196,6 +204,7 @@ class Views:
             return
         if was is Phase.LIVE:
             del view.live[sub]
+            sub.sent = GONE  # a pass under way may still hold it: never written again
             view.changed()
         elif was is Phase.REPLAYING:
             del view.waiting[sub]
