@@ -229,7 +229,7 @@ def test_under_a_steady_stream_the_log_keeps_only_what_a_member_lacks() -> None:
         sent.append(data)
         view.append(data, 1, _NoDrops())
         view.flush(deadline=0.0)  # a slice of 32: a pass takes two
-        assert len(view._chunks) <= 3  # bounded by a pass, not by the stream's length
+        assert len(view._log) <= 3  # bounded by a pass, not by the stream's length
     while view.flush(deadline=float("inf"))[0] is not Pass.DONE:
         pass
     assert all(b"".join(m.writes) == b"".join(sent) for m in members)

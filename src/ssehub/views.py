@@ -18,6 +18,13 @@ from .topics import TopicMatcher
 log = logging.getLogger("ssehub.hub")
 
 
+_Chunk = tuple[int, bytes, int]  # where it starts in the view's stream, its bytes, its events
+
+
+def _start(chunk: _Chunk) -> int:
+    return chunk[0]
+
+
 GONE = sys.maxsize  # the offset of a member that left: past any log's end, so never written
 
 
@@ -47,10 +54,8 @@ class View:
     """
 
     __slots__ = (
-        "_chunks",
-        "_counts",
         "_cursor",
-        "_offsets",
+        "_log",
         "_order",
         "_pass_end",
         "_stale",
@@ -69,10 +74,8 @@ class View:
         self.live: dict[Subscriber, None] = {}
         self.waiting: dict[Subscriber, None] = {}  # replaying: live bytes are held for them
         self.end = 0  # bytes ever appended: the offset a member has when it has everything
-        # The log since the last complete pass: chunks, where each starts, events in each.
-        self._chunks: list[bytes] = []
-        self._offsets: list[int] = []
-        self._counts: list[int] = []
+        # What some live member still lacks: (start, bytes, events), oldest first.
+        self._log: list[_Chunk] = []
         self._order: tuple[Subscriber, ...] = ()  # the live members of this pass, in order
         self._stale = False  # members changed since the pass began
         self._cursor = 0  # the next member of the pass in progress
@@ -93,9 +96,7 @@ class View:
         if self.frame is not None:
             data = self.frame(data)  # once for the view; held bytes are framed already
         if self.live:
-            self._offsets.append(self.end)
-            self._chunks.append(data)
-            self._counts.append(events)
+            self._log.append((self.end, data, events))
         self.end += len(data)
         if self.waiting:
             for sub in tuple(self.waiting):
@@ -140,19 +141,19 @@ class View:
         if self._pass_end != self.end:
             # Every member now has the log up to where this pass began: what lies before it
             # is nobody's any more (under a steady stream no pass ever finds nothing new).
-            done = bisect.bisect_left(self._offsets, self._pass_end)
-            del self._chunks[:done], self._offsets[:done], self._counts[:done]
+            del self._log[: bisect.bisect_left(self._log, self._pass_end, key=_start)]
             return Pass.AGAIN, deliveries, written
-        self._chunks, self._offsets, self._counts = [], [], []
+        self._log = []
         return Pass.DONE, deliveries, written
 
     def _since(self, offset: int) -> tuple[bytes, int]:
         """The log from ``offset`` (a chunk's start) to its end, and the events in it."""
-        first = bisect.bisect_left(self._offsets, offset)
-        chunks = self._chunks
-        if first == len(chunks) - 1:
-            return chunks[first], self._counts[first]
-        return b"".join(chunks[first:]), sum(self._counts[first:])
+        log = self._log
+        first = bisect.bisect_left(log, offset, key=_start)
+        if first == len(log) - 1:
+            return log[first][1], log[first][2]
+        rest = log[first:]
+        return b"".join([data for _, data, _ in rest]), sum(events for _, _, events in rest)
 
     def changed(self) -> None:
         """Members came or went: the next pass takes them as they are. The pass under way
