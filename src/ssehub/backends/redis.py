@@ -20,9 +20,9 @@ from typing import cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from redis import asyncio as aioredis
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
-from redis.retry import Retry
 
 from ..contract import EARLIEST, REPLAY_PAGE, Appended, GapSink, Replay, Sink, transient
 from ..errors import ConfigError
