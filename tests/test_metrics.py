@@ -29,6 +29,9 @@ def test_metrics_follow_traffic(hub: HubProcess) -> None:
     assert grew("ssehub_auth_rejections_total", (("status", "401"),)) == 1
     assert after[("ssehub_history_events", ())] >= 3
     assert after[("ssehub_backend_append_seconds_count", ())] >= 1
+    # Each publish reached two subscribers in at least one fan-out round (maybe one for all).
+    assert grew("ssehub_fanout_round_seconds_count") >= 1
+    assert grew("ssehub_fanout_round_seconds_sum") > 0
     assert after[("ssehub_connections", ())] >= 1
 
 

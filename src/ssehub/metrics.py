@@ -86,6 +86,14 @@ class Metrics:
             buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0),
         )
         hub.commits.on_append = append.observe
+        rounds = Histogram(
+            "ssehub_fanout_round_seconds",
+            "Wall time of one fan-out round (every view's new bytes written to every member,"
+            " in slices between reads): an event waits for about one round at most.",
+            registry=self.registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+        )
+        hub.on_round = rounds.observe
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
