@@ -26,15 +26,52 @@ class Workload:
     subscribers: int
     rate: float  # events/s; 0: as fast as the server acknowledges
     target: str = ""  # issue #12's target for ssehub, if it sets one
-    target_p99_ms: float | None = None  # drawn on the chart
+    target_p99_ms: float | None = None  # checked, and drawn on the chart
+    min_deliveries: float | None = None  # deliveries/s the target asks for
+    max_rss_bytes: float | None = None  # whole RSS per subscriber the target allows
+    max_connect_s: float | None = None  # seconds to connect every subscriber
     idle: bool = False  # about connecting and memory: a short window at a low rate
     plot: bool = False  # gets a latency CDF chart
     window: int | None = None  # publishes in flight per connection, if not the command's
     conns: int | None = None  # publisher connections, if not the command's
 
+    def shortfalls(self, row: Row) -> list[str]:
+        """What ``row`` misses of this workload's target (empty: met)."""
+        r, out = row.result, []
+        if self.target and r.delivery_ratio < 0.99995:
+            out.append(f"ratio {r.delivery_ratio:.4f}")
+        if self.target_p99_ms is not None and r.latency_ms["p99"] > self.target_p99_ms:
+            out.append(f"p99 {r.latency_ms['p99']:.1f} ms")
+        if self.min_deliveries is not None and r.deliveries_per_s < self.min_deliveries:
+            out.append(f"{r.deliveries_per_s:,.0f} deliveries/s")
+        if self.max_rss_bytes is not None and r.hub_rss_per_sub_bytes > self.max_rss_bytes:
+            out.append(f"{r.hub_rss_per_sub_bytes:,.0f} B each")
+        if self.max_connect_s is not None and r.subscribers / r.connect_per_s > self.max_connect_s:
+            out.append(f"connected in {r.subscribers / r.connect_per_s:.1f} s")
+        return out
+
+    def achieved(self, row: Row) -> str:
+        """The figures the target is about, as measured in ``row``."""
+        r = row.result
+        if self.idle:
+            return (
+                f"{r.hub_rss_per_sub_bytes:,.0f} B each, "
+                f"connected in {r.subscribers / r.connect_per_s:.1f} s"
+            )
+        rate = f"{r.deliveries_per_s / 1e6:.1f}M/s at " if self.min_deliveries else ""
+        return f"{rate}p99 {r.latency_ms['p99']:.1f} ms"
+
 
 WORKLOADS = (
-    Workload("1k-1000", "1,000 subscribers, 1,000 events/s", 1000, 1000.0, "p99 ≤ 5 ms", plot=True),
+    Workload(
+        "1k-1000",
+        "1,000 subscribers, 1,000 events/s",
+        1000,
+        1000.0,
+        "p99 ≤ 5 ms, every event delivered",
+        5.0,
+        plot=True,
+    ),
     Workload(
         "10k-100", "10,000 subscribers, 100 events/s", 10_000, 100.0, "p99 ≤ 60 ms", 60.0, plot=True
     ),
@@ -45,6 +82,7 @@ WORKLOADS = (
         0.0,
         "≥ 1,000,000 deliveries/s with p99 ≤ 100 ms",
         100.0,
+        min_deliveries=1e6,
         plot=True,
         # A deep window measures the publisher's own queue (256 in flight at ~1,000/s is a
         # quarter of a second before the hub reads the last), not the fan-out.
@@ -57,18 +95,30 @@ WORKLOADS = (
         19_500,
         10.0,
         "≤ 5 KB RSS each, all connected within 3 s",
+        max_rss_bytes=5000,
+        max_connect_s=3.0,
         idle=True,
     ),
     Workload("1k-max", "1,000 subscribers, as fast as possible", 1000, 0.0),
     Workload("100-max", "100 subscribers, as fast as possible", 100, 0.0),
 )
 WORKLOAD = {w.key: w for w in WORKLOADS}
+SSEHUB = (
+    "ssehub",
+    "ssehub-h2",
+    "ssehub-sqlite",
+    "ssehub-sqlite-h2",
+    "ssehub-redis",
+    "ssehub-redis-h2",
+)
 
 SERVERS = {  # key: label, in table order
     "ssehub": "ssehub (memory, HTTP/1.1)",
     "ssehub-h2": "ssehub (memory, HTTP/2 h2c)",
-    "ssehub-sqlite": "ssehub (SQLite)",
-    "ssehub-redis": "ssehub (Redis)",
+    "ssehub-sqlite": "ssehub (SQLite, HTTP/1.1)",
+    "ssehub-sqlite-h2": "ssehub (SQLite, HTTP/2 h2c)",
+    "ssehub-redis": "ssehub (Redis, HTTP/1.1)",
+    "ssehub-redis-h2": "ssehub (Redis, HTTP/2 h2c)",
     "nchan": "nginx + nchan",
     "node": "Node http + EventEmitter",
     "starlette": "sse-starlette + uvicorn",
@@ -121,6 +171,19 @@ def quantiles(samples: list[float]) -> list[float]:
     return [float(f"{x:.4g}") for x in [*picks, ordered[-1]]]
 
 
+@dataclass
+class Floor:
+    """``benchmarks/write_floor.py`` in a run: raw ``os.write`` to loopback sockets, no server."""
+
+    sockets: int
+    us_per_write: float
+    when: str
+
+    @property
+    def pass_ms(self) -> float:
+        return self.sockets * self.us_per_write / 1000
+
+
 def load_rows(path: Path) -> dict[tuple[str, str], Row]:
     if not path.exists():
         return {}
@@ -128,11 +191,23 @@ def load_rows(path: Path) -> dict[tuple[str, str], Row]:
     return {(r.server, r.workload): r for r in rows}
 
 
-def save_rows(path: Path, rows: dict[tuple[str, str], Row]) -> None:
+def load_floors(path: Path) -> dict[int, Floor]:
+    if not path.exists():
+        return {}
+    floors = [Floor(**f) for f in json.loads(path.read_text()).get("floors", [])]
+    return {f.sockets: f for f in floors}
+
+
+def save_rows(
+    path: Path, rows: dict[tuple[str, str], Row], floors: dict[int, Floor] | None = None
+) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     ordered = sorted(rows.values(), key=_order)
+    kept = sorted((floors or {}).values(), key=lambda f: f.sockets)
+    floor_lines = ",\n".join(json.dumps(dataclasses.asdict(f)) for f in kept)
     lines = ",\n".join(json.dumps(r.to_json(), ensure_ascii=False) for r in ordered)
-    path.write_text('{"rows": [\n' + lines + "\n]}\n")  # a row a line: reruns diff by row
+    # A row a line: reruns diff by row.
+    path.write_text('{"floors": [\n' + floor_lines + '\n],\n"rows": [\n' + lines + "\n]}\n")
 
 
 def _order(row: Row) -> tuple[int, int]:
@@ -193,6 +268,36 @@ def connect_notes(rows: list[Row]) -> list[str]:
                 f"{row.connect_server_cpu_pct:.0f} % of its core and the load "
                 f"{row.connect_load_cpu_pct:.0f} % of its own"
             )
+    return out
+
+
+def verdicts(rows: list[Row], floors: dict[int, Floor]) -> list[str]:
+    """Each target of issue #12, which ssehub rows meet it and which miss it (and by what), and
+    for the HTTP/1.1 ones the floor measured in the run: no server writing each subscriber
+    over loopback HTTP/1.1 makes a pass shorter than it."""
+    out = []
+    for w in WORKLOADS:
+        if not w.target:
+            continue
+        ours = sorted((r for r in rows if r.workload == w.key and r.server in SSEHUB), key=_order)
+        met = [r for r in ours if not w.shortfalls(r)]
+        missed = [r for r in ours if w.shortfalls(r)]
+        line = f"- **{w.title}: {w.target}.**"
+        if met:
+            line += " Met by " + "; ".join(f"{SERVERS[r.server]} ({w.achieved(r)})" for r in met)
+            line += "."
+        if missed:
+            line += " Missed by " + "; ".join(
+                f"{SERVERS[r.server]} ({', '.join(w.shortfalls(r))})" for r in missed
+            )
+            line += "."
+        floor = floors.get(w.subscribers)
+        if floor is not None and not w.idle:
+            line += (
+                f" Raw `write()` floor in this run: {floor.us_per_write:.2f} µs x "
+                f"{floor.sockets:,} sockets = {floor.pass_ms:.1f} ms a pass over HTTP/1.1."
+            )
+        out.append(line)
     return out
 
 
@@ -293,7 +398,7 @@ def _queueing(rows: list[Row]) -> str:
     )
 
 
-def write_docs(rows: list[Row], doc: Path = DOC, img: Path = IMG) -> None:
+def write_docs(rows: list[Row], floors: dict[int, Floor], doc: Path = DOC, img: Path = IMG) -> None:
     """The PEERS section of docs/benchmarks.md and one CDF chart per latency workload."""
     img.mkdir(parents=True, exist_ok=True)
     machine = next((r.machine for r in rows if r.machine), {})
@@ -304,7 +409,6 @@ def write_docs(rows: list[Row], doc: Path = DOC, img: Path = IMG) -> None:
             name = f"peers-cdf-{w.key}.png"
             plot_cdf(w, measured, img / name)
             charts.append(f"![{w.title}: latency CDF](img/{name})")
-    targets = [f"- {w.title}: {w.target}" for w in WORKLOADS if w.target]
     section = [
         BEGIN,
         *_runs(rows),
@@ -323,9 +427,9 @@ def write_docs(rows: list[Row], doc: Path = DOC, img: Path = IMG) -> None:
         "",
         _queueing(rows),
         "",
-        "Issue #12's targets (for ssehub):",
+        "Issue #12's targets, row by row (for ssehub):",
         "",
-        *targets,
+        *verdicts(rows, floors),
         "",
         "Connecting the idle subscribers, with both sides' CPU (a server near 100 % is the limit; "
         "a load near 100 % means the client was):",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import platform
 import resource
@@ -38,10 +39,13 @@ from _common import KEY, SERVE_ARGS, free_port, hub_pids, start_hub, stop_hub, w
 from _peers_report import (
     ROOT,
     SERVERS,
+    SSEHUB,
     WORKLOAD,
     WORKLOADS,
+    Floor,
     Row,
     Workload,
+    load_floors,
     load_rows,
     quantiles,
     save_rows,
@@ -108,11 +112,11 @@ def start_ssehub_h2(port: int, tmp: Path) -> Running:
     return Running(*_ssehub(port, ["--http2"]))
 
 
-def start_ssehub_sqlite(port: int, tmp: Path) -> Running:
-    return Running(*_ssehub(port, ["--store", f"sqlite:{tmp / 'hub.db'}"]))
+def start_ssehub_sqlite(port: int, tmp: Path, extra: tuple[str, ...] = ()) -> Running:
+    return Running(*_ssehub(port, ["--store", f"sqlite:{tmp / 'hub.db'}", *extra]))
 
 
-def start_ssehub_redis(port: int, tmp: Path) -> Running:
+def start_ssehub_redis(port: int, tmp: Path, extra: tuple[str, ...] = ()) -> Running:
     prefix = f"ssehub-peers-{os.getpid()}-{port}"
     client = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB)
     server_pid = int(client.info("server")["process_id"])
@@ -125,7 +129,7 @@ def start_ssehub_redis(port: int, tmp: Path) -> Running:
 
     store = f"redis://127.0.0.1:6379/{REDIS_DB}?prefix={prefix}"
     try:
-        hub, target = _ssehub(port, ["--store", store])
+        hub, target = _ssehub(port, ["--store", store, *extra])
     except BaseException:
         cleanup()
         raise
@@ -199,7 +203,9 @@ STARTS: dict[str, tuple[Callable[[int, Path], Running], str]] = {  # key: (start
     "ssehub": (start_ssehub, "1.1"),
     "ssehub-h2": (start_ssehub_h2, "2"),
     "ssehub-sqlite": (start_ssehub_sqlite, "1.1"),
+    "ssehub-sqlite-h2": (lambda port, tmp: start_ssehub_sqlite(port, tmp, ("--http2",)), "2"),
     "ssehub-redis": (start_ssehub_redis, "1.1"),
+    "ssehub-redis-h2": (lambda port, tmp: start_ssehub_redis(port, tmp, ("--http2",)), "2"),
     "nchan": (start_nchan, "1.1"),
     "node": (start_node, "1.1"),
     "starlette": (start_starlette, "1.1"),
@@ -313,6 +319,27 @@ def measure(args: argparse.Namespace, server: str, workload: Workload, meta: dic
     )
 
 
+def measure_floor(sockets: int, seconds: float) -> Floor:
+    """``write_floor.py`` pinned like the servers: raw writes on CPU 0, the reader on CPU 1."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).with_name("write_floor.py")),
+            f"--sockets={sockets}",
+            f"--seconds={seconds}",
+            f"--writer-cpu={SERVER_CPU}",
+            f"--reader-cpu={LOAD_CPU}",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    measured = json.loads(done.stdout)
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return Floor(sockets, round(measured["us_per_write"], 3), when)
+
+
 def machine() -> dict[str, str]:
     """What the docs say about the machine and the software measured."""
 
@@ -402,9 +429,14 @@ def main() -> None:
     )
     parser.add_argument("--from-json", type=Path, help="only rewrite the docs from this file")
     parser.add_argument("--no-docs", action="store_true", help="measure and keep, not rewrite docs")
+    parser.add_argument(
+        "--no-floor",
+        action="store_true",
+        help="skip write_floor.py at the latency workloads' subscriber counts",
+    )
     args = parser.parse_args()
     if args.from_json:
-        write_docs(list(load_rows(args.from_json).values()))
+        write_docs(list(load_rows(args.from_json).values()), load_floors(args.from_json))
         return
     ensure_installed()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -416,7 +448,11 @@ def main() -> None:
     }
     servers = args.servers or list(SERVERS)
     workloads = [WORKLOAD[k] for k in args.workloads] if args.workloads else list(WORKLOADS)
-    rows = load_rows(args.json)
+    rows, floors = load_rows(args.json), load_floors(args.json)
+    if not args.no_floor and any(s in SSEHUB for s in servers):
+        for count in sorted({w.subscribers for w in workloads if w.target and not w.idle}):
+            floors[count] = floor = measure_floor(count, min(args.duration, 3.0))
+            print(f"== floor: {count:,} sockets, {floor.us_per_write:.2f} us per write()")
     for workload in workloads:
         for server in servers:
             print(f"== {SERVERS[server]}: {workload.title}", flush=True)
@@ -435,9 +471,11 @@ def main() -> None:
                 flush=True,
             )
             rows[server, workload.key] = row
-            save_rows(args.json, rows)  # after every row: an interrupted run keeps what it measured
+            save_rows(
+                args.json, rows, floors
+            )  # after every row: an interrupted run keeps what it measured
     if not args.no_docs:
-        write_docs(list(rows.values()))
+        write_docs(list(rows.values()), floors)
 
 
 if __name__ == "__main__":
