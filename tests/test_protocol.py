@@ -542,6 +542,50 @@ async def test_a_stream_that_fails_to_start_is_answered_or_closed(
 
 
 @in_loop
+async def test_a_stream_without_last_event_id_is_live_within_the_read_that_asked() -> None:
+    """Nothing to replay: the head is written and the subscriber is live before
+    ``data_received`` returns, with no task (a connect storm of 19,500 made as many). One
+    with a Last-Event-ID still replays in a task first."""
+    conn = await make_protocol(hub_settings())
+    await conn.hub.publish(Event(("t",), "before"))
+    subs = [await make_protocol(server=conn.server) for _ in range(3)]
+    tasks = len(asyncio.all_tasks())
+    for sub in subs:
+        sub.send(subscribe("t"))
+        assert (sub.stream_head() or (0, {}))[0] == 200  # already, in the same call
+    assert conn.hub.subscriber_count == 3 and len(asyncio.all_tasks()) == tasks
+    resumed = await make_protocol(server=conn.server)
+    resumed.send(subscribe("t", last_event_id="earliest"))
+    assert resumed.stream_head() is None
+    await until(lambda: resumed.stream_head() is not None, "the replayed stream's head")
+    last = await marker(conn, "t")
+    for sub in subs:
+        assert [e.id for e in await sub.next_events(1)] == [last]
+    assert [e.data for e in await resumed.next_events(2)] == ["before", "marker"]
+    await close_server(conn)
+
+
+@in_loop
+async def test_a_stream_that_fails_to_start_at_once_is_answered_500(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The synchronous start's fault path: logged with its traceback, answered, forgotten."""
+    conn = await make_protocol(hub_settings())
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("boom")
+
+    conn.hub.subscribe_now = broken  # type: ignore[method-assign]
+    conn.send(subscribe("t"))
+    await until(lambda: conn.transport.lost, "the connection to close")
+    [(status, headers, body)] = conn.responses()
+    assert (status, headers["connection"]) == (500, "close")
+    assert one_line(body) == "the hub failed to open this stream; its log says why"
+    assert "a stream failed to start" in caplog.text and "RuntimeError: boom" in caplog.text
+    await close_server(conn)
+
+
+@in_loop
 async def test_a_request_the_hub_fails_to_answer_gets_a_500_and_the_next_is_answered(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -16,6 +16,8 @@ from .tcpinfo import progress
 if TYPE_CHECKING:
     import asyncio
 
+    from ..hub import Preamble
+
 log = logging.getLogger("ssehub.server")
 
 _REPLAY_HIGH_WATER = 256 * 1024
@@ -55,25 +57,46 @@ class StreamConnection:
         self._seen = 0  # the subscriber's log offset then
         self._unsent = 0  # and the bytes not yet delivered then
         conn.transport.set_write_buffer_limits(high=_REPLAY_HIGH_WATER)
-        self._starting: asyncio.Task[None] | None = conn.spawn(self._start(opened, expires_at))
+        self._starting: asyncio.Task[None] | None = None
+        if opened.last_event_id is None:
+            # Nothing to replay: live at once, without a task (most subscribes at a connect
+            # storm are these).
+            self._start_now(opened, expires_at)
+        else:
+            self._starting = conn.spawn(self._start(opened, expires_at))
 
-    async def _start(self, opened: OpenedStream, expires_at: float | None) -> None:
-        conn = self._conn
-        app = conn.app
-
-        headed = False
+    def _preamble(self, opened: OpenedStream, headed: list[bool]) -> Preamble:
+        """What the hub calls once the replay is known: the head, then the first bytes.
+        ``headed`` records that the head went out (no 500 can follow it)."""
 
         def preamble(replay: Replay | None) -> bytes:
-            nonlocal headed
             start = opened.head(replay)
-            headed = True
+            headed.append(True)
             if not self._chunked:
                 return head(200, start.headers, None, keep_alive=False) + start.first
             headers = [*start.headers, ("Transfer-Encoding", "chunked")]
             return head(200, headers, None, keep_alive=False) + chunk(start.first)
 
+        return preamble
+
+    def _start_now(self, opened: OpenedStream, expires_at: float | None) -> None:
+        conn = self._conn
+        headed: list[bool] = []
         try:
-            await app.hub.subscribe(self.sub, opened.last_event_id, preamble)
+            conn.app.hub.subscribe_now(self.sub, self._preamble(opened, headed))
+        except ConnectionResetError:  # it left or was dropped meanwhile (SubscriberClosed)
+            return
+        except Exception:
+            self._failed(opened, headed)
+            return
+        self._live(expires_at)
+
+    async def _start(self, opened: OpenedStream, expires_at: float | None) -> None:
+        conn = self._conn
+        app = conn.app
+        headed: list[bool] = []
+        try:
+            await app.hub.subscribe(self.sub, opened.last_event_id, self._preamble(opened, headed))
         except ConnectionResetError:  # it left or was dropped meanwhile (SubscriberClosed)
             return
         except HistoryUnavailable as exc:  # raised before the stream's head was written
@@ -82,14 +105,24 @@ class StreamConnection:
                 conn.transport.write(encode(app.unavailable(exc, opened), keep_alive=False))
                 conn.close()
             return
-        except Exception:  # a fault of the hub's: a 500 if nothing went out yet, else close
-            log.exception("a stream failed to start")
-            if conn.state is not State.CLOSED:
-                if not headed:
-                    conn.transport.write(encode(app.failed(opened), keep_alive=False))
-                conn.close()
+        except Exception:
+            self._failed(opened, headed)
             return
         self._starting = None
+        self._live(expires_at)
+
+    def _failed(self, opened: OpenedStream, headed: list[bool]) -> None:
+        """A fault of the hub's while starting: a 500 if nothing went out yet, else close."""
+        log.exception("a stream failed to start")
+        conn = self._conn
+        if conn.state is not State.CLOSED:
+            if not headed:
+                conn.transport.write(encode(conn.app.failed(opened), keep_alive=False))
+            conn.close()
+
+    def _live(self, expires_at: float | None) -> None:
+        conn = self._conn
+        app = conn.app
         if conn.state is State.OPENING:
             conn.move(State.STREAMING)
             # Live from here: past this many unsent bytes the subscriber is dropped.
