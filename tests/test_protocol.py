@@ -567,7 +567,7 @@ async def test_a_stream_without_last_event_id_is_live_within_the_read_that_asked
 
 @in_loop
 async def test_a_stream_that_fails_to_start_at_once_is_answered_500(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The synchronous start's fault path: logged with its traceback, answered, forgotten."""
     conn = await make_protocol(hub_settings())
@@ -575,7 +575,7 @@ async def test_a_stream_that_fails_to_start_at_once_is_answered_500(
     def broken(*args: object) -> None:
         raise RuntimeError("boom")
 
-    conn.hub.subscribe_now = broken  # type: ignore[method-assign]
+    monkeypatch.setattr(conn.hub, "subscribe_now", broken)
     conn.send(subscribe("t"))
     await until(lambda: conn.transport.lost, "the connection to close")
     [(status, headers, body)] = conn.responses()

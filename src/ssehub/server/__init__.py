@@ -10,6 +10,7 @@ import os
 import resource
 import signal
 import socket
+import sys
 from collections.abc import Callable
 
 from ..app import build
@@ -21,6 +22,7 @@ from .negotiate import protocol_factory, tls_context
 from .protocol import HttpProtocol
 from .registry import ConnectionRegistry
 
+_SWITCH_INTERVAL = 0.0005  # seconds a thread holds the GIL while another waits for it
 _SPARE_FILES = 64  # the store, the listening sockets, logs: files that are not connections
 log = logging.getLogger("ssehub")
 
@@ -68,6 +70,12 @@ async def serve(
     # subscribers at 1,000 events/s such a collection stalled every stream for ~40 ms; ~5 now.
     gc.collect()
     gc.freeze()
+    # The SQLite store's thread waits for the GIL to hand back each commit, and a busy loop
+    # lets go of it only every switch interval (5 ms by default): at 1,000 events/s to 1,000
+    # subscribers over HTTP/2, p99 4.6 -> 3.2 ms with 0.5 ms. Threads that want nothing cost
+    # nothing; the loop is the only other thread.
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(min(switch, _SWITCH_INTERVAL))
     registry.start_sweep()
     if started is not None:
         started(list(server.sockets))
@@ -75,6 +83,7 @@ async def serve(
         await stop.wait()
     finally:
         await registry.drain(server, app.close(), app.hub.settle)
+        sys.setswitchinterval(switch)
         registry.stop_sweep()
         if ticking is not None:
             ticking.cancel()
