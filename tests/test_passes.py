@@ -69,6 +69,29 @@ def test_an_event_arriving_during_a_pass_joins_it_for_members_not_yet_written() 
     asyncio.run(go())
 
 
+def test_a_publish_read_during_a_pass_joins_its_very_next_slice() -> None:
+    """Memory appends without a task, before each slice: the members the next slice writes
+    get an event published just before it in that same write. (It took two loop
+    iterations, each behind a slice that went without it.)"""
+
+    async def go() -> None:
+        hub = await sliced_hub()
+        streams = [await attach(hub, ["a"]) for _ in range(400)]
+        first = hub.publish(Event(("a",), "one", id="one"))
+        await first_slice_written(streams[0])
+        before = [len(stream.writes) for stream in streams]
+        second = hub.publish(Event(("a",), "two", id="two"))  # as a read would, mid-pass
+        await asyncio.sleep(0)  # one loop iteration: one slice
+        reached = [s for s, n in zip(streams, before, strict=True) if len(s.writes) > n]
+        assert reached, "no slice ran"
+        for stream in reached:
+            assert stream.ids() == ["one", "two"] and len(stream.writes) == 2
+        await asyncio.gather(first, second)
+        await hub.close()
+
+    asyncio.run(go())
+
+
 def test_every_member_gets_every_event_once_in_order_while_members_come_and_go() -> None:
     async def go() -> None:
         rng = random.Random(12)
@@ -76,7 +99,7 @@ def test_every_member_gets_every_event_once_in_order_while_members_come_and_go()
         stay = [await attach(hub, ["a"]) for _ in range(300)]
         leaving = [await member(hub) for _ in range(40)]
         left: list[FakeStream] = []
-        joined: list[FakeStream] = []
+        joined: list[tuple[int, FakeStream]] = []  # after which publish
         published: list[str] = []
         futures = []
         for i in range(60):
@@ -87,7 +110,7 @@ def test_every_member_gets_every_event_once_in_order_while_members_come_and_go()
                 hub.detach(sub)
                 left.append(stream)
             if i % 9 == 5:
-                joined.append(await attach(hub, ["a"]))
+                joined.append((i, await attach(hub, ["a"])))
             await iterations(rng.randrange(4))
         await asyncio.gather(*futures)
         await iterations(100)
@@ -97,10 +120,13 @@ def test_every_member_gets_every_event_once_in_order_while_members_come_and_go()
             ids = stream.ids()
             assert ids == published[: len(ids)]  # what it got, from the start, in order
         assert any(len(stream.ids()) < len(published) for stream in left)
-        for stream in joined:
+        for after, stream in joined:
             ids = stream.ids()
+            if after == len(published) - 1:  # joined after the last publish was accepted
+                continue
             assert ids, "a member that joined before later publishes got none of them"
             start = published.index(ids[0])
+            assert start <= after + 1  # nothing published after it joined is missing
             assert ids == published[start:]  # a contiguous, ordered run to the end
         await hub.close()
 

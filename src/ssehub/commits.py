@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from .contract import Appended, Backend
+from .contract import Appended, AppendsAtOnce, Backend
 from .events import Event, StoredEvent
 from .settings import DEFAULTS
 
@@ -16,6 +16,18 @@ log = logging.getLogger("ssehub.hub")
 _Batch = list[tuple[Event, asyncio.Future[StoredEvent], int]]  # an event, its answer, its cost
 _OVERHEAD = 256  # an event, its future and its place in a batch, roughly
 _MAX_BATCH = 4096  # events in one append at most (one transaction, one Redis script)
+
+
+def _at_once(backend: Backend) -> Callable[[list[Event]], list[StoredEvent]] | None:
+    """``backend.append_now`` when its class defines it beside ``append``: a subclass that
+    overrides ``append`` alone (a double that fails or counts) is appended through it."""
+    if not isinstance(backend, AppendsAtOnce):
+        return None
+    mro = type(backend).__mro__
+    owner = next((c for c in mro if "append" in c.__dict__), None)
+    if owner is None or "append_now" not in owner.__dict__:
+        return None
+    return backend.append_now
 
 
 class HubBusy(Exception):
@@ -49,6 +61,10 @@ class CommitChain:
         self._committing = False
         self._task: asyncio.Task[None] | None = None
         self._idle: asyncio.Event | None = None  # set by wait_idle() to hear the last commit
+        # Memory: a batch is appended without a task, and before the fan-out's next slice
+        # (``run_due``). It took two loop iterations (a callback, then the task), each
+        # behind a slice of a fan-out under way.
+        self._at_once = _at_once(backend)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -79,7 +95,20 @@ class CommitChain:
             self._idle = asyncio.Event()
             await self._idle.wait()
 
+    def run_due(self) -> None:
+        """Append now what waits, if the backend appends at once: the fan-out calls this
+        before each slice, so publishes read since the last one join it."""
+        if self._at_once is not None and self._pending:
+            self._append_now(self._at_once)
+
     def _next(self) -> None:
+        if self._at_once is not None:  # no task: nothing to wait for
+            if self._pending:
+                self._append_now(self._at_once)
+            self._committing = False
+            if self._idle is not None:
+                self._idle.set()
+            return
         if len(self._pending) > _MAX_BATCH:
             batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
         else:
@@ -93,26 +122,47 @@ class CommitChain:
         assert self.loop is not None
         self._task = self.loop.create_task(self._commit(batch))
 
+    def _append_now(self, append: Callable[[list[Event]], list[StoredEvent]]) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
+            started = time.perf_counter()
+            cost = sum([cost for _, _, cost in batch])
+            try:
+                stored = append([event for event, _, _ in batch])
+            except Exception as exc:
+                self._refused(batch, exc)
+            else:
+                self._accepted(batch, stored, started)
+            finally:
+                self.pending_bytes -= cost
+
     async def _commit(self, batch: _Batch) -> None:
         started = time.perf_counter()
         cost = sum([cost for _, _, cost in batch])
         try:
             stored = await self.backend.append([event for event, _, _ in batch])
-        except Exception as exc:  # every publisher of the batch hears about it
-            self.failures += len(batch)
-            log.warning("backend refused a batch of %d events: %s", len(batch), exc)
-            for _, future, _ in batch:
-                if not future.done():
-                    future.set_exception(exc)
+        except Exception as exc:
+            self._refused(batch, exc)
         else:
-            if self.on_append is not None:
-                self.on_append(time.perf_counter() - started)
-            repeats = stored.repeats if isinstance(stored, Appended) else 0
-            self.published += len(stored) - repeats
-            self.repeated += repeats
-            for (_, future, _), accepted in zip(batch, stored, strict=True):
-                if not future.done():
-                    future.set_result(accepted)
+            self._accepted(batch, stored, started)
         finally:
             self.pending_bytes -= cost
         self._next()
+
+    def _refused(self, batch: _Batch, exc: Exception) -> None:
+        """Every publisher of the batch hears about it."""
+        self.failures += len(batch)
+        log.warning("backend refused a batch of %d events: %s", len(batch), exc)
+        for _, future, _ in batch:
+            if not future.done():
+                future.set_exception(exc)
+
+    def _accepted(self, batch: _Batch, stored: list[StoredEvent], started: float) -> None:
+        if self.on_append is not None:
+            self.on_append(time.perf_counter() - started)
+        repeats = stored.repeats if isinstance(stored, Appended) else 0
+        self.published += len(stored) - repeats
+        self.repeated += repeats
+        for (_, future, _), accepted in zip(batch, stored, strict=True):
+            if not future.done():
+                future.set_result(accepted)

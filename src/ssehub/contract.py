@@ -85,6 +85,15 @@ class ReportsGaps(Protocol):
     on_gap: GapSink | None
 
 
+@runtime_checkable
+class AppendsAtOnce(Protocol):
+    """A backend whose append waits for nothing (memory): the hub appends each publish in
+    the read that brought it, with no batch to gather and no task, so it joins the fan-out
+    under way at once. ``append_now`` is ``append`` without the coroutine."""
+
+    def append_now(self, events: Sequence[Event]) -> list[StoredEvent]: ...
+
+
 class OutcomeUnknown(OSError):
     """The store did not answer (a timeout, a connection lost mid-command): the batch may
     or may not have been stored and delivered. Appending it again with the same ids is safe:

@@ -62,6 +62,9 @@ class MemoryBackend:
         return self._history[-1].id if self.retained else EARLIEST
 
     async def append(self, events: Sequence[Event]) -> list[StoredEvent]:
+        return self.append_now(events)
+
+    def append_now(self, events: Sequence[Event]) -> list[StoredEvent]:
         now = time.time()
         self._trim(now)  # an id past its age is no longer in history: it may come again
         accepted: list[StoredEvent] = []
