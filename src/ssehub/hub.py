@@ -274,11 +274,6 @@ class Hub:
         during it for members it had already passed, the next round follows at once, or, with
         ``max_coalesce``, after as long as this one took (at most that): those members then
         get one write for more events."""
-        if self._walk_handle is not None:
-            # A slice that was due: publishes read since the last one join it. The handle
-            # is still set, so their fan-out does not start a walk inside this one (nor
-            # does a walk called directly, with no handle, append anything).
-            self.commits.run_due()
         self._walk_handle = None
         loop = self._loop
         assert loop is not None
