@@ -230,3 +230,16 @@ def test_the_build_is_cached_by_source(tmp_path: Path, monkeypatch: pytest.Monke
     assert os.access(binary, os.X_OK)
     assert native.reader_binary() == binary
     assert [p.name for p in (tmp_path / "ssehub").iterdir()] == [binary.name]
+
+
+def test_a_new_source_replaces_the_old_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cache holds the current build only: a changed reader does not leave the old one."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    old = native.reader_binary()
+    changed = native.source() + b"\n/* a later version */\n"
+    monkeypatch.setattr(native, "source", lambda: changed)
+    new = native.reader_binary()
+    assert new != old
+    assert [p.name for p in (tmp_path / "ssehub").iterdir()] == [new.name]

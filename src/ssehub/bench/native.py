@@ -10,6 +10,7 @@ generator stops being the bulk of the latency it measures.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import shlex
@@ -71,6 +72,10 @@ def reader_binary() -> Path:
             os.replace(built, binary)
     except (OSError, subprocess.SubprocessError) as exc:
         raise NativeUnavailable(f"cannot build the C reader in {folder}: {exc}") from None
+    for old in folder.glob("reader-*"):  # builds of an earlier source: one is kept, not all
+        if old != binary:
+            with contextlib.suppress(OSError):  # another process may be removing it too
+                old.unlink()
     return binary
 
 
