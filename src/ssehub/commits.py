@@ -66,6 +66,10 @@ class CommitChain:
         # way. (Appending before every slice instead made acks so prompt that a closed-loop
         # publisher outran 10,000 HTTP/2 subscribers: rounds grew to seconds.)
         self._at_once = _at_once(backend)
+        # Whether a batch may go now (the hub's fan-out is not too far behind); when it may
+        # not, the chain waits for ``release``, and its publishers for their answers.
+        self.gate: Callable[[], bool] | None = None
+        self._held = False
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -96,7 +100,16 @@ class CommitChain:
             self._idle = asyncio.Event()
             await self._idle.wait()
 
+    def release(self) -> None:
+        """The gate may have opened: go on with what waits, if the chain was held."""
+        if self._held and self.loop is not None:
+            self._held = False
+            self.loop.call_soon(self._next)
+
     def _next(self) -> None:
+        if self._pending and self.gate is not None and not self.gate():
+            self._held = True  # still committing: publishes queue without a callback each
+            return
         if self._at_once is not None:  # no task: nothing to wait for
             if self._pending:
                 self._append_now(self._at_once)

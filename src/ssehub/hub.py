@@ -63,6 +63,7 @@ class Hub:
         max_buffer: int = DEFAULTS.max_write_buffer,
         matcher: TopicMatcher | None = None,
         max_coalesce: float = DEFAULTS.coalesce,
+        max_round_intake: int = DEFAULTS.max_round_intake,
         max_pending: int = DEFAULTS.max_pending_bytes,
         max_template_cost: int = DEFAULTS.max_template_expressions_per_address,
     ) -> None:
@@ -88,6 +89,13 @@ class Hub:
         self._last_cost = 0.0  # how long the last busy period of writing lasted
         self._last_end = 0.0
         self._round_started = 0.0
+        # A round writes each member everything that arrived since its last write: what a
+        # round takes in sets how long the next one takes. Publishers that outran the
+        # fan-out made each round longer than the last (rounds of seconds).
+        self._intake = 0  # bytes the round under way has taken in
+        self.max_round_intake = max_round_intake
+        if max_round_intake:
+            self.commits.gate = self._may_take
         # Called with each fan-out round's wall time (e.g. a histogram): an event waits for
         # about one round at most, so this is the hub's share of every delivery's latency.
         self.on_round: Callable[[float], None] | None = None
@@ -261,7 +269,9 @@ class Hub:
             self.history.reached(self._dispatched)
         dirty = self._dirty
         for view, chunks in touched.items():
-            view.append(chunks[0] if len(chunks) == 1 else b"".join(chunks), len(chunks), self)
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            self._intake += len(data)
+            view.append(data, len(chunks), self)
             dirty[view] = None
         if self._walk_handle is None:  # else the slice that is due carries them
             self._walk()
@@ -300,6 +310,8 @@ class Hub:
             return
         now = loop.time()
         took, self._round_started = time.perf_counter() - self._round_started, 0.0
+        self._intake = 0
+        self.commits.release()
         if self.on_round is not None:
             self.on_round(took)
         if again:
@@ -312,6 +324,10 @@ class Hub:
                 self._walk_handle = loop.call_later(delay, self._walk)
         else:
             self._last_cost, self._last_end = took, now
+
+    def _may_take(self) -> bool:
+        """Whether the commit chain may hand the fan-out another batch now."""
+        return not self._round_started or self._intake < self.max_round_intake
 
     def _gap(self, gap: Gap) -> None:
         """The backend's follower missed events: tell every subscriber, after what came

@@ -26,6 +26,7 @@ async def build(settings: Settings) -> App:
         max_pending=settings.max_pending_bytes,
         max_template_cost=settings.max_template_expressions_per_address,
         max_coalesce=settings.coalesce,
+        max_round_intake=settings.max_round_intake,
     )
     await hub.start()
     try:  # keys are read here (a bad key file, a JWKS that does not answer): undo the start
