@@ -103,15 +103,6 @@ WORKLOADS = (
     Workload("100-max", "100 subscribers, as fast as possible", 100, 0.0),
 )
 WORKLOAD = {w.key: w for w in WORKLOADS}
-SSEHUB = (
-    "ssehub",
-    "ssehub-h2",
-    "ssehub-sqlite",
-    "ssehub-sqlite-h2",
-    "ssehub-redis",
-    "ssehub-redis-h2",
-)
-
 SERVERS = {  # key: label, in table order
     "ssehub": "ssehub (memory, HTTP/1.1)",
     "ssehub-h2": "ssehub (memory, HTTP/2 h2c)",
@@ -123,6 +114,7 @@ SERVERS = {  # key: label, in table order
     "node": "Node http + EventEmitter",
     "starlette": "sse-starlette + uvicorn",
 }
+SSEHUB = tuple(key for key in SERVERS if key.startswith("ssehub"))  # the targets are for these
 
 
 @dataclass

@@ -63,8 +63,7 @@ class CommitChain:
         self._idle: asyncio.Event | None = None  # set by wait_idle() to hear the last commit
         # Memory: a batch is appended in the callback that gathered it, without a task: a
         # task's step is one more loop iteration, behind one more slice of a fan-out under
-        # way. (Appending before every slice instead made acks so prompt that a closed-loop
-        # publisher outran 10,000 HTTP/2 subscribers: rounds grew to seconds.)
+        # way.
         self._at_once = _at_once(backend)
         # Whether a batch may go now (the hub's fan-out is not too far behind); when it may
         # not, the chain waits for ``release``, and its publishers for their answers.
@@ -110,67 +109,56 @@ class CommitChain:
         if self._pending and self.gate is not None and not self.gate():
             self._held = True  # still committing: publishes queue without a callback each
             return
-        if self._at_once is not None:  # no task: nothing to wait for
-            if self._pending:
-                self._append_now(self._at_once)
-            self._committing = False
-            if self._idle is not None:
-                self._idle.set()
-            return
-        if len(self._pending) > _MAX_BATCH:
-            batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
-        else:
-            batch, self._pending = self._pending, []
-        if not batch:
+        append = self._at_once
+        while append is not None and self._pending:  # no task: nothing to wait for
+            batch = self._take()
+            started = time.perf_counter()
+            try:
+                outcome: list[StoredEvent] | Exception = append([e for e, _, _ in batch])
+            except Exception as exc:
+                outcome = exc
+            self._settle(batch, started, outcome)
+        if not self._pending:
             self._committing = False
             self._task = None
             if self._idle is not None:
                 self._idle.set()
             return
         assert self.loop is not None
-        self._task = self.loop.create_task(self._commit(batch))
+        self._task = self.loop.create_task(self._commit(self._take()))
 
-    def _append_now(self, append: Callable[[list[Event]], list[StoredEvent]]) -> None:
-        while self._pending:
-            batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
-            started = time.perf_counter()
-            cost = sum([cost for _, _, cost in batch])
-            try:
-                stored = append([event for event, _, _ in batch])
-            except Exception as exc:
-                self._refused(batch, exc)
-            else:
-                self._accepted(batch, stored, started)
-            finally:
-                self.pending_bytes -= cost
+    def _take(self) -> _Batch:
+        batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
+        return batch
 
     async def _commit(self, batch: _Batch) -> None:
         started = time.perf_counter()
-        cost = sum([cost for _, _, cost in batch])
         try:
-            stored = await self.backend.append([event for event, _, _ in batch])
+            outcome: list[StoredEvent] | Exception = await self.backend.append(
+                [event for event, _, _ in batch]
+            )
         except Exception as exc:
-            self._refused(batch, exc)
-        else:
-            self._accepted(batch, stored, started)
-        finally:
-            self.pending_bytes -= cost
+            outcome = exc
+        self._settle(batch, started, outcome)
         self._next()
 
-    def _refused(self, batch: _Batch, exc: Exception) -> None:
-        """Every publisher of the batch hears about it."""
-        self.failures += len(batch)
-        log.warning("backend refused a batch of %d events: %s", len(batch), exc)
-        for _, future, _ in batch:
-            if not future.done():
-                future.set_exception(exc)
-
-    def _accepted(self, batch: _Batch, stored: list[StoredEvent], started: float) -> None:
+    def _settle(
+        self, batch: _Batch, started: float, outcome: list[StoredEvent] | Exception
+    ) -> None:
+        """Answer every publisher of the batch: its stored event, or the store's refusal."""
+        self.pending_bytes -= sum([cost for _, _, cost in batch])
+        if isinstance(outcome, Exception):
+            self.failures += len(batch)
+            log.warning("backend refused a batch of %d events: %s", len(batch), outcome)
+            for _, future, _ in batch:
+                if not future.done():
+                    future.set_exception(outcome)
+            return
         if self.on_append is not None:
             self.on_append(time.perf_counter() - started)
-        repeats = stored.repeats if isinstance(stored, Appended) else 0
-        self.published += len(stored) - repeats
+        repeats = outcome.repeats if isinstance(outcome, Appended) else 0
+        self.published += len(outcome) - repeats
         self.repeated += repeats
-        for (_, future, _), accepted in zip(batch, stored, strict=True):
+        for (_, future, _), accepted in zip(batch, outcome, strict=True):
             if not future.done():
                 future.set_result(accepted)

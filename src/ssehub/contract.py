@@ -87,9 +87,9 @@ class ReportsGaps(Protocol):
 
 @runtime_checkable
 class AppendsAtOnce(Protocol):
-    """A backend whose append waits for nothing (memory): the hub appends each publish in
-    the read that brought it, with no batch to gather and no task, so it joins the fan-out
-    under way at once. ``append_now`` is ``append`` without the coroutine."""
+    """A backend whose append waits for nothing (memory): the commit chain appends a batch
+    in the callback that gathered it, without a task (one loop iteration sooner).
+    ``append_now`` is ``append`` without the coroutine."""
 
     def append_now(self, events: Sequence[Event]) -> list[StoredEvent]: ...
 
