@@ -90,9 +90,15 @@ class StreamReader:
                 if unreported >= _REPORT_AFTER or loop.time() - reported >= _REPORT_EVERY:
                     await self.report(last)
                     reported, unreported = loop.time(), 0
+                # With entries read and not yet reported, wait no longer than the report is
+                # due: trimming waits for it, and a quiet stream would hold it for _BLOCK_MS.
+                block = _BLOCK_MS
+                if unreported:
+                    due = reported + _REPORT_EVERY - loop.time()
+                    block = max(1, min(_BLOCK_MS, int(due * 1000) + 1))
                 reply = cast(
                     list[tuple[bytes, Entries]],
-                    await self._client.xread({self.stream_key: last}, count=count, block=_BLOCK_MS),
+                    await self._client.xread({self.stream_key: last}, count=count, block=block),
                 )
             except (RedisError, OSError) as exc:
                 log.warning("reading the Redis stream failed (%s); retrying in %.2fs", exc, delay)

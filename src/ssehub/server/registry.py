@@ -92,9 +92,9 @@ class ConnectionRegistry:
 
     # -- deadlines -----------------------------------------------------------------------------
 
-    def start_sweep(self) -> None:
-        """Once a second, every connection checks its own deadlines: one float each, no
-        timer object per connection. A check may cost system calls (``tcpinfo``), so the
+    def start_sweep(self, every: float = 1.0) -> None:
+        """Every ``every`` seconds, every connection checks its own deadlines: one float each,
+        no timer object per connection. A check may cost system calls (``tcpinfo``), so the
         round goes in slices, letting the loop (and the hub's passes) run between them: ten
         thousand checks at once would stall every stream for tens of milliseconds."""
         loop = asyncio.get_running_loop()
@@ -113,9 +113,9 @@ class ConnectionRegistry:
                 checked += 1
                 if not checked & 63 and time.perf_counter() >= deadline:
                     break
-            self._sweep = loop.call_soon(sweep) if due else loop.call_later(1.0, sweep)
+            self._sweep = loop.call_soon(sweep) if due else loop.call_later(every, sweep)
 
-        self._sweep = loop.call_later(1.0, sweep)
+        self._sweep = loop.call_later(every, sweep)
 
     def stop_sweep(self) -> None:
         if self._sweep is not None:
