@@ -75,7 +75,7 @@ async def run(args: argparse.Namespace) -> None:
         topic = f"urn:normal:{i % args.topics if args.topics else i}"
         await publish(topic)
         publish_s += time.perf_counter() - joined
-        fan_out_s += hub._last_cost  # the fan-out's own time, routing included
+        fan_out_s += hub.fanout._last_cost  # the fan-out's own time, routing included
         churn_s += joined - started
     await hub.close()
     per = args.publishes

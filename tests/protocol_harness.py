@@ -231,7 +231,7 @@ async def make_protocol(
         # then subscribe expecting all of it in history. With the default, a fan-out after a
         # costly one (on a loaded machine any may look costly) waits for company, and what it
         # holds reaches a new subscriber live, not replayed: right, but not what tests set up.
-        app.hub.max_coalesce = 0
+        app.hub.fanout.max_coalesce = 0
         registry = ConnectionRegistry(settings)
         app.open_connections = registry.__len__
         server = (app, registry)

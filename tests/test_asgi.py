@@ -342,7 +342,7 @@ def test_asgi_stream_that_fails_to_start_is_answered_or_closed(
         await app.start()
         # Fan out before each publish returns: one left waiting for company (a loaded
         # machine makes a fan-out look costly) would keep the last events out of the replay.
-        app.hub.max_coalesce = 0
+        app.hub.fanout.max_coalesce = 0
         for _ in range(100):  # two replay pages: the second read comes after the head
             await app.hub.publish(Event(("t",), "x" * 2000))
         intercept_since(app.hub.backend, failing(failing_read))

@@ -82,7 +82,7 @@ def test_one_write_per_subscriber_per_iteration_and_shared_bytes() -> None:
             assert stream.ids() == [f.result().id for f in futures]
         # Subscribers with the same view got the very same bytes object: encoded and joined once.
         assert len({id(s.writes[1]) for s in streams}) == 1
-        assert hub.deliveries == 50 * 20
+        assert hub.fanout.deliveries == 50 * 20
 
     asyncio.run(go())
 

@@ -19,7 +19,7 @@ async def sliced_hub() -> Hub:
     """A hub whose every slice ends after 32 writes: a pass over hundreds of subscribers
     takes many loop iterations, as one over tens of thousands of sockets does."""
     hub = new_hub(MemoryBackend(history_size=1000))
-    hub.write_slice = 0.0
+    hub.fanout.write_slice = 0.0
     await hub.start()
     return hub
 
@@ -63,7 +63,7 @@ def test_an_event_arriving_during_a_pass_joins_it_for_members_not_yet_written() 
         assert streams[-1].ids() == ["one", "two"]
         for stream in streams:
             assert stream.ids() == ["one", "two"]
-        assert hub.deliveries == 800
+        assert hub.fanout.deliveries == 800
         await hub.close()
 
     asyncio.run(go())
@@ -220,17 +220,17 @@ class SlowStream(FakeStream):
 def test_throughput_first_waits_before_the_next_round_and_still_delivers_everything() -> None:
     async def go() -> None:
         hub = Hub(MemoryBackend(history_size=1000), heartbeat=0, max_coalesce=0.05)
-        hub.write_slice = 0.0
+        hub.fanout.write_slice = 0.0
         await hub.start()
         streams = [(await member(hub, SlowStream()))[1] for _ in range(200)]
         first = hub.publish(Event(("a",), "one", id="one"))
         await first_slice_written(streams[0])
         await hub.publish(Event(("a",), "two", id="two"))  # joins the pass under way
         for _ in range(100):  # the pass ends; members it had passed wait for a round
-            if isinstance(hub._walk_handle, asyncio.TimerHandle):
+            if isinstance(hub.fanout._walk_handle, asyncio.TimerHandle):
                 break
             await asyncio.sleep(0)
-        assert isinstance(hub._walk_handle, asyncio.TimerHandle)
+        assert isinstance(hub.fanout._walk_handle, asyncio.TimerHandle)
         assert streams[0].ids() == ["one"] and streams[-1].ids() == ["one", "two"]
         await first
         for _ in range(200):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import pytest
 
@@ -69,7 +70,10 @@ def test_ageing_out_more_than_ten_thousand_at_once_leaves_no_index_behind() -> N
             ids = [f"old-{i}" for i in range(10_500)]
             await backend.append(events(*ids))
             redis = backend._redis
-            [(newest, _)] = await redis.xrevrange(backend.stream_key, count=1)
+            latest = cast(
+                "list[tuple[bytes, object]]", await redis.xrevrange(backend.stream_key, count=1)
+            )
+            newest = latest[0][0]
             newest_ms = _position(newest)[0]
 
             async def aged_and_read() -> bool:
@@ -77,7 +81,7 @@ def test_ageing_out_more_than_ten_thousand_at_once_leaves_no_index_behind() -> N
                 # the age bound is judged by Redis's clock (and ours, for the replay).
                 seconds, micros = await redis.time()
                 now_ms = min(seconds * 1000 + micros // 1000, int(time.time() * 1000))
-                reports = await redis.hvals(backend.readers_key)
+                reports = cast("list[bytes]", await redis.hvals(backend.readers_key))
                 read = all(_position(r) >= _position(newest) for r in reports)
                 return bool(reports) and read and now_ms > newest_ms + 200
 

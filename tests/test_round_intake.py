@@ -16,7 +16,7 @@ async def _hub(intake: int) -> Hub:
     hub = Hub(
         MemoryBackend(history_size=1000), heartbeat=0, max_coalesce=0, max_round_intake=intake
     )
-    hub.write_slice = 0.0
+    hub.fanout.write_slice = 0.0
     await hub.start()
     return hub
 

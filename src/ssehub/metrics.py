@@ -41,8 +41,12 @@ class _HubCollector(Collector):
                 "Publishes refused while too much waited for the store (503 hub busy).",
                 hub.commits.busy,
             ),
-            ("ssehub_deliveries", "Events written to subscribers.", hub.deliveries),
-            ("ssehub_bytes_written", "Bytes written to subscribers by fan-out.", hub.bytes_written),
+            ("ssehub_deliveries", "Events written to subscribers.", hub.fanout.deliveries),
+            (
+                "ssehub_bytes_written",
+                "Bytes written to subscribers by fan-out.",
+                hub.fanout.bytes_written,
+            ),
             (
                 "ssehub_slow_consumers_closed",
                 "Subscribers closed for not keeping up.",
@@ -93,7 +97,7 @@ class Metrics:
             registry=self.registry,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
         )
-        hub.on_round = rounds.observe
+        hub.fanout.on_round = rounds.observe
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

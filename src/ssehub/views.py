@@ -36,7 +36,9 @@ class Pass(enum.Enum):
     CUT = "cut"  # the deadline came first; the next flush goes on from where this one stopped
 
 
-class _Dropper(Protocol):
+class Dropper(Protocol):
+    """Who drops a member whose held bytes pass ``max_buffer`` (the hub)."""
+
     max_buffer: int
 
     def drop_slow(self, sub: Subscriber) -> None: ...
@@ -90,7 +92,7 @@ class View:
     def may_see(self, topics: tuple[str, ...]) -> bool:
         return self.allowed is not None and self.matcher.match_any(self.allowed, topics)
 
-    def append(self, data: bytes, events: int, hub: _Dropper) -> None:
+    def append(self, data: bytes, events: int, hub: Dropper) -> None:
         """Add ``data`` (``events`` events) for every member: live ones get it from the next
         ``flush``, replaying ones hold it now."""
         if self.frame is not None:
