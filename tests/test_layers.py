@@ -10,7 +10,7 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "ssehub"
 
 # Lowest first; a module may import its own layer or lower ones.
 LAYERS: list[tuple[str, set[str]]] = [
-    ("configuration", {"settings_checks", "settings"}),
+    ("configuration", {"settings_checks", "settings", "settings_options"}),
     ("wire", {"sse", "templates", "matchers", "topics", "mercure", "errors", "events"}),
     ("security", {"tokens", "keys", "auth", "access_tokens", "dialects"}),
     (

@@ -6,7 +6,8 @@ from dataclasses import fields
 
 import pytest
 
-from ssehub.settings import DEFAULTS, OPTIONS, Kind, Settings, from_env
+from ssehub.settings import DEFAULTS, Settings
+from ssehub.settings_options import OPTIONS, Kind, from_env
 
 
 def test_from_env_reads_every_kind_of_setting() -> None:

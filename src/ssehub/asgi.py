@@ -34,7 +34,7 @@ from .errors import HubError, field_value
 from .hub import Hub
 from .mercure import HUB_PATH
 from .settings import Settings
-from .settings import from_env as settings_from_env
+from .settings_options import from_env as settings_from_env
 from .subscriber import Subscriber, SubscriberClosed
 
 log = logging.getLogger("ssehub.asgi")

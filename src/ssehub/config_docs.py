@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from .settings import OPTIONS, Kind
+from .settings_options import OPTIONS, Kind
 
 _HEAD = """# Configuration reference
 

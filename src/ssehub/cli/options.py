@@ -10,7 +10,8 @@ import jwt
 import rich_click as click
 from rich_click.utils import OptionGroupDict
 
-from ..settings import OPTIONS, Kind, Settings, split_list
+from ..settings import Settings
+from ..settings_options import OPTIONS, Kind, split_list
 
 DEFAULT_URL = "http://127.0.0.1:8000/.well-known/mercure"
 
