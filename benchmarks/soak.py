@@ -4,10 +4,12 @@ Hostile clients: slowloris heads, random bytes, subscribers that never read, con
 churn, publishes with forged tokens, template-bomb selectors, anonymous subscribers that
 come and go (the hub runs with --subscriptions), signed tokens with CR/LF in a JWT header
 field via ?authorization=, publishes whose ids have leading/trailing spaces, a valid
-publish pipelined with garbage, publishers that half-close, and earliest-replay
-subscribers that never read. What each hostile kind got back is counted and printed; the
-only assertion is that every normal subscriber received every acknowledged event (ratio
-exactly 1.0). The hub's RSS is sampled throughout.
+publish pipelined with garbage, publishers that half-close, earliest-replay subscribers
+that never read, a HEAD of every route followed by a GET on the same connection (HTTP/1.0
+and 1.1), publishes of many long topics and large bodies, anonymous subscribers holding
+long URI templates, and HTTP/2 connections of ten streams. What each hostile kind got back
+is counted and printed; the only assertion is that every normal subscriber received every
+acknowledged event (ratio exactly 1.0). The hub's RSS is sampled throughout.
 
     python benchmarks/soak.py --minutes 3
 """
@@ -16,24 +18,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import hashlib
-import hmac
-import json
 import os
-import random
 import resource
-import socket
 import time
-from collections.abc import Awaitable, Callable
 from typing import cast
-from urllib.parse import quote, urlencode
 
 import jwt
 import uvloop
 from _common import HUB_PATH, KEY, free_port, rss_kib, start_hub, stop_hub
-
-TOPIC = "urn:soak:normal"
+from _hostile import TOPIC, Hostile
 
 
 class Counter(asyncio.Protocol):
@@ -55,226 +48,6 @@ class Counter(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.open = False
-
-
-def _crlf_token(rng: random.Random) -> str:
-    """A token signed with the hub's key whose header carries CR/LF in ``alg`` or ``kid``."""
-    field = rng.choice(("alg", "kid"))
-    header = {"alg": "HS256", "typ": "JWT", field: "HS256\r\nX-Injected: yes"}
-    claims = {"mercure": {"subscribe": ["*"]}}
-
-    def part(value: object) -> bytes:
-        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=")
-
-    signing = part(header) + b"." + part(claims)
-    signature = base64.urlsafe_b64encode(
-        hmac.new(KEY.encode(), signing, hashlib.sha256).digest()
-    ).rstrip(b"=")
-    return (signing + b"." + signature).decode()
-
-
-def _publish(token: str, form: str, close: bool = True) -> bytes:
-    return (
-        f"POST {HUB_PATH} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
-        "Content-Type: application/x-www-form-urlencoded\r\n"
-        + ("Connection: close\r\n" if close else "")
-        + f"Content-Length: {len(form)}\r\n\r\n{form}"
-    ).encode()
-
-
-async def _read(s: socket.socket, until: bytes | None = b"\r\n\r\n", wait: float = 2) -> bytes:
-    """Bytes from ``s`` until ``until`` appears, the peer closes, or ``wait`` seconds pass."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait
-    got = b""
-    while until is None or until not in got:
-        try:
-            chunk = await asyncio.wait_for(loop.sock_recv(s, 65536), deadline - loop.time())
-        except (TimeoutError, OSError):
-            break
-        if not chunk:
-            break
-        got += chunk
-    return got
-
-
-def _closed_by_peer(s: socket.socket) -> bool:
-    """Whether the peer has closed ``s``, once what it sent is read (up to 16 MiB)."""
-    s.setblocking(False)
-    got = 0
-    try:
-        while got < 16 << 20:
-            chunk = s.recv(1 << 16)
-            if not chunk:
-                return True
-            got += len(chunk)
-    except BlockingIOError:
-        return False
-    except OSError:  # reset: closed with unsent bytes, as a slow reader is
-        return True
-    return False
-
-
-def _status(answer: bytes) -> str:
-    """The status code of the first response in ``answer`` ("none" when there is none)."""
-    if not answer.startswith(b"HTTP/1.1 "):
-        return "none"
-    return answer[9:12].decode("latin-1")
-
-
-class Hostile:
-    """One hostile client per tick, by turns; counts what each kind got back.
-
-    The soak asserts nothing about these answers (other branches fix what they reveal);
-    it reports them and checks that normal subscribers lose nothing meanwhile.
-    """
-
-    def __init__(self, port: int, token: str) -> None:
-        self.port = port
-        self.token = token
-        self.counts: dict[str, dict[str, int]] = {}
-        self.held: dict[socket.socket, str] = {}  # sockets kept open, by kind
-        self.rng = random.Random(7)
-        self.forged = jwt.encode(
-            {"mercure": {"publish": ["*"]}}, "not-the-key-0123456789-0123456789"
-        )
-        self.tick = 0
-
-    def count(self, kind: str, outcome: str) -> None:
-        kinds = self.counts.setdefault(kind, {})
-        kinds[outcome] = kinds.get(outcome, 0) + 1
-
-    async def run(self, stop: asyncio.Event) -> None:
-        kinds = [
-            self.slowloris,
-            self.garbage,
-            self.churn,
-            self.forged_token,
-            self.template_bomb,
-            self.crlf_token,
-            self.spaced_id,
-            self.pipelined,
-            self.half_close,
-            self.subscription_churn,
-        ]
-        tasks: set[asyncio.Task[None]] = set()
-        while not stop.is_set():
-            self.tick += 1
-            if self.tick % 50 == 0:
-                kind = self.stopped_reader
-            elif self.tick % 50 == 25:
-                kind = self.stalled_replay
-            else:
-                kind = kinds[self.tick % len(kinds)]
-            if len(tasks) < 100:  # a hub that stops answering must not pile up tasks here
-                task = asyncio.create_task(self._one(kind))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-            while len(self.held) > 200:  # keep the open-file count bounded
-                oldest = next(iter(self.held))
-                del self.held[oldest]
-                oldest.close()
-            await asyncio.sleep(0.01)
-        await asyncio.gather(*tasks)
-        for s, held_as in self.held.items():  # did the hub let go of the ones still held?
-            self.count(held_as, "closed by the hub" if _closed_by_peer(s) else "open at the end")
-            s.close()
-
-    async def _one(self, kind: Callable[[socket.socket], Awaitable[None]]) -> None:
-        s = socket.socket()
-        s.setblocking(False)
-        try:
-            if kind in (self.stopped_reader, self.stalled_replay):
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            await asyncio.get_running_loop().sock_connect(s, ("127.0.0.1", self.port))
-            await kind(s)
-        except OSError:
-            self.count(kind.__name__, "refused")
-            s.close()
-        if s not in self.held:
-            s.close()
-
-    async def _send(self, s: socket.socket, data: bytes) -> None:
-        await asyncio.get_running_loop().sock_sendall(s, data)
-
-    async def slowloris(self, s: socket.socket) -> None:
-        """A head that never ends."""
-        await self._send(s, b"POST /.well-known/mercure HTTP/1.1\r\nX-Slow: ")
-        self.held[s] = "slowloris"
-        self.count("slowloris", "held")
-
-    async def garbage(self, s: socket.socket) -> None:
-        await self._send(s, self.rng.randbytes(self.rng.randint(1, 2000)))
-        self.count("garbage", "sent")
-
-    async def stopped_reader(self, s: socket.socket) -> None:
-        """A subscriber to the normal topic that never reads."""
-        await self._send(s, f"GET {HUB_PATH}?topic={TOPIC} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        self.held[s] = "stopped_reader"
-        self.count("stopped_reader", "held")
-
-    async def stalled_replay(self, s: socket.socket) -> None:
-        """Asks for the whole history of the normal topic and never reads it."""
-        await self._send(
-            s,
-            f"GET {HUB_PATH}?topic={TOPIC}&lastEventID=earliest HTTP/1.1\r\n"
-            "Host: x\r\n\r\n".encode(),
-        )
-        self.held[s] = "stalled_replay"
-        self.count("stalled_replay", "held")
-
-    async def churn(self, s: socket.socket) -> None:
-        """Connect, subscribe, close at once."""
-        await self._send(s, f"GET {HUB_PATH}?topic=churn HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        self.count("churn", "sent")
-
-    async def subscription_churn(self, s: socket.socket) -> None:
-        """An anonymous subscriber that waits for its stream to open, then leaves (with
-        --subscriptions, each one publishes two subscription events)."""
-        topic = f"urn:soak:churn:{self.tick}"
-        await self._send(s, f"GET {HUB_PATH}?topic={topic} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        self.count("subscription_churn", _status(await _read(s)))
-
-    async def forged_token(self, s: socket.socket) -> None:
-        await self._send(s, _publish(self.forged, "topic=x&data=y"))
-        self.count("forged_token", "sent")
-
-    async def template_bomb(self, s: socket.socket) -> None:
-        """A selector of hundreds of adjacent expressions (refused by bounded hubs)."""
-        bomb = quote("urn:soak:{+a}" + "{/b}{.c}" * 150 + f"{{;d{self.tick}}}")
-        await self._send(s, f"GET {HUB_PATH}?topic={bomb} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        self.count("template_bomb", _status(await _read(s)))
-
-    async def crlf_token(self, s: socket.socket) -> None:
-        """A signed token with CR/LF in a JWT header field, in ?authorization=."""
-        query = urlencode({"topic": "urn:soak:hostile", "authorization": _crlf_token(self.rng)})
-        await self._send(s, f"GET {HUB_PATH}?{query} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        head = (await _read(s)).partition(b"\r\n\r\n")[0].lower()
-        injected = b"\r\nx-injected:" in head
-        self.count("crlf_token", _status(head.upper()) + (" injected" if injected else ""))
-
-    async def spaced_id(self, s: socket.socket) -> None:
-        """A publish whose id has leading and trailing spaces."""
-        form = urlencode(
-            {"topic": "urn:soak:hostile", "data": "x", "id": f"  spaced-{self.tick}  "}
-        )
-        await self._send(s, _publish(self.token, form))
-        answer = await _read(s, None)
-        self.count("spaced_id", _status(answer))
-
-    async def pipelined(self, s: socket.socket) -> None:
-        """A valid publish and garbage in one send: the valid one must still be answered."""
-        valid = _publish(self.token, "topic=urn:soak:hostile&data=pipelined", close=False)
-        await self._send(s, valid + b"\x00\xffNOT HTTP\r\n\r\n")
-        answer = await _read(s, None)
-        statuses = [_status(b"HTTP/1.1 " + part) for part in answer.split(b"HTTP/1.1 ")[1:]]
-        self.count("pipelined", "+".join(statuses) or "none")
-
-    async def half_close(self, s: socket.socket) -> None:
-        """A publish followed by shutdown(SHUT_WR): the answer must still come."""
-        await self._send(s, _publish(self.token, "topic=urn:soak:hostile&data=half", close=False))
-        s.shutdown(socket.SHUT_WR)
-        self.count("half_close", _status(await _read(s, None)))
 
 
 async def soak(port: int, pid: int, minutes: float, subscribers: int, rate: float) -> int:
@@ -364,6 +137,7 @@ def main() -> None:
             "--max-connections-per-ip",
             "0",
             "--subscriptions",
+            "--http2",
         ],
         "0",
     )
