@@ -570,3 +570,87 @@ def test_h2_rapid_reset_gets_goaway(h2c_hub: HubProcess) -> None:
     while metric(httpx.get(h2c_hub.base + "/metrics").text, "ssehub_subscribers") != 0:
         assert time.monotonic() < deadline, "the reset streams stayed subscribed"
         time.sleep(0.05)
+
+
+async def ten_topics_on_one_connection(
+    client: httpx.AsyncClient, base: str, token: str, streams: int = 10
+) -> None:
+    """``streams`` streams on one HTTP/2 connection, one topic each; then one publish to
+    each topic over the same connection: every stream gets its own event."""
+    ready = [asyncio.Event() for _ in range(streams)]
+
+    async def subscribe(number: int) -> str:
+        params = {"topic": f"{TOPIC}/many/{number}"}
+        async with client.stream("GET", base + HUB, params=params) as answer:
+            assert (answer.http_version, answer.status_code) == ("HTTP/2", 200)
+            ready[number].set()
+            async for line in answer.aiter_lines():
+                if line.startswith("data: "):
+                    return line[6:]
+        raise AssertionError("the stream ended without an event")
+
+    tasks = [asyncio.create_task(subscribe(n)) for n in range(streams)]
+    try:
+        await asyncio.wait_for(asyncio.gather(*(r.wait() for r in ready)), 10)
+        for number in range(streams):
+            published = await client.post(
+                base + HUB,
+                data={"topic": f"{TOPIC}/many/{number}", "data": f"event {number}"},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            assert (published.http_version, published.status_code) == ("HTTP/2", 200)
+        got = await asyncio.wait_for(asyncio.gather(*tasks), 10)
+        assert got == [f"event {n}" for n in range(streams)]
+    finally:
+        for task in tasks:
+            task.cancel()
+    metrics = await client.get(base + "/metrics")
+    assert metric(metrics.text, "ssehub_connections") == 1
+
+
+@pytest.mark.parametrize("streams", [10, 50])
+def test_many_streams_and_their_publishes_on_one_tls_connection(
+    tls_hub: HubProcess, certificate: tuple[Path, Path], streams: int
+) -> None:
+    async def main() -> None:
+        verify = trusting(certificate)
+        async with httpx.AsyncClient(http2=True, verify=verify, timeout=10) as client:
+            base = f"https://127.0.0.1:{tls_hub.port}"
+            await ten_topics_on_one_connection(client, base, tls_hub.publisher_token, streams)
+
+    asyncio.run(main())
+
+
+def test_many_streams_and_their_publishes_on_one_h2c_connection(h2c_hub: HubProcess) -> None:
+    async def main() -> None:
+        async with httpx.AsyncClient(http1=False, http2=True, timeout=10) as client:
+            await ten_topics_on_one_connection(client, h2c_hub.base, h2c_hub.publisher_token)
+
+    asyncio.run(main())
+
+
+def test_one_event_for_the_last_of_ten_streams_arrives_at_once(h2c_hub: HubProcess) -> None:
+    """httpx reads a connection in one task at a time: an event for the tenth stream, read
+    by another stream's task, used to wait for that task's read timeout (here 30 s)."""
+
+    async def main() -> None:
+        async with httpx.AsyncClient(http1=False, http2=True, timeout=30) as client:
+            ready = [asyncio.Event() for _ in range(10)]
+
+            async def subscribe(number: int) -> str | None:
+                params = {"topic": f"{TOPIC}/last/{number}"}
+                async with client.stream("GET", h2c_hub.base + HUB, params=params) as answer:
+                    ready[number].set()
+                    async for line in answer.aiter_lines():
+                        if line.startswith("data: "):
+                            return line[6:]
+                return None
+
+            tasks = [asyncio.create_task(subscribe(n)) for n in range(10)]
+            await asyncio.wait_for(asyncio.gather(*(r.wait() for r in ready)), 10)
+            h2c_hub.publish(f"{TOPIC}/last/9", "to the last")  # over HTTP/1.1, elsewhere
+            assert await asyncio.wait_for(tasks[9], 5) == "to the last"
+            for task in tasks[:9]:
+                task.cancel()
+
+    asyncio.run(main())

@@ -43,8 +43,9 @@ from h2.events import (
 from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes, Settings
 
-from ..app import App, OpenedStream
+from ..app import App
 from .h2_hpack import KeptDecoder, KeptEncoder
+from .h2_pad import Pads
 from .h2_requests import MAX_RESETS, RESET_WINDOW, H2Requests, MalformedHeaders, check_headers
 from .h2_stream import H2Stream
 from .registry import ConnectionRegistry
@@ -94,6 +95,7 @@ class H2Protocol(asyncio.Protocol):
         "draining",
         "h2",
         "loop",
+        "pads",
         "paused",
         "registry",
         "requests",
@@ -118,6 +120,7 @@ class H2Protocol(asyncio.Protocol):
         self.closed = False
         self.draining = False
         self._deadline = 0.0
+        self.pads = Pads(self)
 
     # -- asyncio callbacks ---------------------------------------------------------------------
 
@@ -143,6 +146,7 @@ class H2Protocol(asyncio.Protocol):
             self._flush_handle.cancel()
             self._flush_handle = None
             self.armed = False
+        self.pads.cancel()
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
@@ -206,17 +210,6 @@ class H2Protocol(asyncio.Protocol):
 
     # -- streams -------------------------------------------------------------------------------
 
-    def open(self, stream_id: int, opened: OpenedStream) -> None:
-        """Start the event stream ``opened`` on ``stream_id``."""
-        stream = H2Stream(self, stream_id)
-        # No framing: DATA frames delimit the body (HTTP/2 has no chunked encoding).
-        stream.sub = opened.subscriber(stream, stream.write)
-        self.streams[stream_id] = stream
-        settings = self.app.settings
-        if settings.write_timeout:
-            stream.ends_at = self.loop.time() + settings.write_timeout
-        stream.start(opened)
-
     def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         return self.registry.spawn(work)
 
@@ -273,6 +266,7 @@ class H2Protocol(asyncio.Protocol):
         data = self.h2.data_to_send()
         if data and not self.closed and not self.transport.is_closing():
             self.transport.write(data)
+            self.pads.flushed()
 
     # -- deadlines and shutdown ----------------------------------------------------------------
 

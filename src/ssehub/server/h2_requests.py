@@ -13,7 +13,7 @@ from h2.utilities import HeaderValidationFlags, validate_headers
 
 from ..app import DeferredPublish, OpenedStream, Request, Response, error_response
 from ..errors import HubError
-from .h2_stream import H2Link, answer
+from .h2_stream import H2Link, answer, open_stream
 from .http import text
 
 if TYPE_CHECKING:
@@ -184,7 +184,7 @@ class H2Requests:
         request.body = b"".join(incoming.body)
         result = conn.app.handle(request)
         if isinstance(result, OpenedStream):
-            conn.open(stream_id, result)
+            open_stream(conn, stream_id, result)
         elif isinstance(result, Response):
             answer(conn, stream_id, result)
         elif result.done():

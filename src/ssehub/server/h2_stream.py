@@ -23,6 +23,7 @@ from ..contract import HistoryUnavailable, Replay
 from ..errors import field_value
 from .h2_data import send_data
 from .h2_heads import Fields, send_headers
+from .h2_pad import Pads
 from .http import NO_CONTENT
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ class H2Link(Protocol):
     draining: bool
     streams: dict[int, H2Stream]  # answers being sent and event streams
     waiting: dict[H2Stream, None]  # streams with a backlog, in order
+    pads: Pads
 
     def arm(self) -> None:
         """Flush what h2 queued at the end of this loop iteration (once, however many ask)."""
@@ -58,8 +60,6 @@ class H2Link(Protocol):
     def forget(self, stream: H2Stream) -> None: ...
 
     def settled(self) -> None: ...
-
-    def open(self, stream_id: int, opened: OpenedStream) -> None: ...
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]: ...
 
@@ -120,6 +120,18 @@ def answer(conn: H2Link, stream_id: int, response: Response) -> None:
         conn.settled()
 
 
+def open_stream(conn: H2Link, stream_id: int, opened: OpenedStream) -> None:
+    """Start the event stream ``opened`` on ``stream_id``."""
+    stream = H2Stream(conn, stream_id)
+    # No framing: DATA frames delimit the body (HTTP/2 has no chunked encoding).
+    stream.sub = opened.subscriber(stream, stream.write)
+    conn.streams[stream_id] = stream
+    settings = conn.app.settings
+    if settings.write_timeout:
+        stream.ends_at = conn.loop.time() + settings.write_timeout
+    stream.start(opened)
+
+
 class H2Stream:
     """One HTTP/2 stream's outgoing side: an answer's body, or a subscriber's event stream
     (the hub's ``Stream``)."""
@@ -135,6 +147,7 @@ class H2Stream:
         "expiry",
         "id",
         "sent",
+        "stamped",
         "starting",
         "stuck_since",
         "sub",
@@ -154,6 +167,7 @@ class H2Stream:
         self.expiry: asyncio.TimerHandle | None = None
         self.ends_at = 0.0
         self.sent = 0  # bytes handed to h2, for the dispatch timeout
+        self.stamped = 0  # the connection's last transport write with data of ours
         self.watched = 0
         self.stuck_since = 0.0
 
@@ -201,6 +215,7 @@ class H2Stream:
         try:
             if send_data(conn.h2, self.id, data):
                 self.sent += len(data)
+                self.stamp()
                 if not conn.armed:  # once per connection per fan-out, not once per stream
                     conn.arm()
                 return
@@ -210,6 +225,13 @@ class H2Stream:
         self.backlog.append(data)
         self.backlog_size += len(data)
         self.pump()
+
+    def stamp(self) -> None:
+        """This stream has data in the connection's next write (see ``h2_pad``)."""
+        pads = self.conn.pads
+        if self.stamped != pads.writes:
+            self.stamped = pads.writes
+            pads.fresh += 1
 
     def pump(self) -> None:
         """Send what the windows allow of the backlog; end the stream if it was ending."""
@@ -232,6 +254,7 @@ class H2Stream:
                 h2.send_data(self.id, data)
                 self.backlog_size -= len(data)
                 self.sent += len(data)
+                self.stamp()
                 conn.arm()
             if backlog:
                 conn.waiting[self] = None
