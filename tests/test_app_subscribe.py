@@ -74,7 +74,7 @@ def test_a_long_query_is_answered_but_not_kept() -> None:
         topic = "urn:" + "x" * 3000
         opened = app.handle(_get(f"topic={topic}"))
         assert isinstance(opened, OpenedStream) and opened.selectors == (topic,)
-        assert not app._wanted_cache
+        assert not app.subscribing._wanted_cache
         await app.close()
 
     asyncio.run(go())

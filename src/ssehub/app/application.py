@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
@@ -23,31 +22,25 @@ from ..hub import Hub
 from ..mercure import (
     HUB_PATH,
     METADATA_PATH,
-    RESUMED_HEADER,
-    Subscription,
     check_publish_1,
     parse_publish,
-    parse_subscribe,
     protected_resource_metadata,
 )
 from ..metrics import CONTENT_TYPE, Metrics
 from ..settings import Settings
-from ..sse import encode_comment
 from ..subscriber import Subscriber
 from ..subscriptions import PREFIX as SUBSCRIPTIONS
 from ..subscriptions import Subscriptions
-from ..tokens import Carrier, forbidden, unauthorized
-from ..topics import check_matchers, check_selectors
+from ..tokens import Carrier, forbidden
 from .answers import DeferredPublish, Headers, Request, Response, error_response, response
 from .cors import Cors
 from .demo import DemoPage
 from .streams import OpenedStream
+from .subscribing import Subscribing
 
 log = logging.getLogger("ssehub.app")
 
 Answer = Response | DeferredPublish | OpenedStream
-_WANTED_KEPT = 1024  # parsed subscribe queries kept
-_WANTED_SMALL = 2048  # characters: a longer query is parsed every time (the cache stays small)
 _Handler = Callable[[Request, Headers], Answer]
 
 
@@ -81,9 +74,7 @@ class App:
         self.cors = Cors(settings.cors_origins, settings.publish_origins)
         self.rejections = {401: 0, 403: 0}
         self.subscriptions = Subscriptions(hub) if settings.subscriptions else None
-        self._subscriber_ids: dict[Subscriber, str] = {}
-        self._template_costs: dict[Subscriber, tuple[str, int]] = {}  # owner, expressions
-        self._wanted_cache: dict[tuple[str, str | None], tuple[Subscription, int]] = {}
+        self.subscribing = Subscribing(settings, hub, self.auth, self.subscriptions)
         self.open_connections: Callable[[], int] | None = None  # set by a face that counts
         self.metrics = Metrics(hub, self._extra_metrics)
         self._demo = DemoPage(settings)
@@ -91,7 +82,7 @@ class App:
         self._routes: dict[str, _Route] = {
             HUB_PATH: _Route(
                 "here: GET subscribes, POST publishes",
-                {"GET": self._subscribe, "POST": self._publish, "OPTIONS": self._preflight},
+                {"GET": self.subscribing.open, "POST": self._publish, "OPTIONS": self._preflight},
             ),
             "/metrics": _Route("on {path}", {"GET": self._metrics, "HEAD": self._metrics}),
             "/healthz": health,
@@ -212,96 +203,9 @@ class App:
             )
         return DeferredPublish(self.hub.publish(event), cors)
 
-    def _subscribe(self, request: Request, cors: Headers) -> OpenedStream:
-        headers = request.headers
-        settings = self.settings
-        wanted, cost = self._wanted(request.query, headers.get("last-event-id"))
-        found = dialects.find(settings, headers, request.query, wanted.dialect)
-        if found is None and wanted.dialect == DIALECT_1 and not settings.anonymous:
-            raise unauthorized(
-                "no token: this hub does not allow anonymous subscribers; send "
-                f"'Authorization: Bearer <access token>' or the {settings.access_cookie_name} "
-                "cookie",
-                None,
-            )
-        resource = dialects.resources(settings, headers)
-        claims = self.auth.subscriber(found, settings.anonymous, resource=resource)
-        dialects.settle(settings, claims, found, wanted.dialect)
-        owner = request.client if cost else None
-        budget = self.hub.template_budget
-        if owner is not None and not budget.fits(owner, cost):
-            raise HubError(
-                429,
-                f"too many template expressions from {owner}: its subscriptions hold"
-                f" {budget.used(owner)}, this one {cost}, at most {budget.limit} in all"
-                " (--max-template-expressions-per-address)",
-                (("Retry-After", "1"),),
-            )
-        allowed = None
-        if claims is not None and claims.subscribe is not None:
-            allowed = frozenset(claims.subscribe)
-        first = encode_comment()
-        if self.settings.retry is not None:
-            first += b"retry: %d\n\n" % self.settings.retry
-        expires = None
-        if claims is not None and claims.expires is not None:
-            # Accepted within --jwt-leeway, so it lives as long: the leeway is clock skew.
-            expires = max(0.0, claims.expires + settings.jwt_leeway - time.time())
-
-        def opened(sub: Subscriber) -> None:
-            if owner is not None:  # right after the check: no other subscribe came between
-                budget.take(owner, cost)
-                self._template_costs[sub] = (owner, cost)
-            if self.subscriptions is not None:
-                payload = claims.payload if claims is not None else None
-                self._subscriber_ids[sub] = self.subscriptions.opened(
-                    wanted.topics, payload, wanted.matchers
-                )
-
-        return OpenedStream(
-            wanted.topics,
-            allowed,
-            wanted.last_event_id,
-            expires,
-            cors,
-            first,
-            opened,
-            RESUMED_HEADER[wanted.dialect],
-        )
-
-    def _wanted(self, query: str, last_event_id: str | None) -> tuple[Subscription, int]:
-        """The subscription a query asks for and its template expressions (1.0 matchers have
-        none), or the 400 saying why not. A pure function of its arguments and the settings,
-        so kept: every tab of a page, every stream of a load, asks the same."""
-        key = (query, last_event_id)
-        found = self._wanted_cache.get(key)
-        if found is not None:
-            return found
-        settings = self.settings
-        wanted = parse_subscribe(query, last_event_id, settings.max_topics, settings.dialects)
-        cost = 0
-        if wanted.dialect == DIALECT_1:
-            base = dialects.base_url(settings)
-            check_matchers(wanted.matchers, settings.max_template_length, base)
-        else:
-            cost = check_selectors(
-                wanted.topics, settings.max_template_length, settings.max_template_expressions
-            )
-        found = wanted, cost
-        if len(query) + len(last_event_id or "") <= _WANTED_SMALL:
-            if len(self._wanted_cache) >= _WANTED_KEPT:
-                self._wanted_cache.clear()
-            self._wanted_cache[key] = found
-        return found
-
     def stream_closed(self, sub: Subscriber) -> None:
-        """A stream ended: announce the end of its subscriptions."""
-        charged = self._template_costs.pop(sub, None)
-        if charged is not None:
-            self.hub.template_budget.give(*charged)
-        subscriber = self._subscriber_ids.pop(sub, None)
-        if subscriber is not None and self.subscriptions is not None:
-            self.subscriptions.closed(subscriber)
+        """A stream ended: its template budget comes back, its subscriptions end."""
+        self.subscribing.closed(sub)
 
     def _subscriptions_api(self, request: Request, cors: Headers) -> Response:
         """The subscriptions API; the URL must match one of the token's subscribe selectors.
