@@ -158,3 +158,40 @@ def test_a_node_started_mid_burst_misses_nothing_after_its_start() -> None:
             await b.backend.close()
 
     asyncio.run(go())
+
+
+def test_a_fault_in_delivery_is_a_gap_and_the_reader_goes_on() -> None:
+    """A batch the hub's sink failed on (a fault of its own) is a gap its subscribers hear of;
+    the reader does not die and leave the node deaf while publishes still succeed."""
+
+    async def go() -> None:
+        store = redis_store()
+        a = Node(store)
+        await a.start()
+        b = RedisBackend(store, history_size=5)
+        seen: list[str | Gap] = []
+        b.on_gap = seen.append
+        faults = 1
+
+        def sink(batch: Sequence[StoredEvent]) -> None:
+            nonlocal faults
+            if faults and any(e.id == "boom" for e in batch):
+                faults -= 1
+                raise RuntimeError("a fault in the fan-out")
+            seen.extend(e.id for e in batch)
+
+        await b.start(sink)
+        try:
+            await publish(a, "boom", 1, batch=1)  # ids boom0: not the faulty one
+            acked = await a.backend.append([Event(("t",), "x", id="boom")])
+            await until(lambda: "boom0" in seen, "the first event never came")
+            acked = await a.backend.append([Event(("t",), "x", id="after")])
+            await until(lambda: seen[-1:] == ["after"], "the reader died with the sink's fault", 5)
+            gap = seen[-2]
+            assert isinstance(gap, Gap) and gap.resumed_at == "after", seen
+            assert [e.id for e in acked] == ["after"]
+        finally:
+            await a.backend.close()
+            await b.close()
+
+    asyncio.run(go())
