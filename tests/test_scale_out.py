@@ -542,3 +542,24 @@ def test_redis_back_without_its_data_is_a_gap_not_silence() -> None:
                 assert event.id == after
         finally:
             hub.stop()
+
+
+def test_a_publish_whose_connection_cannot_even_open_during_a_stall_is_not_stored() -> None:
+    """A timeout while a new connection says hello (before the script is sent) is 503, not
+    stored: the publisher knows it may publish again, even without an id."""
+    with own_redis("--enable-debug-command", "yes") as port:
+        hub = start_hub(*FLAGS, "--store", f"redis://127.0.0.1:{port}/0?prefix=hello")
+        try:
+            with hub.subscribe("hello") as sub, socket.create_connection(("127.0.0.1", port)) as r:
+                warm = hub.publish("hello", "first").text
+                assert [e.id for e in sub.events(1)] == [warm]
+                # The hub's pooled connection goes, and Redis stalls before the new one opens.
+                r.sendall(b"CLIENT KILL TYPE normal SKIPME yes\r\nDEBUG SLEEP 3\r\n")
+                answer = hub.publish("hello", "never", id="hello-1")
+                assert answer.status_code == 503, answer.text
+                assert "not stored" in answer.text
+                assert r.recv(64).endswith(b"+OK\r\n")
+                marker = hub.publish("hello", "next").text
+                assert [e.id for e in sub.events(1)] == [marker]  # hello-1 never came
+        finally:
+            hub.stop()

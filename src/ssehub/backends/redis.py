@@ -28,7 +28,7 @@ from ..contract import EARLIEST, REPLAY_PAGE, Appended, GapSink, Replay, Sink, t
 from ..errors import ConfigError
 from ..events import Event, StoredEvent
 from ..settings import DEFAULTS
-from .redis_failures import run_script, why_not
+from .redis_failures import run_script, say_hello, why_not
 from .redis_reader import READ_COUNT, StreamReader
 from .redis_scripts import (
     APPEND,
@@ -98,6 +98,8 @@ class RedisBackend:
             # closed without its check at checkout (redis-py #4252), so a command goes out
             # on a dead socket and its outcome becomes unknown instead of "not sent".
             "protocol": 2,
+            # A stall during a new connection's handshake is "not stored", not "unknown".
+            "redis_connect_func": say_hello,
         }
         self._redis = aioredis.Redis.from_url(redis_url, **fail_fast)  # type: ignore[arg-type]
         self._reader = StreamReader(redis_url, self.stream_key, self.readers_key)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import socket
 
+from redis.asyncio.connection import AbstractConnection
 from redis.commands.core import AsyncScript
 from redis.exceptions import AuthenticationError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -16,11 +17,28 @@ from ..contract import OutcomeUnknown
 log = logging.getLogger("ssehub.redis")
 
 
+class HandshakeTimeout(RedisTimeoutError):
+    """A new connection's handshake (HELLO, SELECT, CLIENT SETINFO) had no answer in time:
+    no command of ours went on it."""
+
+
+async def say_hello(conn: AbstractConnection) -> None:
+    """redis-py's handshake on a new connection (its ``redis_connect_func``), its timeout
+    told apart: redis-py words it as any read's, which would make a publish that never
+    reached Redis an "outcome unknown"."""
+    try:
+        await conn.on_connect()
+    except RedisTimeoutError as exc:
+        raise HandshakeTimeout(f"Timeout connecting: no answer to the handshake ({exc})") from exc
+
+
 def never_sent(exc: BaseException) -> bool:
     """Whether a failure came while connecting, before a command could reach Redis."""
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, ConnectionRefusedError | socket.gaierror | FileNotFoundError):
+        if isinstance(
+            seen, HandshakeTimeout | ConnectionRefusedError | socket.gaierror | FileNotFoundError
+        ):
             return True
         seen = seen.__cause__ or seen.__context__
     text = str(exc)  # redis-py's own wording for its connect phase

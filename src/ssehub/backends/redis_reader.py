@@ -57,6 +57,7 @@ class StreamReader:
         self._follow: asyncio.Task[None] | None = None
         self.last_id = EARLIEST
         self.stored_position = 0  # newest stored event read: what a broadcast carries
+        self._faulted = False  # the sink failed on a batch: the next stored event opens a gap
 
     async def start(self, last: str, expected: int | None) -> None:
         """Register at ``last`` (before the first append can trim: nothing this node has
@@ -108,7 +109,13 @@ class StreamReader:
             delay = 0.05
             for _, entries in reply:
                 if entries:
-                    expected = self._feed(entries, expected)
+                    try:
+                        expected = self._feed(entries, expected)
+                    except Exception:
+                        # A fault of the hub's own, mid-batch: some subscribers may lack some
+                        # of these events. Dying here would leave the node deaf, silently.
+                        log.exception("delivering events read from the Redis stream failed")
+                        expected, self._faulted = None, True
                     last = entries[-1][0].decode()
                     unreported += len(entries)
                     # Sized from what came: 1000 large events would be a gigabyte at once.
@@ -126,7 +133,14 @@ class StreamReader:
             event = decode(sid, fields)
             self.stored_position = event.position
             n = number(fields)
-            if n is not None and expected is not None and n != expected:
+            if self._faulted:  # the batch before this one failed to deliver: how far, unknown
+                self._faulted = False
+                if batch and self.sink is not None:
+                    self.sink(batch)
+                batch = []
+                if self.on_gap is not None:
+                    self.on_gap(Gap(None, event.id, event))
+            elif n is not None and expected is not None and n != expected:
                 # n < expected: the counter restarted (Redis lost its data): how many is unknown.
                 missed = n - expected if n > expected else None
                 log.warning(
