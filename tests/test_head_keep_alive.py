@@ -11,6 +11,9 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.events import DataReceived, ResponseReceived, StreamEnded, StreamReset
 
 from ssehub.mercure import HUB_PATH, METADATA_PATH
 
@@ -134,5 +137,48 @@ def test_a_head_cut_short_gets_a_408_without_a_body() -> None:
             assert status.startswith(b"HTTP/1.1 408 "), status
             assert fields["connection"] == "close", fields
             assert rest + _quiet(sock, 1) in (b"", CLOSED), f"a body after the head: {rest!r}"
+    finally:
+        h.stop()
+
+
+def test_head_over_http2_sends_no_data() -> None:
+    """Over HTTP/2 a HEAD's answer is one HEADERS frame that ends its stream: no DATA, and a
+    HEAD of the event stream opens none; the connection then answers a GET."""
+    h = start_hub("--anonymous", "--subscriptions", "--demo", "--http2")
+    conn = H2Connection(H2Configuration(client_side=True, header_encoding=None))
+    try:
+        with socket.create_connection(("127.0.0.1", h.port), timeout=5) as sock:
+            conn.initiate_connection()
+            asks = [("HEAD", target) for target, _ in ROUTES[:-1]] + [("GET", "/healthz")]
+            streams: dict[int, tuple[str, str]] = {}
+            for method, target in asks:
+                stream_id = conn.get_next_available_stream_id()
+                streams[stream_id] = (method, target[:40])
+                head = [(":method", method), (":path", target), (":scheme", "http")]
+                conn.send_headers(stream_id, [*head, (":authority", "x")], end_stream=True)
+            sock.sendall(conn.data_to_send())
+            status: dict[int, str] = {}
+            data: dict[int, int] = {}
+            ended: set[int] = set()
+            deadline = time.monotonic() + 4
+            while len(ended) < len(streams):
+                chunk = _recv(sock, deadline)
+                assert chunk != CLOSED, f"closed; ended {sorted(ended)}"
+                for event in conn.receive_data(chunk):
+                    if isinstance(event, ResponseReceived):
+                        fields = {bytes(k): bytes(v) for k, v in event.headers or ()}
+                        status[event.stream_id] = fields[b":status"].decode()
+                    elif isinstance(event, DataReceived):
+                        data[event.stream_id] = data.get(event.stream_id, 0) + len(event.data)
+                    elif isinstance(event, StreamEnded):
+                        ended.add(event.stream_id)
+                    elif isinstance(event, StreamReset):
+                        raise AssertionError(f"{streams[event.stream_id]} reset")
+                sock.sendall(conn.data_to_send())
+            heads = {streams[s]: n for s, n in data.items() if streams[s][0] == "HEAD"}
+            assert heads == {}, f"DATA after a HEAD: {heads}"
+            last = max(streams)
+            assert status[last] == "200" and data[last] > 0, (status, data)
+            assert status[min(streams)] == "200", status
     finally:
         h.stop()
