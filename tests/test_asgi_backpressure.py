@@ -160,3 +160,28 @@ def test_asgi_stopped_reader_is_closed_within_the_bound() -> None:
         # Once it reads again, its response ends: it resumes with Last-Event-ID.
         assert stopped.wait_closed(5)
         assert active(h) == 1
+
+
+def test_asgi_dropped_reader_that_leaves_frees_its_send() -> None:
+    """A dropped reader whose send is blocked and that then goes away: uvicorn's send returns,
+    the ASGI call ends and nothing of it is left; the other reader is undisturbed."""
+
+    async def publish(h: HubProcess) -> list[str]:
+        async with httpx.AsyncClient() as client:
+            return [i for _ in range(8) for i in await _burst(h, client, 16)]
+
+    with watched_hub() as (h, app), h.subscribe("t") as reader:
+        stopped = h.subscribe("t", rcvbuf=4096)
+        got: list[str] = []
+        reading = threading.Thread(target=lambda: got.extend(e.id for e in reader.events(128)))
+        reading.start()
+        asyncio.run(publish(h))
+        reading.join(10)
+        assert len(got) == 128
+        assert metric(h.base, "ssehub_slow_consumers_closed_total") == 1
+        assert len(app.transports) == 2, "the dropped stream's ASGI call ended before it left"
+        stopped.close()
+        wait_until(lambda: len(app.transports) == 1, "the dropped stream's ASGI call to end")
+        assert len(app.hub._streams) == 1
+        probe = h.publish("t", "probe").text
+        assert [e.id for e in reader.events(1)] == [probe]
