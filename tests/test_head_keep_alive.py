@@ -39,9 +39,9 @@ VERSIONS = ("HTTP/1.0", "HTTP/1.1")
 CLOSED = b"<closed>"
 
 
-def _asgi() -> HubProcess:
+def _asgi(http: str) -> HubProcess:
     port = free_port()
-    cmd = [sys.executable, "-m", "uvicorn", "--factory", "ssehub.asgi:from_env"]
+    cmd = [sys.executable, "-m", "uvicorn", "--factory", "ssehub.asgi:from_env", "--http", http]
     cmd += ["--port", str(port), "--log-level", "warning"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("SSEHUB_")}
     env.update(SSEHUB_JWT_KEY=KEY, SSEHUB_ANONYMOUS="1", SSEHUB_SUBSCRIPTIONS="1")
@@ -49,12 +49,12 @@ def _asgi() -> HubProcess:
     return serve_process(cmd, port, env=env)
 
 
-@pytest.fixture(scope="module", params=["native", "asgi"])
+@pytest.fixture(scope="module", params=["native", "asgi-httptools", "asgi-h11"])
 def hub(request: pytest.FixtureRequest) -> Iterator[HubProcess]:
     if request.param == "native":
         h = start_hub("--anonymous", "--subscriptions", "--demo")
     else:
-        h = _asgi()
+        h = _asgi(request.param.removeprefix("asgi-"))
     yield h
     h.stop()
 
