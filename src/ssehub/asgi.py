@@ -44,6 +44,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
+_SLICE = 1 << 16  # bytes of one send at most: uvicorn's high-water mark
+
 
 class _Stream:
     """A subscriber's bytes between the hub's fan-out and the ASGI ``send``."""
@@ -56,6 +58,7 @@ class _Stream:
         "hub",
         "max_buffer",
         "ready",
+        "release",
         "sending",
         "sends",
         "size",
@@ -74,6 +77,9 @@ class _Stream:
         self.drained.set()
         self.closed = False
         self.sub: Subscriber | None = None
+        # What ends its accounts (subscription, template budget) when it is dropped: at
+        # once, not once a send the ASGI server blocks for a reader that stopped returns.
+        self.release: Callable[[], None] | None = None
         self.ends_at = 0.0  # loop time of the write timeout, set once live; 0: none
         # The sweep's view of progress: a send under way, sends completed, and since when
         # (loop time) the same send has been seen under way; no clock read per send.
@@ -99,6 +105,9 @@ class _Stream:
         self.size = 0
         self.ready.set()
         self.drained.set()
+        if self.release is not None:
+            # Not now: a drop comes from inside the fan-out, and closing announces.
+            asyncio.get_running_loop().call_soon(self.release)
 
     def end(self) -> None:
         """End cleanly: what is buffered is sent first."""
@@ -113,11 +122,19 @@ class _Stream:
         await self.drained.wait()
 
     def take(self) -> bytes:
+        """The buffered bytes, to send; they count against the bound until ``sent``."""
         data = b"".join(self.chunks)
         self.chunks.clear()
-        self.size = 0
-        self.drained.set()
         return data
+
+    def sent(self, count: int) -> bool:
+        """``count`` bytes went to the ASGI server; whether to go on (not aborted)."""
+        if not self.size:
+            return False
+        self.size -= count
+        if not self.size:
+            self.drained.set()
+        return True
 
 
 class HubApp:
@@ -269,6 +286,16 @@ class HubApp:
         expiry = None
         if opened.expires is not None:
             expiry = loop.call_later(opened.expires, stream.end)
+
+        def release() -> None:
+            stream.release = None
+            self._streams.discard(stream)
+            if expiry is not None:
+                expiry.cancel()
+            app.hub.detach(sub)
+            app.stream_closed(sub)
+
+        stream.release = release
         self._streams.add(stream)
         try:
             async with asyncio.TaskGroup() as tasks:
@@ -279,11 +306,7 @@ class HubApp:
                 sender = tasks.create_task(_pump(stream, started, send))
                 sender.add_done_callback(lambda _: (starting.cancel(), watcher.cancel()))
         finally:
-            self._streams.discard(stream)
-            if expiry is not None:
-                expiry.cancel()
-            app.hub.detach(sub)
-            app.stream_closed(sub)
+            release()
         if refusal:
             await _send(send, refusal[0])
 
@@ -298,10 +321,17 @@ async def _pump(stream: _Stream, started: list[list[tuple[str, str]]], send: Sen
         await stream.ready.wait()
         stream.ready.clear()
         if stream.chunks:
-            stream.sending = True
-            await send({"type": "http.response.body", "body": stream.take(), "more_body": True})
-            stream.sending = False
-            stream.sends += 1
+            data = stream.take()
+            # In slices of the ASGI server's high-water mark: uvicorn writes a whole body to
+            # its transport once under the mark, so a bigger one would sit there uncounted.
+            for at in range(0, len(data), _SLICE):
+                part = data[at : at + _SLICE] if len(data) > _SLICE else data
+                stream.sending = True
+                await send({"type": "http.response.body", "body": part, "more_body": True})
+                stream.sending = False
+                stream.sends += 1
+                if not stream.sent(len(part)):
+                    break
         if stream.closed and not stream.chunks:
             break
     await send({"type": "http.response.body", "body": b"", "more_body": False})

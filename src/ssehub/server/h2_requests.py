@@ -167,7 +167,9 @@ class H2Requests:
         incoming.refused = True
         incoming.body = []
         conn.app.count(error)
-        answer(conn, stream_id, error_response(error))
+        refusal = error_response(error)
+        refusal.bodiless = incoming.request.method == "HEAD"  # no DATA after a HEAD's HEADERS
+        answer(conn, stream_id, refusal)
         if error is self.refusal:  # a connection over the limits: one answer, then away
             conn.goaway()
         # Not RST_STREAM(NO_ERROR) to stop the rest of the body (RFC 9113 8.1): httpx fails

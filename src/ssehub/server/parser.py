@@ -53,6 +53,7 @@ class RequestParser:
         "mid_request",
         "queue",
         "refusal",
+        "refused_head",
     )
 
     def __init__(self, conn: Connection, owed: Callable[[], bool]) -> None:
@@ -70,6 +71,7 @@ class RequestParser:
         self._body_size = 0
         self._body_fed = 0  # body bytes ever parsed on this connection, to tell them from heads
         self.refusal: HubError | None = None
+        self.refused_head = False  # the refused request is a HEAD: its answer has no body
         self.continue_owed = False  # a 100 Continue owed once the earlier answers are out
         # A list, not a deque: it stays a few items long, and an empty deque costs ~600 bytes
         # on each of thousands of idle connections.
@@ -82,6 +84,12 @@ class RequestParser:
     def open(self) -> bool:
         """Whether bytes are still parsed (not after a refusal, a stream or the drain)."""
         return self._parser is not None
+
+    def is_head(self) -> bool:
+        """Whether the request being parsed is a HEAD, so that its refusal has no body: a body
+        after the head is what a client reads as the next response. llhttp knows the method
+        once the request line's first space is parsed."""
+        return self._parser is not None and self._parser.get_method() == b"HEAD"
 
     def close(self) -> None:
         """Parse nothing more."""
@@ -125,6 +133,8 @@ class RequestParser:
                 self._head_bytes = max(0, len(data) - start - (self._body_fed - body_before))
             if self._head_bytes > self._conn.app.settings.max_head_size:
                 self.refusal = HubError(431, "request head too large")
+        if self.refusal is not None:
+            self.refused_head = self.is_head()
 
     # -- httptools callbacks -------------------------------------------------------------------
 

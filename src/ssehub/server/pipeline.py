@@ -86,7 +86,9 @@ class RequestPipeline:
             self._inflight.append((answer, request.keep_alive))
         if reader.refusal is not None and not queue and conn.state is State.REQUESTS:
             # What the parser refused came after every queued request: its answer comes last.
-            self._inflight.append((error_response(reader.refusal), False))
+            refusal = error_response(reader.refusal)
+            refusal.bodiless = reader.refused_head
+            self._inflight.append((refusal, False))
             reader.refusal = None
         self.flush()
         if conn.flow.paused(PIPELINE_FULL) and len(queue) < app.settings.max_pipelined // 2:
@@ -165,5 +167,7 @@ class RequestPipeline:
             if reader.mid_request:
                 settings = conn.app.settings
                 error = HubError(408, f"request not received within {settings.head_timeout:g}s")
-                conn.transport.write(encode(error_response(error), keep_alive=False))
+                late = error_response(error)
+                late.bodiless = reader.is_head()
+                conn.transport.write(encode(late, keep_alive=False))
             conn.close()
