@@ -39,11 +39,12 @@ class Watched:
         self._sampler: asyncio.Task[None] | None = None
 
     def pending(self) -> int:
-        """The hub's buffers, and the most one connection has in a send or in uvicorn."""
-        buffered = sum(len(c) for stream in self.hub._streams for c in stream.chunks)
-        sent = [
-            self.in_flight.get(k, 0) + t.get_write_buffer_size() for k, t in self.transports.items()
-        ]
+        """The most one stream holds in the hub, and the most one connection has in a send or
+        in uvicorn (a bound on what one subscriber holds: the reader that keeps up has bytes
+        buffered too while the machine is busy, and they are not the stopped one's)."""
+        buffered = max((stream.size for stream in self.hub._streams), default=0)
+        # A send under way counts in its stream's size until it returns: uvicorn's buffer only.
+        sent = [t.get_write_buffer_size() for t in self.transports.values()]
         return buffered + max(sent, default=0)
 
     def watch_drops(self) -> None:
