@@ -23,12 +23,17 @@ ROUTES = 4 << 20  # the route cache's bound (RouteIndex.max_bytes)
 
 
 @contextmanager
-def hub_in_this_process(**options: object) -> Iterator[int]:
+def hub_in_this_process(history_max_bytes: int) -> Iterator[int]:
     """A hub on a free loopback port, served by a thread of this process (so tracemalloc
     sees what it holds); its port."""
     port = free_port()
     settings = Settings(
-        port=port, publisher_jwt_key=KEY, subscriber_jwt_key=KEY, demo=False, **options
+        port=port,
+        publisher_jwt_key=KEY,
+        subscriber_jwt_key=KEY,
+        demo=False,
+        history_max_bytes=history_max_bytes,
+        history_size=100_000,
     )
     ready = threading.Event()
     loop = asyncio.new_event_loop()
@@ -38,7 +43,8 @@ def hub_in_this_process(**options: object) -> Iterator[int]:
         ready.set()
 
     thread = threading.Thread(
-        target=loop.run_until_complete, args=(serve(settings, started=started, stop=stop, clock=False),)
+        target=loop.run_until_complete,
+        args=(serve(settings, started=started, stop=stop, clock=False),),
     )
     thread.start()
     try:
@@ -54,7 +60,7 @@ def test_publishes_of_many_short_topics_hold_no_more_than_history_and_routes_bou
     """999 distinct topics per publish: the route cache counted their characters (10 each)
     but not its index entry per topic (a set, a dict slot, ~30x that); 60 such publishes
     grew the hub by ~15 MiB, past both bounds together."""
-    with hub_in_this_process(history_max_bytes=HISTORY, history_size=100_000) as port:
+    with hub_in_this_process(HISTORY) as port:
         headers = {
             "Authorization": f"Bearer {make_token(publish=['*'])}",
             "Content-Type": "application/x-www-form-urlencoded",
