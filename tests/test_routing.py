@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from ssehub import Event, Hub, MemoryBackend
 from ssehub.errors import HubError
-from ssehub.routes import RouteIndex
+from ssehub.routes import _PER_VIEW, RouteIndex, _cost
 from ssehub.subscriber import Subscriber
 from ssehub.templates import OPERATORS, Expression, parse
 from ssehub.topics import ALL, TopicMatcher, check_selectors, expressions
@@ -235,7 +235,7 @@ def test_incremental_routes_equal_fresh_ones(
     ops: list[tuple[str, object]], cap: int, max_added: int
 ) -> None:
     matcher = TopicMatcher()
-    index: RouteIndex[_View] = RouteIndex(cap, max_chars=40, max_added=max_added)
+    index: RouteIndex[_View] = RouteIndex(cap, max_bytes=3000, max_added=max_added)
     live: list[_View] = []
     for n, (op, arg) in enumerate(ops):
         if op == "join":
@@ -264,8 +264,9 @@ def test_incremental_routes_equal_fresh_ones(
             assert wanted - names <= {v.name for v in index.added}
         assert len(index) <= cap
         assert not set(index.cached) & set(index.stale)
-        keys = [*index.cached, *index.stale]
-        assert index._chars == sum(len(t) for key in keys for t in key) <= 40
+        answers = [*index.cached.items(), *index.stale.items()]
+        held = sum(_cost(key) + _PER_VIEW * len(views) for key, views in answers)
+        assert index._bytes == held <= 3000
 
 
 def _wanting(matcher: TopicMatcher, views: list[_View], topics: tuple[str, ...]) -> list[int]:
@@ -277,7 +278,7 @@ def _wanting(matcher: TopicMatcher, views: list[_View], topics: tuple[str, ...])
 
 def test_caches_are_bounded_by_bytes() -> None:
     matcher = TopicMatcher(max_chars=100_000)
-    index: RouteIndex[_View] = RouteIndex(max_chars=100_000)
+    index: RouteIndex[_View] = RouteIndex(max_bytes=100_000)
     index.add(_View(0, frozenset({"urn:{x}"})))
     for i in range(200):
         topic = f"urn:{i}:" + "t" * 10_000  # a topic can be as long as a publish body
@@ -285,7 +286,7 @@ def test_caches_are_bounded_by_bytes() -> None:
         assert matcher.match(f"urn:{i}:{{+x}}", topic) is True
         index.route((topic,))
         assert matcher.cached_chars() <= 2 * 100_000
-        assert index._chars <= 100_000
+        assert index._bytes <= 100_000
     assert 0 < len(index.cached) <= 10
     huge = "urn:" + "h" * 200_000  # bigger than a whole cache: answered, never kept
     assert matcher.match("urn:{+x}", huge)
@@ -301,7 +302,7 @@ def test_hub_route_cache_is_bounded_by_bytes() -> None:
         for i in range(30):
             await hub.publish(Event((f"urn:{i}:" + "t" * 400_000,), "x"))
         assert len(await delivered(stream, 30)) == 30
-        assert hub.routes._chars <= hub.routes.max_chars
+        assert hub.routes._bytes <= hub.routes.max_bytes
         assert len(hub.routes.cached) < 30
 
     asyncio.run(go())

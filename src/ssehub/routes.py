@@ -19,11 +19,27 @@ connect/disconnect churn a clear would make every publish try every template aga
 from __future__ import annotations
 
 from collections.abc import Hashable
+from itertools import chain
+from sys import getsizeof
 from typing import Generic, Protocol, TypeVar
 
 from .topics import ALL, DEFAULT_BASE, Pattern, Template, exact_topic, template
 
 Topics = tuple[str, ...]
+
+# What an answer holds besides its topics' strings, measured with tracemalloc (the route
+# cost script in /tmp/histtempl/cost.py: ~55 B a route, ~245 a topic, ~56 a view), rounded
+# up: per topic its entry in the index of answers by topic (a set of its own and a dict
+# slot), ~25x a short topic's characters; per view a tuple slot and its entry in
+# ``_routes_of``.
+_PER_ROUTE = 128
+_PER_TOPIC = 256
+_PER_VIEW = 64
+
+
+def _cost(topics: Topics) -> int:
+    """Bytes an answer's key costs the cache: its strings, index entries and dict slots."""
+    return _PER_ROUTE + sum(getsizeof(topic) + _PER_TOPIC for topic in topics)
 
 
 class Routable(Hashable, Protocol):
@@ -39,15 +55,16 @@ V = TypeVar("V", bound=Routable)
 class RouteIndex(Generic[V]):
     """Views by selector kind, and the views of recently published topic sets.
 
-    The answers (``cached`` and ``stale`` together) are bounded by count and by the
-    characters of their keys (a topic can be as long as a publish body), and evicted
+    The answers (``cached`` and ``stale`` together) are bounded by count and by the bytes
+    they hold (``_cost`` of each key and ``_PER_VIEW`` for each view listed: a topic can be
+    as long as a publish body, and a publish may carry a thousand short ones), and evicted
     first-in first-out; into a full cache, a topic set is admitted on its ``admit_at``-th miss.
     """
 
     def __init__(
         self,
         max_routes: int = 10_000,
-        max_chars: int = 4 << 20,
+        max_bytes: int = 4 << 20,
         max_added: int = 64,
         base: str = DEFAULT_BASE,
         admit_at: int = 3,
@@ -57,11 +74,11 @@ class RouteIndex(Generic[V]):
         self._misses: dict[int, int] = {}  # hash of a topic set -> misses, while not cached
         self.max_added = max_added  # views a stale answer may need tried; past it, drop them
         self.max_routes = max_routes
-        self.max_chars = max_chars
+        self.max_bytes = max_bytes
         self.cached: dict[Topics, tuple[V, ...]] = {}
         self.stale: dict[Topics, tuple[V, ...]] = {}  # right but for the views in ``added``
         self.added: dict[V, None] = {}  # template and * views joined since answers went stale
-        self._chars = 0
+        self._bytes = 0
         self._exact: dict[str, set[V]] = {}
         # parsed once, while used
         self._templates: dict[str, tuple[Template | Pattern, set[V]]] = {}
@@ -84,24 +101,26 @@ class RouteIndex(Generic[V]):
             for view in self.added:
                 if view not in found and self._wants(view, topics):
                     found = (*found, view)
+                    self._bytes += _PER_VIEW
                     self._routes_of.setdefault(view, set()).add(topics)
             self.cached[topics] = found
             if not self.stale:
                 self.added.clear()
+            self._shrink(topics)
             return found
         found = self.compute(topics)
         self.recomputed += 1
-        size = sum(map(len, topics))
-        if size > self.max_chars:
+        size = _cost(topics) + _PER_VIEW * len(found)
+        if size > self.max_bytes:
             return found
-        full = len(self) >= self.max_routes or self._chars + size > self.max_chars
+        full = len(self) >= self.max_routes or self._bytes + size > self.max_bytes
         if full and len(self) and not self._admitted(topics):
             self.declined += 1
             return found
-        while len(self) and (len(self) >= self.max_routes or self._chars + size > self.max_chars):
+        while len(self) and (len(self) >= self.max_routes or self._bytes + size > self.max_bytes):
             self._evict(next(iter(self.stale or self.cached)))
         self.cached[topics] = found
-        self._chars += size
+        self._bytes += size
         for topic in topics:
             self._by_topic.setdefault(topic, set()).add(topics)
         for view in found:
@@ -149,7 +168,7 @@ class RouteIndex(Generic[V]):
             views = self.cached.pop(topics)
         if not self.stale:
             self.added.clear()
-        self._chars -= sum(map(len, topics))
+        self._bytes -= _cost(topics) + _PER_VIEW * len(views)
         self.evictions += 1
         for topic in topics:
             keys = self._by_topic[topic]
@@ -195,6 +214,8 @@ class RouteIndex(Generic[V]):
         for key in keys:
             answers = self.cached if key in self.cached else self.stale
             answers[key] = (*answers[key], view)
+        self._bytes += _PER_VIEW * len(keys)
+        self._shrink()
 
     def remove(self, view: V) -> None:
         """Forget a view, in the index and in every answer that lists it."""
@@ -215,3 +236,13 @@ class RouteIndex(Generic[V]):
         for key in self._routes_of.pop(view, ()):
             answers = self.cached if key in self.cached else self.stale
             answers[key] = tuple(v for v in answers[key] if v is not view)
+            self._bytes -= _PER_VIEW
+
+    def _shrink(self, keep: Topics | None = None) -> None:
+        """Evict the oldest answers (never ``keep``) while views added to them hold more
+        than the bound."""
+        while self._bytes > self.max_bytes and len(self) > (keep is not None):
+            oldest = next(iter(self.stale or self.cached))
+            if oldest == keep:
+                oldest = next(k for k in chain(self.stale, self.cached) if k != keep)
+            self._evict(oldest)

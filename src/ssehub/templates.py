@@ -8,6 +8,7 @@ import re
 import string
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import groupby
 
 from .errors import HubError
 
@@ -169,8 +170,47 @@ def _mask(text: str, allowed: frozenset[str]) -> int:
     return int("".join("1" if c in allowed or c > "\x7f" else "0" for c in reversed(text)), 2)
 
 
+# character -> bytes.translate table writing it as "1" and every other byte as "0"
+_EQUAL = {c: bytes(49 if b == c else 48 for b in range(256)) for c in range(128)}
+
+
+def _run_starts(equal: int, run: int) -> int:
+    """Bit i is set when ``run`` bits from i on are all set in ``equal``: by doubling, so a
+    run of one character costs log(run) steps, not one per place it occurs."""
+    found, offset, width, acc = -1, 0, 1, equal
+    while run:
+        if run & 1:
+            found &= acc >> offset
+            offset += width
+        acc &= acc >> width
+        width *= 2
+        run >>= 1
+    return found
+
+
 def _positions(text: str, part: str) -> int:
-    """Bit i is set when ``part`` occurs in ``text`` at i."""
+    """Bit i is set when ``part`` occurs in ``text`` at i.
+
+    ASCII text: from one equality mask per character of ``part`` (made by bytes.translate,
+    in C), run by run, so the cost is a few big-integer steps per run of ``part``, however
+    often it occurs; a dense literal took one Python step per occurrence."""
+    if text.isascii() and part.isascii():
+        if len(part) > len(text):
+            return 0
+        raw = text.encode()
+        masks: dict[int, int] = {}
+        hits = (1 << (len(text) - len(part) + 1)) - 1
+        at = 0
+        for char, group in groupby(part.encode()):
+            run = len(list(group))
+            equal = masks.get(char)
+            if equal is None:
+                equal = masks[char] = int(raw.translate(_EQUAL[char])[::-1] or b"0", 2)
+            hits &= _run_starts(equal, run) >> at
+            at += run
+            if not hits:
+                return 0
+        return hits
     hits = 0
     at = text.find(part)
     while at >= 0:
