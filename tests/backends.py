@@ -106,3 +106,26 @@ def failing(read: int) -> Callable[[int], Awaitable[None]]:
             raise RuntimeError("boom")
 
     return fail
+
+
+@contextmanager
+def own_redis(*extra: str) -> Iterator[int]:
+    """A Redis of this test's own on a free port, for what must not touch the shared one."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is needed for a Redis of the test's own")
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--save", "", "--appendonly", "no", *extra],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not answers(port):
+            if time.monotonic() > deadline:
+                pytest.fail("redis-server did not start")
+            time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait()

@@ -25,7 +25,7 @@ from ssehub.events import Event
 from ssehub.mercure import GAP_EVENT
 from ssehub.sse import Decoder, ServerEvent
 
-from .backends import answers, redis_store
+from .backends import answers, own_redis, redis_store
 from .support import (
     HUB,
     HubProcess,
@@ -297,29 +297,6 @@ def test_workers_refuse_a_sqlite_store(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr
     assert "--workers" in done.stderr and "SQLite delivers live events only" in done.stderr
     assert "Traceback" not in done.stderr
-
-
-@contextlib.contextmanager
-def own_redis(*extra: str) -> Iterator[int]:
-    """A Redis of this test's own on a free port, for what must not touch the shared one."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is needed for a Redis of the test's own")
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--save", "", "--appendonly", "no", *extra],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while not answers(port):
-            if time.monotonic() > deadline:
-                pytest.fail("redis-server did not start")
-            time.sleep(0.05)
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait()
 
 
 def append_directly(store: str, ids: list[str], topic: str, history_size: int) -> None:

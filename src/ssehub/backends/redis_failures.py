@@ -9,7 +9,7 @@ import socket
 
 from redis.asyncio.connection import AbstractConnection
 from redis.commands.core import AsyncScript
-from redis.exceptions import AuthenticationError, RedisError, ResponseError
+from redis.exceptions import AuthenticationError, NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..contract import OutcomeUnknown
@@ -32,12 +32,44 @@ async def say_hello(conn: AbstractConnection) -> None:
         raise HandshakeTimeout(f"Timeout connecting: no answer to the handshake ({exc})") from exc
 
 
+class LoadFailed(RedisError):
+    """Loading a script Redis had lost failed: the command it was for was not sent."""
+
+
+class LoadTimeout(LoadFailed, RedisTimeoutError):
+    """Loading a script had no answer in time: Redis is there but slow, so not retried."""
+
+
+async def _evaluate(script: AsyncScript, keys: list[str], args: list[str | int]) -> object:
+    """EVALSHA, loading the script first when Redis has lost it (a restart, a failover,
+    SCRIPT FLUSH). redis-py's own ``Script`` does the same, but a load without an answer
+    then reads as the script's, which would make an append never sent "outcome unknown"."""
+    client = script.registered_client
+    try:
+        return await client.evalsha(script.sha, len(keys), *keys, *args)
+    except NoScriptError:
+        pass  # Redis answered that it does not know the script: it ran nothing
+    try:
+        script.sha = await client.script_load(script.script)
+    except RedisTimeoutError as exc:
+        raise LoadTimeout(f"no answer while loading a script ({exc})") from exc
+    except (RedisError, OSError) as exc:
+        raise LoadFailed(f"loading a script failed ({exc})") from exc
+    return await client.evalsha(script.sha, len(keys), *keys, *args)
+
+
 def never_sent(exc: BaseException) -> bool:
-    """Whether a failure came while connecting, before a command could reach Redis."""
+    """Whether a failure came before the command could reach Redis: while connecting, or
+    while loading the script it runs."""
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(
-            seen, HandshakeTimeout | ConnectionRefusedError | socket.gaierror | FileNotFoundError
+            seen,
+            HandshakeTimeout
+            | LoadFailed
+            | ConnectionRefusedError
+            | socket.gaierror
+            | FileNotFoundError,
         ):
             return True
         seen = seen.__cause__ or seen.__context__
@@ -54,7 +86,7 @@ async def run_script(script: AsyncScript, keys: list[str], args: list[str | int]
     slow, and a second wait would double the publisher's. Raises ConnectionError when
     no attempt can have reached Redis, OutcomeUnknown when one may have."""
     try:
-        return await script(keys=keys, args=args)
+        return await _evaluate(script, keys, args)
     except ResponseError as exc:  # Redis answered: it did not run the script
         raise ConnectionError(f"Redis refused the command: {exc}") from exc
     except RedisTimeoutError as exc:
@@ -65,7 +97,7 @@ async def run_script(script: AsyncScript, keys: list[str], args: list[str | int]
         sent = not never_sent(exc)
         log.info("Redis command failed (%s); reconnecting once", exc)
     try:
-        return await script(keys=keys, args=args)
+        return await _evaluate(script, keys, args)
     except ResponseError as exc:
         raise ConnectionError(f"Redis refused the command: {exc}") from exc
     except (RedisError, OSError) as exc:
