@@ -50,17 +50,20 @@ def redis_server() -> str:
             raise RuntimeError("SSEHUB_REQUIRE_REDIS is set but no Redis answers or installs")
         pytest.skip("no Redis on 127.0.0.1:6379 and no redis-server to start")
     port = free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    _spawned.append((proc, port))
+    _spawned.append((start_redis(binary, port, "--save", "", "--appendonly", "no"), port))
+    return f"redis://127.0.0.1:{port}/0"
+
+
+def start_redis(binary: str, port: int, *flags: str) -> subprocess.Popen[bytes]:
+    """redis-server on a loopback port with these flags, once it answers (10 s at most)."""
+    proc = subprocess.Popen([binary, "--port", str(port), *flags], stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 10
     while not answers(port):
-        if time.monotonic() > deadline:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.terminate()
             raise RuntimeError("redis-server did not start")
         time.sleep(0.05)
-    return f"redis://127.0.0.1:{port}/0"
+    return proc
 
 
 def redis_store() -> str:
@@ -115,16 +118,8 @@ def own_redis(*extra: str) -> Iterator[int]:
     if binary is None:
         pytest.fail("redis-server is needed for a Redis of the test's own")
     port = free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--save", "", "--appendonly", "no", *extra],
-        stdout=subprocess.DEVNULL,
-    )
+    proc = start_redis(binary, port, "--save", "", "--appendonly", "no", *extra)
     try:
-        deadline = time.monotonic() + 10
-        while not answers(port):
-            if time.monotonic() > deadline:
-                pytest.fail("redis-server did not start")
-            time.sleep(0.05)
         yield port
     finally:
         proc.terminate()

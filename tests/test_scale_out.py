@@ -25,7 +25,7 @@ from ssehub.events import Event
 from ssehub.mercure import GAP_EVENT
 from ssehub.sse import Decoder, ServerEvent
 
-from .backends import answers, own_redis, redis_store
+from .backends import own_redis, redis_store, start_redis
 from .support import (
     HUB,
     HubProcess,
@@ -147,28 +147,8 @@ def _redis(port: int, data_dir: str) -> subprocess.Popen[bytes]:
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.fail("redis-server is needed to stop and restart Redis under load")
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--dir",
-            data_dir,
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while not answers(port):
-        if time.monotonic() > deadline:
-            pytest.fail("redis-server did not start")
-        time.sleep(0.05)
-    return proc
+    durable = ("--dir", data_dir, "--save", "", "--appendonly", "yes", "--appendfsync", "always")
+    return start_redis(binary, port, *durable)
 
 
 def test_redis_restart_under_load_loses_nothing_acknowledged() -> None:
